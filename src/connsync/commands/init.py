@@ -1,0 +1,127 @@
+"""``connsync init``: start a connections repository."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from connsync import schema
+from connsync.config import CONFIG_NAME
+from connsync.errors import EXIT_OK, ConnsyncError, UsageError
+from connsync.fsutil import write_atomic
+from connsync.sops import SOPS_CONFIG
+
+CONFIG_TEMPLATE = """\
+# connsync settings; every key is optional. Flags beat environment variables
+# (CONNSYNC_*), which beat this file. Relative paths are relative to this file.
+workspace: default
+store: sqlite:.connsync/store.db
+connections: connections
+verify:
+  max_key_age_days: 90   # warn when an access key is older: rotate keys regularly
+  concurrency: 8
+  timeout_seconds: 10
+apply:
+  max_deletes: 10        # --prune never deletes more than this in one apply
+"""
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    age_recipients: Sequence[str]
+    kms_arns: Sequence[str]
+    generate_age_key: bool
+    force: bool
+
+
+def sops_config_text(connections: str, age: Sequence[str], kms: Sequence[str]) -> str:
+    secrets = "|".join(sorted(schema.all_secret_fields()))
+    lines = [
+        "# Written by connsync init. Only the schemas' secret (writeOnly) fields are",
+        "# encrypted, so the rest stays reviewable; mac_only_encrypted lets a reviewer",
+        "# edit a clear field by hand while the secrets stay authenticated.",
+        "creation_rules:",
+        f"  - path_regex: ^{connections}/.*\\.ya?ml$",
+        f"    encrypted_regex: ^({secrets})$",
+        "    mac_only_encrypted: true",
+    ]
+    if age:
+        lines.append(f"    age: {','.join(age)}")
+    if kms:
+        lines.append(f"    kms: {','.join(kms)}")
+    return "\n".join(lines) + "\n"
+
+
+def default_age_key_file() -> Path:
+    """Where sops looks for age keys by default (SOPS_AGE_KEY_FILE wins)."""
+    explicit = os.environ.get("SOPS_AGE_KEY_FILE")
+    if explicit:
+        return Path(explicit)
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "sops" / "age" / "keys.txt"
+
+
+def ensure_age_key() -> tuple[str, Path, bool]:
+    """The public key of the default age identity, creating one (0600) if none exists."""
+    import pyrage
+
+    path = default_age_key_file()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("AGE-SECRET-KEY-"):
+                return str(pyrage.x25519.Identity.from_str(line).to_public()), path, False
+        raise ConnsyncError(f"{path} exists but holds no AGE-SECRET-KEY line")
+    identity = pyrage.x25519.Identity.generate()
+    public = str(identity.to_public())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = f"# created by connsync init\n# public key: {public}\n{identity}\n"
+    write_atomic(path, text.encode(), mode=0o600)
+    return public, path, True
+
+
+def init(root: Path, options: InitOptions) -> int:
+    recipients = list(options.age_recipients)
+    if options.generate_age_key:
+        public, key_path, created = ensure_age_key()
+        click.echo(f"{'Created' if created else 'Using'} age key {key_path} (public key {public})")
+        click.echo("Back it up in a password manager: without it nothing here can be decrypted.")
+        recipients.append(public)
+    if not recipients and not options.kms_arns:
+        raise UsageError(
+            "no recipient for the secrets",
+            hint="pass --age-recipient AGE_PUBLIC_KEY, --kms ARN, or --generate-age-key",
+        )
+    for recipient in recipients:
+        if not recipient.startswith("age1"):
+            raise UsageError(f"{recipient!r} is not an age public key (age1...)")
+
+    files: dict[Path, bytes] = {
+        root / CONFIG_NAME: CONFIG_TEMPLATE.encode(),
+        root / SOPS_CONFIG: sops_config_text("connections", recipients, options.kms_arns).encode(),
+    }
+    for name, document in schema.all_schemas().items():
+        # A copy beside the files, for the editors' $schema modelines.
+        files[root / "schemas" / f"{name}.schema.json"] = (json.dumps(document, indent=2) + "\n").encode()
+    existing = [p for p in files if p.exists() and p.read_bytes() != files[p]]
+    if existing and not options.force:
+        names = ", ".join(str(p.relative_to(root)) for p in existing)
+        raise ConnsyncError(f"refusing to overwrite {names}", hint="use --force to replace them")
+    for path, body in files.items():
+        write_atomic(path, body, overwrite=True)
+    (root / "connections").mkdir(exist_ok=True)
+    _ensure_gitignore(root / ".gitignore")
+    click.echo(f"Initialised connsync in {root}")
+    click.echo("Next: connsync new aws --name 'AWS Prod'   (then: connsync validate, plan, apply)")
+    return EXIT_OK
+
+
+def _ensure_gitignore(path: Path) -> None:
+    lines = path.read_text().splitlines() if path.exists() else []
+    if ".connsync/" not in lines:
+        lines.append(".connsync/")
+        path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from connsync import render, rules
+from connsync.config import Config
+from connsync.errors import EXIT_FAILED, EXIT_OK
+
+
+def validate(paths: Sequence[str], config: Config, *, fmt: str, style: render.Style) -> int:
+    result = rules.validate_files(paths, config.connections_dir)
+    if fmt == "json":
+        click.echo(render.findings_json(result.findings, result.files))
+    elif fmt == "github":
+        click.echo(render.findings_github(result.findings, result.files))
+    else:
+        click.echo(render.findings_text(result.findings, result.files, style))
+    return EXIT_OK if result.ok else EXIT_FAILED

@@ -1,0 +1,126 @@
+"""Settings: flags beat environment, environment beats connsync.yaml, which beats defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from connsync.errors import ConfigError
+from connsync.loader import StrictLoader
+from connsync.providers.base import VerifySettings
+
+CONFIG_NAME = "connsync.yaml"
+DEFAULT_STORE = "sqlite:.connsync/store.db"
+_KEYS = {"workspace", "store", "connections", "verify", "apply"}
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path  # the directory of connsync.yaml, else the working directory
+    file: Path | None
+    workspace: str = "default"
+    store_url: str = ""
+    connections_dir: Path = Path("connections")
+    verify: VerifySettings = field(default_factory=VerifySettings)
+    max_deletes: int = 10
+
+
+def find_config(start: Path) -> Path | None:
+    for directory in (start, *start.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read(path: Path) -> Mapping[str, Any]:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: {exc.problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of settings")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s): {', '.join(sorted(unknown))}",
+            hint=f"known settings: {', '.join(sorted(_KEYS))}",
+        )
+    return data
+
+
+def _section(data: Mapping[str, Any], key: str, path: Path | None) -> Mapping[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: '{key}' must be a mapping")
+    return value
+
+
+def _number(section: Mapping[str, Any], key: str, default: float, where: str) -> Any:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{where}: '{key}' must be a non-negative number")
+    return value
+
+
+def resolve_store_url(url: str, base: Path) -> str:
+    """Make a ``sqlite:`` path absolute against ``base``; other schemes pass through."""
+    scheme, sep, rest = url.partition(":")
+    if scheme == "sqlite" and sep and rest and not Path(rest).is_absolute():
+        return f"sqlite:{base / rest}"
+    return url
+
+
+def load_config(
+    *,
+    config_path: str | None = None,
+    store: str | None = None,
+    workspace: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    env = os.environ if env is None else env
+    cwd = cwd or Path.cwd()
+    explicit = config_path or env.get("CONNSYNC_CONFIG")
+    file: Path | None
+    if explicit:
+        file = Path(explicit)
+        if not file.is_file():
+            raise ConfigError(f"{explicit}: config file not found")
+    else:
+        file = find_config(cwd)
+    data = _read(file) if file else {}
+    root = file.resolve().parent if file else cwd
+    where = str(file)
+    verify = _section(data, "verify", file)
+    apply_ = _section(data, "apply", file)
+
+    if store or env.get("CONNSYNC_STORE"):
+        store_url = resolve_store_url(store or env["CONNSYNC_STORE"], cwd)
+    else:
+        store_url = resolve_store_url(str(data.get("store", DEFAULT_STORE)), root)
+
+    return Config(
+        root=root,
+        file=file,
+        workspace=str(workspace or env.get("CONNSYNC_WORKSPACE") or data.get("workspace", "default")),
+        store_url=store_url,
+        connections_dir=root / str(data.get("connections", "connections")),
+        verify=VerifySettings(
+            max_key_age_days=int(_number(verify, "max_key_age_days", 90, where)),
+            concurrency=max(1, int(_number(verify, "concurrency", 8, where))),
+            timeout_seconds=float(_number(verify, "timeout_seconds", 10, where)),
+        ),
+        max_deletes=int(_number(apply_, "max_deletes", 10, where)),
+    )

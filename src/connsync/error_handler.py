@@ -1,0 +1,76 @@
+"""Turn every way a command can end into an exit code and at most a few lines.
+
+Expected failures (:class:`ConnsyncError`) print one line and a hint; ^C is
+130; a bug prints one line pointing at a log file that holds the traceback
+(the terminal gets the traceback only with ``-v``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from connsync import __version__
+from connsync.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ConnsyncError
+
+
+def log_path() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "connsync" / "connsync.log"
+
+
+class Outcome:
+    code: int = 0
+
+
+@contextlib.contextmanager
+def error_handler(verbose: bool = False) -> Iterator[Outcome]:
+    outcome = Outcome()
+    try:
+        yield outcome
+    except ConnsyncError as exc:
+        click.echo(f"connsync: error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        outcome.code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        outcome.code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        outcome.code = EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        outcome.code = EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted (^C).", err=True)
+        outcome.code = EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: keep the traceback off the terminal
+        where = _write_log(exc)
+        click.echo(
+            f"connsync: internal error ({type(exc).__name__}); details in {where}", err=True
+        )
+        if verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+        outcome.code = EXIT_INTERNAL
+
+
+def _write_log(exc: BaseException) -> str:
+    path = log_path()
+    text = (
+        f"connsync {__version__}, Python {sys.version.split()[0]}\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError:
+        return "(the log file could not be written; run with -v)"
+    return str(path)

@@ -1,0 +1,53 @@
+"""The one exception hierarchy; each error knows its exit code and a hint.
+
+Library code raises these; only the CLI edge (``error_handler``) renders them,
+so a message is written once and never carries a traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CHANGES = 2  # plan --detailed-exitcode only
+EXIT_INTERNAL = 3
+EXIT_USAGE = 64
+EXIT_INTERRUPTED = 130
+
+
+class ConnsyncError(Exception):
+    """An expected failure: rendered as one line (and an optional hint), exit 1."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(ConnsyncError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(ConnsyncError):
+    pass
+
+
+class SopsError(ConnsyncError):
+    """sops failed on a file; the message names the file and what to do."""
+
+
+class StoreError(ConnsyncError):
+    pass
+
+
+class LockError(StoreError):
+    pass
+
+
+class VersionConflict(StoreError):
+    """A record moved between read and write (optimistic concurrency)."""
+
+
+class StalePlan(ConnsyncError):
+    pass

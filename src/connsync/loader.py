@@ -1,0 +1,207 @@
+"""Find connection files and load them safely.
+
+Per-file problems are values (a :class:`Finding`), never exceptions, so one
+hostile file cannot hide the findings of the others. Parsing uses libyaml's
+``CSafeLoader`` for speed; the node tree that maps a JSON path back to a line
+is only composed for files that have findings (:func:`locate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from connsync.errors import UsageError
+from connsync.model import Declaration, Finding
+
+# Connection files are a few hundred bytes; anything this big is a mistake or an
+# attack, and is refused before the parser sees it.
+MAX_FILE_BYTES = 1024 * 1024
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class _RefusedNode(yaml.MarkedYAMLError):
+    """Raised from inside the constructor; carries the offending node's mark."""
+
+    def __init__(self, rule: str, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+        self.rule = rule
+
+
+class StrictLoader(yaml.CSafeLoader):
+    """``CSafeLoader`` that rejects duplicate keys and every alias.
+
+    PyYAML silently keeps the last of two equal keys, which would let a second
+    ``secret_access_key`` hide under the first in review. Aliases have no use in
+    a connection file and are how "billion laughs" files blow up, so they are
+    refused outright rather than capped.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node in self.constructed_objects or node in self.recursive_objects:
+            raise _RefusedNode("yaml", "aliases (*name) are not allowed", node.start_mark)
+        return super().construct_object(node, deep=deep)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # BaseConstructor.construct_mapping, plus the duplicate check it lacks.
+        if not isinstance(node, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected a mapping, found {node.id}", node.start_mark
+            )
+        self.flatten_mapping(node)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                raise _RefusedNode("yaml", "a mapping key must be a scalar", key_node.start_mark)
+            if key in mapping:
+                raise _RefusedNode(
+                    "duplicate-key", f"key {key!r} appears twice in this mapping", key_node.start_mark
+                )
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+def discover(paths: Sequence[str | Path], default_dir: Path) -> list[Path]:
+    """Expand the command's PATH arguments (or the default directory) into files."""
+    roots = [Path(p) for p in paths] or [default_dir]
+    found: list[Path] = []
+    for root in roots:
+        if root.is_dir():
+            found.extend(
+                p for p in sorted(root.rglob("*")) if p.suffix in YAML_SUFFIXES and p.is_file()
+            )
+        elif root.is_file():
+            found.append(root)
+        elif paths:
+            raise UsageError(f"{root}: no such file or directory")
+    return found
+
+
+def display_path(path: Path) -> str:
+    """The path as users expect to see it: relative to the working directory if inside it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def load_file(path: Path) -> Declaration | Finding:
+    shown = display_path(path)
+
+    def finding(message: str, line: int = 1, column: int = 1, rule: str = "yaml") -> Finding:
+        return Finding("error", rule, shown, line, column, "$", message)
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return finding(f"file is {size:,} bytes; connection files are capped at {MAX_FILE_BYTES:,}")
+        raw = path.read_bytes()
+    except OSError as exc:
+        return finding(f"cannot read file: {exc.strerror}")
+    return load_bytes(raw, shown)
+
+
+def load_bytes(raw: bytes, shown: str) -> Declaration | Finding:
+    def finding(message: str, line: int = 1, column: int = 1, rule: str = "yaml") -> Finding:
+        return Finding("error", rule, shown, line, column, "$", message)
+
+    if b"\0" in raw:
+        return finding("binary file (contains NUL bytes), not YAML")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return finding("file is not valid UTF-8", line, column)
+    try:
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        if mark is None:
+            return finding(message)
+        if text[mark.index : mark.index + 1] == "\t":
+            message = "tab character: YAML indentation must use spaces"
+        line, column = mark.line + 1, mark.column + 1
+        if isinstance(exc, _RefusedNode):
+            path = json_path(path_at(text, mark))
+            return Finding("error", exc.rule, shown, line, column, path, message)
+        return finding(message, line, column)
+    except (yaml.YAMLError, RecursionError) as exc:  # unmarked reader errors, absurd nesting
+        return finding(f"invalid YAML: {type(exc).__name__}")
+    if data is None:
+        return finding("file is empty; a connection file needs apiVersion, provider, metadata and spec")
+    if not isinstance(data, dict):
+        kind = "list" if isinstance(data, list) else type(data).__name__
+        return Finding("error", "schema", shown, 1, 1, "$", f"top level must be a mapping, not a {kind}")
+    return Declaration(file=shown, data=data, digest=hashlib.sha256(raw).hexdigest(), text=text)
+
+
+def load_all(paths: Iterable[Path]) -> Iterator[Declaration | Finding]:
+    for path in paths:
+        yield load_file(path)
+
+
+def json_path(parts: Iterable[str | int]) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def locate(text: str, parts: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
+    """Line and column (1-based) of the node at ``parts``; of its key with ``at_key``.
+
+    Walks as deep as the path exists, so a missing field points at its parent.
+    """
+    node: yaml.Node | None = yaml.compose(text, Loader=yaml.CSafeLoader)
+    if node is None:
+        return 1, 1
+    mark = node.start_mark
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            key_node, node = match
+            mark = key_node.start_mark if (last and at_key) else node.start_mark
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            mark = node.start_mark
+        else:
+            break
+    return mark.line + 1, mark.column + 1
+
+
+def path_at(text: str, mark: yaml.Mark) -> list[str | int]:
+    """The JSON path of the node (or mapping key) that starts at ``mark``."""
+    root = yaml.compose(text, Loader=yaml.CSafeLoader)
+
+    def walk(node: yaml.Node, parts: list[str | int]) -> list[str | int] | None:
+        if node.start_mark.index == mark.index and not isinstance(node, yaml.MappingNode):
+            return parts
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.start_mark.index == mark.index:
+                    return [*parts, key.value]
+                found = walk(value, [*parts, key.value])
+                if found is not None:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                found = walk(item, [*parts, index])
+                if found is not None:
+                    return found
+        return None
+
+    try:
+        return (walk(root, []) if root is not None else None) or []
+    except (yaml.YAMLError, RecursionError):
+        return []

@@ -1,0 +1,133 @@
+"""Value types that travel through the pipeline.
+
+Secrets are carried as :class:`Secret` end to end so that a stray ``print``,
+log line, f-string or traceback shows a mask, never the value.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+Severity = Literal["error", "warning"]
+Action = Literal["create", "update", "delete", "noop", "conflict", "orphan"]
+ACTIONS: tuple[Action, ...] = ("create", "update", "delete", "noop", "conflict", "orphan")
+
+MASK = "********"
+
+
+class Secret:
+    """A secret value that masks itself everywhere except :meth:`reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self) -> Any:  # pickling would write the value in clear
+        raise TypeError("Secret values cannot be pickled")
+
+
+class Finding(NamedTuple):
+    """One problem in one file, at a line and column (both 1-based)."""
+
+    severity: Severity
+    rule: str
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.file, self.line, self.column, self.rule, self.message)
+
+    def as_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A connection file as loaded from disk, secrets still SOPS-encrypted."""
+
+    file: str  # as shown to the user (relative to the working directory when possible)
+    data: Mapping[str, Any]
+    digest: str  # sha256 of the file bytes
+    text: str = field(default="", repr=False, compare=False)  # for line numbers on demand
+
+    @property
+    def name(self) -> str:
+        return str(self.data["metadata"]["name"])
+
+    @property
+    def provider(self) -> str:
+        return str(self.data["provider"])
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        spec = self.data.get("spec")
+        return spec if isinstance(spec, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class Desired:
+    """A decrypted declaration: clear fields plus secrets as :class:`Secret`."""
+
+    declaration: Declaration
+    spec: Mapping[str, Any]
+    secrets: Mapping[str, Secret]
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def provider(self) -> str:
+        return self.declaration.provider
+
+
+@dataclass(frozen=True)
+class StoredConnection:
+    """A store record; it never holds a secret value, only fingerprints."""
+
+    name: str
+    provider: str
+    spec: Mapping[str, Any]
+    fingerprints: Mapping[str, str]
+    version: int
+    managed: bool
+    source: str | None = None
+    source_digest: str | None = None
+    synced_version: int | None = None  # the version connsync last wrote
+    git_revision: str | None = None
+    updated_at: str = ""
+    updated_by: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    description: str | None = None
+
+    @property
+    def drifted(self) -> bool:
+        """True when something other than connsync wrote the record last."""
+        return self.managed and self.synced_version != self.version

@@ -1,0 +1,97 @@
+"""AWS: offline checks of DESIGN §8 and STS/IAM verification."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from connsync.model import Desired
+from connsync.providers.base import Issue, Provider, Verdict, VerifySettings
+
+ACCESS_KEY_RE = re.compile(r"^AKIA[A-Z2-7]{16}$")
+SECRET_KEY_LENGTH = 40
+# Key ids whose fifth character is one of these encode the owning account.
+_NEW_FORMAT_MARKERS = frozenset("QRSTUVWXYZ234567")
+
+
+@functools.cache
+def known_regions() -> dict[str, str]:
+    """Every region botocore knows, in every partition: region -> partition."""
+    from botocore.loaders import create_loader
+
+    endpoints = create_loader().load_data("endpoints")
+    return {
+        region: partition["partition"]
+        for partition in endpoints["partitions"]
+        for region in partition["regions"]
+    }
+
+
+def account_from_key_id(key_id: str) -> str | None:
+    """The account id encoded in a new-format access key id, or None for old keys."""
+    if len(key_id) != 20 or key_id[4] not in _NEW_FORMAT_MARKERS:
+        return None
+    try:
+        raw = base64.b32decode(key_id[4:])
+    except (binascii.Error, ValueError):
+        return None
+    number = int.from_bytes(raw[:6], "big")
+    return f"{(number & 0x7FFFFFFFFF80) >> 7:012d}"
+
+
+class AwsProvider(Provider):
+    def __init__(self) -> None:
+        super().__init__("aws")
+
+    def schema_hint(self, field: str, validator: str, instance: Any) -> str | None:
+        if field == "account_id" and validator == "type" and isinstance(instance, int):
+            return (
+                "must be a quoted string: YAML read an unquoted number (and drops leading zeros); "
+                'write account_id: "123456789012"'
+            )
+        if field == "account_id" and validator == "pattern":
+            return "must be exactly 12 digits, like 123456789012"
+        if field == "access_key_id" and validator == "pattern":
+            if isinstance(instance, str) and instance.startswith("ASIA"):
+                return (
+                    "is a temporary key (ASIA...) from STS; it expires and the platform would lose "
+                    "access: use a long-term access key (AKIA...) of an IAM user"
+                )
+            return "must be a long-term access key id: AKIA followed by 16 characters A-Z or 2-7"
+        if field == "default_region" and validator == "pattern":
+            return "must be an AWS region code like us-east-1"
+        return None
+
+    def check(self, spec: Mapping[str, Any]) -> list[Issue]:
+        issues: list[Issue] = []
+        region = spec.get("default_region")
+        if isinstance(region, str) and region not in known_regions():
+            issues.append(
+                Issue("aws-region", "default_region", f"{region!r} is not an AWS region botocore knows")
+            )
+        key_id, account = spec.get("access_key_id"), spec.get("account_id")
+        if isinstance(key_id, str) and isinstance(account, str) and ACCESS_KEY_RE.match(key_id):
+            encoded = account_from_key_id(key_id)
+            if encoded is not None and encoded != account:
+                issues.append(
+                    Issue(
+                        "aws-key-account",
+                        "access_key_id",
+                        f"this access key belongs to account {encoded}, not account_id {account}",
+                    )
+                )
+        return issues
+
+    def check_secret(self, field: str, value: str) -> str | None:
+        if field == "secret_access_key" and len(value) != SECRET_KEY_LENGTH:
+            return f"must be {SECRET_KEY_LENGTH} characters (got {len(value)})"
+        return None
+
+    def verify(self, desired: Desired, settings: VerifySettings) -> Verdict:
+        from connsync.providers.aws_verify import verify
+
+        return verify(desired, settings)

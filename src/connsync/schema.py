@@ -1,0 +1,151 @@
+"""Bundled JSON Schemas, cached validators, and schema errors as Findings."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from connsync import providers
+from connsync.errors import UsageError
+from connsync.loader import json_path, locate
+from connsync.model import Declaration, Finding
+
+ENVELOPE = "connection"
+# The files carry no $id so that editors resolve their relative $refs next to
+# the file; in process they live under this base URI.
+_BASE_URI = "https://schemas.connsync.invalid/"
+_SUFFIX = ".schema.json"
+
+
+@functools.cache
+def all_schemas() -> dict[str, dict[str, Any]]:
+    """name -> schema, for every bundled ``*.schema.json``, checked against the metaschema."""
+    folder = resources.files("connsync") / "schemas"
+    schemas: dict[str, dict[str, Any]] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(_SUFFIX):
+            schema = json.loads(entry.read_text(encoding="utf-8"))
+            Draft202012Validator.check_schema(schema)
+            schemas[entry.name.removesuffix(_SUFFIX)] = schema
+    return schemas
+
+
+def provider_names() -> list[str]:
+    return [name for name in all_schemas() if name != ENVELOPE]
+
+
+def get_schema(name: str) -> dict[str, Any]:
+    try:
+        return all_schemas()[name]
+    except KeyError:
+        known = ", ".join(provider_names())
+        raise UsageError(f"unknown provider {name!r}; known providers: {known}") from None
+
+
+@functools.cache
+def secret_fields(provider: str) -> frozenset[str]:
+    """The provider's writeOnly fields: what SOPS encrypts and output masks."""
+    props = all_schemas().get(provider, {}).get("properties", {})
+    return frozenset(name for name, prop in props.items() if prop.get("writeOnly"))
+
+
+def all_secret_fields() -> frozenset[str]:
+    return frozenset().union(*(secret_fields(p) for p in provider_names()))
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    registry: Registry[Any] = Registry().with_resources(
+        (_BASE_URI + n + _SUFFIX, Resource.from_contents(s, default_specification=DRAFT202012))
+        for n, s in all_schemas().items()
+    )
+    root = {**all_schemas()[name], "$id": _BASE_URI + name + _SUFFIX}
+    return Draft202012Validator(root, registry=registry)
+
+
+def validate_document(decl: Declaration) -> list[Finding]:
+    """Schema findings for one declaration, each at its own line and column."""
+    errors = list(_leaf_errors(_validator(ENVELOPE).iter_errors(decl.data)))
+    if not errors:
+        return []
+    provider = decl.data.get("provider")
+    findings: list[Finding] = []
+    for error in errors:
+        findings.extend(_to_findings(decl, error, provider if isinstance(provider, str) else ""))
+    return findings
+
+
+def _leaf_errors(errors: Iterator[ValidationError]) -> Iterator[ValidationError]:
+    """The most specific errors: the relevant branch of any oneOf/anyOf, not the wall."""
+    from jsonschema.exceptions import best_match
+
+    for error in errors:
+        if error.context:
+            yield from _leaf_errors(iter([best_match(error.context)]))
+        else:
+            yield error
+
+
+def _to_findings(decl: Declaration, error: ValidationError, provider: str) -> list[Finding]:
+    parts: list[str | int] = list(error.absolute_path)
+    in_spec = len(parts) >= 2 and parts[0] == "spec"
+    field = str(parts[1]) if in_spec else ""
+    secret = in_spec and field in secret_fields(provider)
+
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        out = []
+        for key in error.instance:
+            if key in allowed:
+                continue
+            line, column = locate(decl.text, [*parts, key], at_key=True)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            suggestion = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            out.append(
+                Finding(
+                    "error", "schema", decl.file, line, column, json_path([*parts, key]),
+                    f"unknown field {key!r}{suggestion}",
+                )
+            )
+        return out
+
+    hint = providers.get(provider).schema_hint(field, str(error.validator), error.instance)
+    message: str
+    if in_spec and len(parts) == 2 and hint:
+        message = f"{field} {hint}"
+    elif secret or isinstance(error.instance, (dict, list)):
+        # jsonschema quotes the instance; for a secret, or a container that may
+        # hold one, say what is wrong without the value.
+        message = _without_value(error, field or (str(parts[-1]) if parts else "document"))
+    else:
+        message = error.message
+    line, column = locate(decl.text, parts)
+    return [Finding("error", "schema", decl.file, line, column, json_path(parts), message)]
+
+
+def _without_value(error: ValidationError, what: str) -> str:
+    expected = error.validator_value
+    match error.validator:
+        case "type":
+            return f"{what} must be of type {expected}"
+        case "required":
+            return error.message  # names the missing property, never a value
+        case "minLength":
+            return f"{what} must not be empty" if expected == 1 else f"{what} is too short"
+        case "maxLength":
+            return f"{what} is too long"
+        case "pattern":
+            return f"{what} does not have the expected format"
+        case "const" | "enum":
+            return f"{what} must be one of: {expected}"
+        case _:
+            return f"{what} fails the {error.validator!r} check"

