@@ -72,3 +72,86 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "connections").mkdir()
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+class AgeKey(NamedTuple):
+    public: str
+    file: Path
+
+
+def make_age_key(directory: Path, name: str = "keys.txt") -> AgeKey:
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(f"{identity}\n")
+    path.chmod(0o600)
+    return AgeKey(str(identity.to_public()), path)
+
+
+@pytest.fixture
+def age_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> AgeKey:
+    """A fresh age identity, made for this test and found by sops through SOPS_AGE_KEY_FILE."""
+    key = make_age_key(tmp_path_factory.mktemp("age"))
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(key.file))
+    return key
+
+
+@pytest.fixture
+def repo(workdir: Path, age_key: AgeKey, run: Run) -> Path:
+    """A connections repository made by ``connsync init`` for the test's age key."""
+    result = run("init", "--age-recipient", age_key.public)
+    assert result.code == 0, result.err
+    return workdir
+
+
+def new_aws(run: Run, monkeypatch: pytest.MonkeyPatch, name: str = "AWS Prod",
+            secret: str = CANARY, extra: tuple[str, ...] = (), **fields: str) -> Result:
+    values = {"account_id": "123456789012", "default_region": "us-east-1",
+              "access_key_id": "AKIAIOSFODNN7EXAMPLE", **fields}
+    monkeypatch.setenv("TEST_AWS_SECRET", secret)
+    args = ["new", "aws", "--name", name, "--no-input", "--secret-env", "secret_access_key=TEST_AWS_SECRET"]
+    for key, value in values.items():
+        args += ["--set", f"{key}={value}"]
+    return run(*args, *extra)
+
+
+class MotoServer(NamedTuple):
+    url: str
+
+    def reset(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))  # noqa: S310
+
+    def require_auth(self, on: bool = True) -> None:
+        """Moto checks signatures (and IAM) only once this is switched on."""
+        import urllib.request
+
+        body = b"1" if on else b"0"  # the number of requests left before auth is enforced
+        request = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=body, method="POST")
+        urllib.request.urlopen(request)  # noqa: S310
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """A real HTTP moto server on loopback, shared by the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield MotoServer(f"http://{host}:{port}")
+    server.stop()
+
+
+@pytest.fixture
+def aws_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """Point boto3 and sops at the moto server, with dummy admin credentials."""
+    moto_server.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return moto_server

@@ -1,0 +1,286 @@
+"""SOPS with the real binary and real age keys: init, new, decrypt, and every failure."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from connsync import loader, sops
+from connsync.errors import SopsError
+from connsync.model import Declaration, Secret
+from tests.conftest import CANARY, AgeKey, Run, make_age_key, new_aws
+
+
+def load(path: Path) -> Declaration:
+    item = loader.load_file(path)
+    assert isinstance(item, Declaration), item
+    return item
+
+
+def all_files(*roots: Path) -> list[Path]:
+    return [p for root in roots for p in root.rglob("*") if p.is_file()]
+
+
+def test_init_writes_the_repository(repo: Path, age_key: AgeKey) -> None:
+    sops_config = yaml.safe_load((repo / ".sops.yaml").read_text())
+    (rule,) = sops_config["creation_rules"]
+    assert rule["encrypted_regex"] == "^(client_secret|private_key|secret_access_key)$"
+    assert rule["mac_only_encrypted"] is True
+    assert rule["age"] == age_key.public
+    assert (repo / "connections").is_dir()
+    assert ".connsync/" in (repo / ".gitignore").read_text().splitlines()
+    assert yaml.safe_load((repo / "connsync.yaml").read_text())["workspace"] == "default"
+    assert (repo / "schemas/aws.schema.json").is_file()
+
+
+def test_init_refuses_to_overwrite(repo: Path, run: Run) -> None:
+    other = "age1" + "q" * 58
+    (repo / ".sops.yaml").write_text("# mine\n")
+    result = run("init", "--age-recipient", other)
+    assert result.code == 1
+    assert "refusing to overwrite .sops.yaml" in result.err
+    assert (repo / ".sops.yaml").read_text() == "# mine\n"
+    assert run("init", "--age-recipient", other, "--force").code == 0
+    assert other in (repo / ".sops.yaml").read_text()
+
+
+def test_init_needs_a_recipient(workdir: Path, run: Run) -> None:
+    result = run("init")
+    assert result.code == 64 and "no recipient" in result.err
+    assert not (workdir / ".sops.yaml").exists()
+
+
+def test_init_generates_an_age_key_once(workdir: Path, run: Run) -> None:
+    result = run("init", "--generate-age-key")
+    assert result.code == 0, result.err
+    key_file = Path(os.environ["XDG_CONFIG_HOME"]) / "sops/age/keys.txt"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    public = re.search(r"age1[0-9a-z]+", result.out)
+    assert public and public.group(0) in (workdir / ".sops.yaml").read_text()
+    before = key_file.read_text()
+    again = run("init", "--generate-age-key", "--force")
+    assert "Using age key" in again.out and key_file.read_text() == before
+
+
+def test_new_round_trips_through_sops(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = new_aws(run, monkeypatch)
+    assert result.code == 0, result.out + result.err
+    path = repo / "connections/aws-prod.yaml"
+    text = path.read_text()
+    assert text.startswith("# yaml-language-server: $schema=../schemas/connection.schema.json\n")
+    assert CANARY not in text
+    assert 'account_id: "123456789012"' in text  # clear fields stay reviewable
+    desired = sops.decrypt(load(path), path)
+    assert desired.secrets == {"secret_access_key": Secret(CANARY)}
+    assert desired.spec["default_region"] == "us-east-1"
+    assert run("validate").code == 0
+
+
+def test_new_leaves_no_plaintext_anywhere(
+    repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    temp = tmp_path_factory.mktemp("tmpdir")
+    monkeypatch.setenv("TMPDIR", str(temp))
+    result = new_aws(run, monkeypatch)
+    assert result.code == 0
+    assert CANARY not in result.out + result.err
+    for path in all_files(repo, temp):
+        assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_new_refuses_secrets_on_the_command_line(repo: Path, run: Run) -> None:
+    result = run("new", "aws", "--name", "X", "--set", f"secret_access_key={CANARY}", "--no-input")
+    assert result.code == 64
+    assert "--secret-env" in result.err and CANARY not in result.err
+    assert not list((repo / "connections").iterdir())
+
+
+def test_new_without_input_names_what_is_missing(repo: Path, run: Run) -> None:
+    result = run("new", "aws", "--name", "X", "--set", "account_id=123456789012", "--no-input")
+    assert result.code == 64
+    assert "missing field(s): default_region, access_key_id, secret_access_key" in result.err
+
+
+def test_new_validates_before_writing(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = new_aws(run, monkeypatch, secret="too-short", default_region="us-east-99")
+    assert result.code == 1
+    assert "aws-region" in result.out and "secret_access_key must be 40 characters" in result.out
+    assert "too-short" not in result.out + result.err
+    assert not list((repo / "connections").iterdir())
+
+
+def test_new_refuses_a_duplicate_name(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert new_aws(run, monkeypatch, name="AWS Prod").code == 0
+    result = new_aws(run, monkeypatch, name="aws prod", extra=("--file", "connections/other.yaml"))
+    assert result.code == 1 and "duplicate-name" in result.out
+    assert "connections/aws-prod.yaml" in result.out
+    assert not (repo / "connections/other.yaml").exists()
+
+
+def test_new_prompts_on_a_terminal_with_the_secret_hidden(repo: Path) -> None:
+    import pty
+    import select
+    import sys
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a user at a terminal
+        os.execvpe(sys.executable, [sys.executable, "-m", "connsync", "new", "aws", "--name", "Typed",
+                                    "--set", "account_id=123456789012"], dict(os.environ))
+    transcript = b""
+
+    def expect(prompt: bytes) -> None:
+        nonlocal transcript
+        while prompt not in transcript:
+            ready, _, _ = select.select([fd], [], [], 30)
+            assert ready, transcript
+            transcript += os.read(fd, 1024)
+
+    for prompt, answer in [(b"Default Region", "us-east-1"),
+                           (b"Access Key ID", "AKIAIOSFODNN7EXAMPLE"),
+                           (b"Secret Access Key", CANARY)]:
+        expect(prompt)
+        os.write(fd, answer.encode() + b"\n")
+    expect(b"Wrote")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert CANARY.encode() not in transcript  # hidden input is not echoed
+    desired = sops.decrypt(load(repo / "connections/typed.yaml"), repo / "connections/typed.yaml")
+    assert desired.secrets["secret_access_key"] == Secret(CANARY)
+
+
+def test_no_creation_rule_for_the_path(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S", CANARY)
+    result = run("new", "aws", "--name", "Elsewhere", "--file", "other/x.yaml", "--no-input",
+                 "--set", "account_id=123456789012", "--set", "default_region=us-east-1",
+                 "--set", "access_key_id=AKIAIOSFODNN7EXAMPLE", "--secret-env", "secret_access_key=S")
+    assert result.code == 1
+    assert result.err.startswith("connsync: error: other/x.yaml: no creation rule in")
+    assert "Traceback" not in result.err and not (repo / "other/x.yaml").exists()
+
+
+def test_no_sops_config_at_all(workdir: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = new_aws(run, monkeypatch)
+    assert result.code == 1 and "no .sops.yaml" in result.err and "connsync init" in result.err
+
+
+def test_rule_without_recipients(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    (repo / ".sops.yaml").write_text(
+        "creation_rules:\n  - path_regex: ^connections/\n    encrypted_regex: ^secret_access_key$\n"
+    )
+    result = new_aws(run, monkeypatch)
+    assert result.code == 1
+    assert len(result.err.strip().splitlines()) <= 2 and "connections/aws-prod.yaml" in result.err
+    assert CANARY not in result.err and not list((repo / "connections").iterdir())
+
+
+@pytest.fixture
+def encrypted(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> Path:
+    assert new_aws(run, monkeypatch).code == 0
+    return repo / "connections/aws-prod.yaml"
+
+
+def test_wrong_key_lists_recipients_and_key_sources(
+    encrypted: Path, age_key: AgeKey, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(make_age_key(tmp_path / "other").file))
+    with pytest.raises(SopsError) as caught:
+        sops.decrypt(load(encrypted), encrypted)
+    message = caught.value.message
+    assert message.startswith("connections/aws-prod.yaml: no key could decrypt")
+    assert age_key.public in message
+    assert "SOPS_AGE_KEY_FILE" in str(caught.value.hint)
+
+
+def test_hand_edit_of_a_clear_field_still_decrypts(encrypted: Path) -> None:
+    encrypted.write_text(encrypted.read_text().replace("us-east-1", "eu-west-1"))
+    assert sops.decrypt(load(encrypted), encrypted).spec["default_region"] == "eu-west-1"
+
+
+def test_tampered_secret_is_refused(encrypted: Path) -> None:
+    text = encrypted.read_text()
+    tampered = re.sub(r"(secret_access_key: ENC\[AES256_GCM,data:)(.)", lambda m: m.group(1) + (
+        "A" if m.group(2) != "A" else "B"), text)
+    encrypted.write_text(tampered)
+    with pytest.raises(SopsError) as caught:
+        sops.decrypt(load(encrypted), encrypted)
+    assert "connections/aws-prod.yaml" in caught.value.message
+    assert CANARY not in caught.value.message
+
+
+def test_mac_mismatch_without_mac_only_encrypted_explains(
+    repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (repo / ".sops.yaml").write_text((repo / ".sops.yaml").read_text().replace(
+        "    mac_only_encrypted: true\n", ""))
+    assert new_aws(run, monkeypatch).code == 0
+    path = repo / "connections/aws-prod.yaml"
+    path.write_text(path.read_text().replace("us-east-1", "eu-west-1"))
+    with pytest.raises(SopsError) as caught:
+        sops.decrypt(load(path), path)
+    assert "MAC mismatch" in caught.value.message
+    assert "mac_only_encrypted" in str(caught.value.hint) and "sops edit" in str(caught.value.hint)
+
+
+def test_truncated_sops_block(encrypted: Path) -> None:
+    lines = encrypted.read_text().splitlines()
+    cut = lines.index("sops:") + 2
+    encrypted.write_text("\n".join(lines[:cut]) + "\n")
+    item = loader.load_file(encrypted)
+    assert isinstance(item, Declaration)
+    with pytest.raises(SopsError) as caught:
+        sops.decrypt(item, encrypted)
+    assert caught.value.message.startswith("connections/aws-prod.yaml: ")
+
+
+def test_every_value_encrypted_is_one_clear_error(repo: Path, age_key: AgeKey, run: Run) -> None:
+    (repo / ".sops.yaml").write_text(f"creation_rules:\n  - path_regex: ^connections/\n    age: {age_key.public}\n")
+    doc = {"apiVersion": "connsync/v1", "provider": "aws", "metadata": {"name": "X"},
+           "spec": {"account_id": "123456789012", "default_region": "us-east-1",
+                    "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": CANARY}}
+    target = repo / "connections/x.yaml"
+    target.write_bytes(sops.encrypt(yaml.safe_dump(doc).encode(), target))
+    result = run("validate")
+    assert result.code == 1
+    assert "encrypted-clear-field" in result.out and "encrypted_regex" in result.out
+    assert len(result.out.strip().splitlines()) == 2
+
+
+def test_missing_binary_and_timeout(encrypted: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CONNSYNC_SOPS", str(tmp_path / "no-such-sops"))
+    with pytest.raises(SopsError, match="sops executable not found"):
+        sops.decrypt(load(encrypted), encrypted)
+    slow = tmp_path / "slow-sops"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    monkeypatch.setenv("CONNSYNC_SOPS", str(slow))
+    monkeypatch.setattr(sops, "DEFAULT_TIMEOUT", 0.5)
+    with pytest.raises(SopsError, match="did not finish within"):
+        sops.run_sops(["decrypt", str(encrypted)], shown="x", timeout=0.5)
+
+
+def test_decrypt_many_keeps_order_and_failures(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    for index in range(4):
+        assert new_aws(run, monkeypatch, name=f"AWS {index}").code == 0
+    paths = sorted((repo / "connections").glob("*.yaml"))
+    paths[2].write_text(paths[2].read_text().replace("mac: ENC[", "mac: ENC[x"))
+    results = sops.decrypt_many((load(p), p) for p in paths)
+    assert [type(r).__name__ for r in results] == ["Desired", "Desired", "SopsError", "Desired"]
+    assert [r.name for r in results if not isinstance(r, SopsError)] == ["AWS 0", "AWS 1", "AWS 3"]
+
+
+def test_kms_round_trip_on_a_moto_server(
+    workdir: Path, run: Run, monkeypatch: pytest.MonkeyPatch, aws_endpoint: object
+) -> None:
+    import boto3
+
+    arn = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
+    assert run("init", "--kms", arn).code == 0
+    result = new_aws(run, monkeypatch)
+    assert result.code == 0, result.err
+    path = workdir / "connections/aws-prod.yaml"
+    assert yaml.safe_load(path.read_text())["sops"]["kms"][0]["arn"] == arn
+    assert sops.decrypt(load(path), path).secrets["secret_access_key"] == Secret(CANARY)
