@@ -123,7 +123,7 @@ class MotoServer(NamedTuple):
     def reset(self) -> None:
         import urllib.request
 
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))  # noqa: S310
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))
 
     def require_auth(self, on: bool = True) -> None:
         """Moto checks signatures (and IAM) only once this is switched on."""
@@ -131,7 +131,7 @@ class MotoServer(NamedTuple):
 
         body = b"1" if on else b"0"  # the number of requests left before auth is enforced
         request = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=body, method="POST")
-        urllib.request.urlopen(request)  # noqa: S310
+        urllib.request.urlopen(request)
 
 
 @pytest.fixture(scope="session")

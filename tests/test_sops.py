@@ -237,7 +237,8 @@ def test_truncated_sops_block(encrypted: Path) -> None:
 
 
 def test_every_value_encrypted_is_one_clear_error(repo: Path, age_key: AgeKey, run: Run) -> None:
-    (repo / ".sops.yaml").write_text(f"creation_rules:\n  - path_regex: ^connections/\n    age: {age_key.public}\n")
+    rules = f"creation_rules:\n  - path_regex: ^connections/\n    age: {age_key.public}\n"
+    (repo / ".sops.yaml").write_text(rules)
     doc = {"apiVersion": "connsync/v1", "provider": "aws", "metadata": {"name": "X"},
            "spec": {"account_id": "123456789012", "default_region": "us-east-1",
                     "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": CANARY}}

@@ -155,6 +155,107 @@ def new(app: App, provider: str, name: str, description: str | None, labels: tup
     return run(app.config, options, app.style)
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--prune", is_flag=True, help="Plan to delete managed records that no file declares.")
+@click.option("--adopt", is_flag=True, help="Take over records made outside connsync (in the UI).")
+@click.option("--out", metavar="FILE", help="Save the plan (no secrets in it) for 'apply FILE'.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there are no changes, 2 when changes are pending, 1 on error.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="markdown is a summary and a table for a pull-request comment.")
+@pass_app
+def plan(app: App, paths: tuple[str, ...], prune: bool, adopt: bool, out: str | None,
+         detailed_exitcode: bool, fmt: str) -> int:
+    """Show what apply would change in the store. Read-only.
+
+    Compares each file with the store's record by name: create, update (with
+    before/after for clear fields; secrets only as "sensitive, changed"),
+    noop, conflict (a record made outside connsync), orphan (a managed record
+    whose file is gone). Files unchanged since the last apply are not even
+    decrypted. With PATHS, only those files are planned and orphans are not
+    looked for.
+    """
+    from connsync.commands.plan import plan as run
+
+    return run(app.config, paths, prune=prune, adopt=adopt, out=out,
+               detailed_exitcode=detailed_exitcode, fmt=fmt, style=app.style)
+
+
+@cli.command()
+@click.argument("planfile", required=False)
+@click.option("--prune", is_flag=True, help="Delete managed records that no file declares.")
+@click.option("--adopt", is_flag=True, help="Take over records made outside connsync (in the UI).")
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (for CI).")
+@click.option("--skip-verify", is_flag=True, help="Write without verifying the credentials first.")
+@click.option("--max-deletes", type=click.IntRange(min=0), metavar="N",
+              help="Refuse to delete more than N records (default: apply.max_deletes, 10).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
+              metavar="SECONDS", help="How long to wait for another apply's workspace lock.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@pass_app
+def apply(app: App, planfile: str | None, prune: bool, adopt: bool, auto_approve: bool,
+          skip_verify: bool, max_deletes: int | None, lock_timeout: float, fmt: str) -> int:
+    """Make the store match the files, under the workspace lock.
+
+    Plans afresh (or checks that PLANFILE is not stale), verifies every
+    connection it creates or updates, and writes each one atomically. One
+    that fails is not written; the others are, and the exit code is 1.
+    Without --auto-approve it asks on a terminal and refuses otherwise.
+    """
+    from connsync.commands.apply import ApplyOptions
+    from connsync.commands.apply import apply as run
+    from connsync.verification import verifier_for
+
+    options = ApplyOptions(planfile, prune, adopt, auto_approve, skip_verify, max_deletes, lock_timeout)
+    config = app.config
+    return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
+
+
+@cli.command(name="list")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@pass_app
+def list_(app: App, fmt: str) -> int:
+    """List the connections the store holds in this workspace (never secrets)."""
+    from connsync.commands.listing import list_connections
+
+    return list_connections(app.config, fmt=fmt)
+
+
+@cli.command(name="import")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_records", is_flag=True, help="Import every record not yet managed.")
+@click.option("--dir", "directory", metavar="DIR", help="Where to write (default: connections/).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
+              metavar="SECONDS")
+@pass_app
+def import_(app: App, names: tuple[str, ...], all_records: bool, directory: str | None,
+            lock_timeout: float) -> int:
+    """Write store records (made in the UI) as encrypted connection files.
+
+    The records become managed by connsync, so the next plan shows no changes
+    for them.
+    """
+    from connsync.commands.import_ import import_connections
+
+    return import_connections(app.config, names, all_records=all_records, directory=directory,
+                              lock_timeout=lock_timeout, style=app.style)
+
+
+@cli.command()
+@click.argument("lock_id")
+@pass_app
+def unlock(app: App, lock_id: str) -> int:
+    """Break a stale workspace lock, left by an apply that died.
+
+    Only do this when no apply is running: the lock is what stops two applies
+    from interleaving.
+    """
+    from connsync.commands.unlock import unlock as run
+
+    return run(app.config, lock_id)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
     with error_handler(verbose) as outcome:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from connsync.model import Finding
+from connsync.model import Finding, StoredConnection
+from connsync.plan import Change, Plan
+
+if TYPE_CHECKING:
+    from connsync.apply import ApplyReport
 
 
 def dumps(value: Any) -> str:
@@ -73,3 +77,134 @@ def findings_github(findings: Sequence[Finding], files: int) -> str:
     errors = sum(f.severity == "error" for f in findings)
     lines.append(f"{plural(files, 'file')} checked: {plural(errors, 'error')}")
     return "\n".join(lines)
+
+
+# --- plan ---------------------------------------------------------------------
+
+_SYMBOL = {"create": "+", "update": "~", "delete": "-", "noop": " ", "conflict": "!", "orphan": "?"}
+_COLOUR = {"create": "green", "update": "yellow", "delete": "red", "conflict": "red", "orphan": "magenta"}
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if value is not None else "(none)"
+
+
+def _field_line(name: str, change: Mapping[str, Any], action: str) -> str:
+    if change.get("sensitive"):
+        return f"{name} = (sensitive)" if action == "create" else f"{name} (sensitive, changed)"
+    if action == "create":
+        return f"{name} = {_value(change.get('after'))}"
+    return f"{name}: {_value(change.get('before'))} -> {_value(change.get('after'))}"
+
+
+def plan_summary_line(plan: Plan) -> str:
+    s = plan.summary
+    line = (f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+            f"{s['noop']} unchanged")
+    extras = [f"{s['conflict']} conflict{'s' if s['conflict'] != 1 else ''}" if s["conflict"] else "",
+              f"{s['orphan']} orphaned" if s["orphan"] else ""]
+    line += "".join(f", {e}" for e in extras if e) + "."
+    if plan.ignored:
+        line += f" ({plural(plan.ignored, 'unmanaged record')} not in any file, ignored.)"
+    return line
+
+
+def _note(change: Change) -> str:
+    notes = []
+    if change.drift:
+        notes.append("changed outside connsync since the last apply")
+    if change.adopt:
+        notes.append("adopting a record made outside connsync")
+    if change.action == "conflict":
+        notes.append("exists in the store, not managed by connsync; --adopt takes it over")
+    if change.action == "orphan":
+        notes.append("managed, but no file declares it; --prune deletes it")
+    return f"  [{'; '.join(notes)}]" if notes else ""
+
+
+def plan_text(plan: Plan, style: Style) -> str:
+    if not plan.has_changes:
+        return f"No changes. The store matches the files ({plural(len(plan.changes), 'connection')}).\n" + (
+            plan_summary_line(plan))
+    lines = [f"connsync will make these changes in workspace {plan.workspace!r}:", ""]
+    for change in plan.changes:
+        if change.action == "noop":
+            continue
+        colour = _COLOUR.get(change.action)
+        head = f"  {_SYMBOL[change.action]} {change.action:<8} {change.name}"
+        where = f" ({change.provider}, {change.file})" if change.file else f" ({change.provider})"
+        lines.append(style(head, fg=colour, bold=True) + where + _note(change))
+        for name, field_change in change.fields.items():
+            lines.append(f"        {_field_line(name, field_change, change.action)}")
+    lines += ["", plan_summary_line(plan)]
+    return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def plan_markdown(plan: Plan) -> str:
+    """A summary line and a table, fit for a pull-request comment."""
+    lines = [f"**connsync plan** for workspace `{plan.workspace}`: {plan_summary_line(plan)}", ""]
+    rows = [c for c in plan.changes if c.action != "noop"]
+    if not rows:
+        lines.append("No changes.")
+        return "\n".join(lines)
+    lines += ["| | Action | Name | Provider | File | Changes |", "|---|---|---|---|---|---|"]
+    for change in rows:
+        fields = "<br>".join(_md(f"`{_field_line(n, c, change.action)}`") for n, c in change.fields.items())
+        note = _note(change).strip(" []")
+        changes = "<br>".join(x for x in (fields, _md(note)) if x)
+        lines.append(
+            f"| {_SYMBOL[change.action].strip() or ' '} | {change.action} | {_md(change.name)} | "
+            f"{change.provider} | {_md(change.file or '')} | {changes} |"
+        )
+    return "\n".join(lines)
+
+
+# --- apply --------------------------------------------------------------------
+
+
+def apply_text(report: ApplyReport, style: Style) -> str:
+    lines = []
+    for item in report.applied:
+        version = f" (version {item['version']})" if "version" in item else ""
+        lines.append(f"{item['name']}: {item['action']}d{version}")
+    for warning in report.warnings:
+        lines.append(style(f"warning: {warning}", fg="yellow"))
+    for item in report.failed:
+        lines.append(style(f"{item['name']}: FAILED: {item['error']}", fg="red"))
+    counts = {a: sum(1 for i in report.applied if i["action"] == a) for a in ("create", "update", "delete")}
+    verdict = "Apply complete" if report.ok else "Apply finished with failures"
+    lines.append(
+        f"{verdict}: {counts['create']} created, {counts['update']} updated, "
+        f"{counts['delete']} deleted, {len(report.failed)} failed."
+    )
+    return "\n".join(lines)
+
+
+# --- list ---------------------------------------------------------------------
+
+
+def record_json(record: StoredConnection) -> dict[str, Any]:
+    return {
+        "name": record.name, "provider": record.provider, "managed": record.managed,
+        "source": record.source, "version": record.version, "spec": dict(record.spec),
+        "secrets": sorted(record.fingerprints), "updated_at": record.updated_at,
+        "updated_by": record.updated_by, "drift": record.drifted,
+    }
+
+
+def records_text(records: Sequence[StoredConnection]) -> str:
+    if not records:
+        return "The store holds no connections in this workspace."
+    header = ("NAME", "PROVIDER", "MANAGED", "VERSION", "SOURCE", "UPDATED")
+    rows = [header] + [
+        (r.name, r.provider, "yes" + (" (drift)" if r.drifted else "") if r.managed else "no",
+         str(r.version), r.source or "-", r.updated_at)
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)

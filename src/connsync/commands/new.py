@@ -13,12 +13,12 @@ from typing import Any
 import click
 import yaml
 
-from connsync import providers, render, rules, schema, sops
+from connsync import providers, render, rules, schema
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
-from connsync.fsutil import write_atomic
 from connsync.loader import display_path
 from connsync.model import Declaration, Finding, Secret
+from connsync.writer import write_connection
 
 # Stands in for an encrypted value while the document is validated before encryption.
 _PLACEHOLDER = "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]"
@@ -101,11 +101,6 @@ def build_document(options: NewOptions, spec: Mapping[str, Any]) -> dict[str, An
             "metadata": metadata, "spec": dict(spec)}
 
 
-def modeline(target: Path, root: Path) -> str:
-    schema_path = os.path.relpath(root / "schemas" / "connection.schema.json", target.parent)
-    return f"# yaml-language-server: $schema={schema_path}\n"
-
-
 def check(document: dict[str, Any], secrets: Mapping[str, Secret], shown: str,
           existing: Sequence[Declaration]) -> list[Finding]:
     """The rules of ``validate``, on the document as it will look once encrypted."""
@@ -141,10 +136,7 @@ def new(config: Config, options: NewOptions, style: render.Style) -> int:
         click.echo(f"Nothing was written to {shown}.", err=True)
         return EXIT_FAILED
 
-    plain = {**document, "spec": {**document["spec"], **{k: v.reveal() for k, v in secrets.items()}}}
-    text = modeline(target, config.root) + yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
-    encrypted = sops.encrypt(text.encode(), target, redact=[s.reveal() for s in secrets.values()])
-    write_atomic(target, encrypted, overwrite=options.force)
+    write_connection(document, secrets, target, config.root, overwrite=options.force)
     click.echo(f"Wrote {shown} ({', '.join(sorted(secrets))} encrypted with SOPS).")
     click.echo("Next: connsync validate && connsync plan")
     return EXIT_OK

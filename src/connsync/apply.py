@@ -1,0 +1,109 @@
+"""Carry out a plan under the workspace lock, one atomic write per connection.
+
+A failure on one connection (verification, a version conflict, the store)
+is recorded and the others go on; nothing is ever half-written because each
+write is a single store transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from connsync.errors import ConnsyncError, StoreError
+from connsync.model import Desired
+from connsync.plan import Change, Plan
+from connsync.providers import Verdict
+from connsync.store import Store, Write
+
+Verifier = Callable[[Sequence[Desired]], Mapping[str, Verdict]]  # keyed by casefolded name
+
+
+@dataclass
+class ApplyReport:
+    plan: Plan
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "applied": self.applied, "failed": self.failed,
+                "summary": self.plan.summary, "warnings": self.warnings}
+
+
+def check_deletes(plan: Plan, max_deletes: int) -> None:
+    deletes = plan.summary["delete"]
+    if deletes > max_deletes:
+        raise ConnsyncError(
+            f"the plan deletes {deletes} connections, more than max_deletes ({max_deletes}); "
+            "nothing was applied",
+            hint="check the plan; if it is right, pass --max-deletes N",
+        )
+
+
+def execute(
+    plan: Plan,
+    desired: Mapping[str, Desired],
+    store: Store,
+    *,
+    verifier: Verifier | None,
+    actor: str,
+    git_revision: str | None,
+) -> ApplyReport:
+    report = ApplyReport(plan)
+    writes = [c for c in plan.changes if c.action in ("create", "update")]
+    verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
+
+    for change in plan.changes:
+        try:
+            if change.action in ("create", "update"):
+                verdict = verdicts.get(change.name.casefold())
+                if verdict is not None and verdict.status == "failed":
+                    report.failed.append({"name": change.name, "action": change.action,
+                                          "error": "verification failed: " + "; ".join(verdict.messages)})
+                    continue
+                if verdict is not None and verdict.status == "warning":
+                    report.warnings += [f"{change.name}: {m}" for m in verdict.messages]
+                record = store.put(
+                    _write(change, desired[change.name.casefold()], actor, git_revision),
+                    expected_version=change.store_version,
+                )
+                report.applied.append({"action": change.action, "name": change.name,
+                                       "version": record.version})
+            elif change.action == "delete":
+                assert change.store_version is not None
+                store.delete(change.name, expected_version=change.store_version, actor=actor,
+                             git_revision=git_revision)
+                report.applied.append({"action": "delete", "name": change.name})
+            elif change.action == "conflict":
+                report.failed.append({
+                    "name": change.name, "action": "conflict",
+                    "error": "exists in the store but is not managed by connsync; "
+                    "pass --adopt to take it over",
+                })
+            elif change.action == "noop" and change.file and change.store_version is not None:
+                # Same values from other bytes (a comment, a re-encryption): remember
+                # the new digest so the next plan needs no decryption.
+                current = store.get(change.name)
+                if current and (current.source_digest != change.digest or current.drifted):
+                    store.record_source(change.name, expected_version=change.store_version,
+                                        source=change.file, source_digest=change.digest or "")
+        except StoreError as exc:
+            report.failed.append({"name": change.name, "action": change.action, "error": exc.message})
+    return report
+
+
+def _write(change: Change, desired: Desired, actor: str, git_revision: str | None) -> Write:
+    metadata = desired.declaration.data["metadata"]
+    return Write(
+        name=desired.name, provider=desired.provider, spec=desired.spec, secrets=desired.secrets,
+        managed=True, actor=actor, action="adopt" if change.adopt else change.action,
+        source=desired.declaration.file, source_digest=desired.declaration.digest,
+        git_revision=git_revision, description=metadata.get("description"),
+        labels=dict(metadata.get("labels") or {}),
+    )

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import click
+
+from connsync.config import Config
+from connsync.errors import EXIT_OK, ConnsyncError
+from connsync.store import opened
+
+
+def unlock(config: Config, lock_id: str) -> int:
+    with opened(config.store_url, config.workspace) as store:
+        broken = store.break_lock(lock_id)
+    if broken is None:
+        raise ConnsyncError(f"no lock with id {lock_id!r} in workspace {config.workspace!r}")
+    click.echo(f"Released the lock held by {broken.describe()}.")
+    return EXIT_OK

@@ -1,0 +1,190 @@
+"""The plan: a pure diff of what the files declare against what the store holds.
+
+Nothing here does I/O. Secrets are compared by fingerprint only, and a plan
+(in memory or saved) never holds a secret, only ``{"sensitive": true}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from connsync.model import ACTIONS, Action, Declaration, StoredConnection
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What one file declares, in the terms the diff needs."""
+
+    name: str
+    provider: str
+    file: str
+    digest: str
+    spec: Mapping[str, Any]  # clear fields only
+    description: str | None
+    labels: Mapping[str, str]
+    fingerprints: Mapping[str, str] | None = None  # None until decrypted
+
+    @classmethod
+    def from_declaration(cls, decl: Declaration, secret_fields: Iterable[str]) -> Intent:
+        secrets = set(secret_fields)
+        metadata = decl.data["metadata"]
+        return cls(
+            name=decl.name, provider=decl.provider, file=decl.file, digest=decl.digest,
+            spec={k: v for k, v in decl.spec.items() if k not in secrets},
+            description=metadata.get("description"), labels=dict(metadata.get("labels") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    name: str
+    provider: str
+    file: str | None
+    drift: bool = False
+    adopt: bool = False
+    fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    digest: str | None = None  # of the file, as the plan saw it
+    store_version: int | None = None  # of the record, as the plan saw it
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action, "name": self.name, "provider": self.provider, "file": self.file,
+            "drift": self.drift, "adopt": self.adopt, "fields": {k: dict(v) for k, v in self.fields.items()},
+            "digest": self.digest, "store_version": self.store_version,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        return cls(
+            action=data["action"], name=data["name"], provider=data["provider"], file=data.get("file"),
+            drift=bool(data.get("drift")), adopt=bool(data.get("adopt")), fields=data.get("fields") or {},
+            digest=data.get("digest"), store_version=data.get("store_version"),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    workspace: str
+    changes: tuple[Change, ...]
+    ignored: int = 0  # unmanaged records that no file declares
+    prune: bool = False
+    adopt: bool = False
+    partial: bool = False  # only some files were planned: no orphans are looked for
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(ACTIONS, 0)
+        for change in self.changes:
+            counts[change.action] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action != "noop" for c in self.changes)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT, "workspace": self.workspace,
+            "changes": [c.as_json() for c in self.changes], "summary": self.summary,
+            "ignored": self.ignored, "prune": self.prune, "adopt": self.adopt, "partial": self.partial,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        if data.get("format") != PLAN_FORMAT:
+            raise ValueError(f"unsupported plan format {data.get('format')!r}")
+        return cls(
+            workspace=data["workspace"], changes=tuple(Change.from_json(c) for c in data["changes"]),
+            ignored=int(data.get("ignored", 0)), prune=bool(data.get("prune")),
+            adopt=bool(data.get("adopt")), partial=bool(data.get("partial")),
+        )
+
+
+def is_fast_noop(intent: Intent, record: StoredConnection | None) -> bool:
+    """Unchanged without decrypting: same file bytes as the last apply, store not moved since."""
+    return (
+        record is not None and record.managed and not record.drifted
+        and record.source_digest == intent.digest and record.provider == intent.provider
+    )
+
+
+def needs_fingerprints(intent: Intent, record: StoredConnection | None, adopt: bool) -> bool:
+    if is_fast_noop(intent, record):
+        return False
+    return record is None or record.managed or adopt
+
+
+def field_changes(intent: Intent, record: StoredConnection | None) -> dict[str, dict[str, Any]]:
+    before_spec: Mapping[str, Any] = record.spec if record else {}
+    before_secrets: Mapping[str, str] = record.fingerprints if record else {}
+    after_secrets = intent.fingerprints or {}
+    changes: dict[str, dict[str, Any]] = {}
+    if record and record.provider != intent.provider:
+        changes["provider"] = {"before": record.provider, "after": intent.provider}
+    for key in [*intent.spec, *(k for k in before_spec if k not in intent.spec)]:
+        if intent.spec.get(key) != before_spec.get(key):
+            changes[key] = {"before": before_spec.get(key), "after": intent.spec.get(key)}
+    for key in [*after_secrets, *(k for k in before_secrets if k not in after_secrets)]:
+        if after_secrets.get(key) != before_secrets.get(key):
+            changes[key] = {"sensitive": True, "changed": True}
+    if (record.description if record else None) != intent.description:
+        changes["metadata.description"] = {
+            "before": record.description if record else None, "after": intent.description
+        }
+    if dict(record.labels if record else {}) != dict(intent.labels):
+        changes["metadata.labels"] = {
+            "before": dict(record.labels) if record else {}, "after": dict(intent.labels)
+        }
+    return changes
+
+
+def diff(
+    workspace: str,
+    intents: Iterable[Intent],
+    records: Iterable[StoredConnection],
+    *,
+    prune: bool = False,
+    adopt: bool = False,
+    partial: bool = False,
+) -> Plan:
+    by_key = {r.name.casefold(): r for r in records}
+    changes: list[Change] = []
+    declared: set[str] = set()
+    for intent in intents:
+        key = intent.name.casefold()
+        declared.add(key)
+        record = by_key.get(key)
+        base = Change("noop", intent.name, intent.provider, intent.file, digest=intent.digest,
+                      store_version=record.version if record else None)
+        if record is None:
+            changes.append(replace(base, action="create", fields=field_changes(intent, None)))
+        elif is_fast_noop(intent, record):
+            changes.append(base)
+        elif not record.managed and not adopt:
+            changes.append(replace(base, action="conflict"))
+        else:
+            fields = field_changes(intent, record)
+            adopting = not record.managed
+            if fields or adopting:
+                changes.append(replace(base, action="update", fields=fields, drift=record.drifted,
+                                       adopt=adopting))
+            else:
+                changes.append(replace(base, drift=record.drifted))
+    ignored = 0
+    if not partial:
+        for key, record in by_key.items():
+            if key in declared:
+                continue
+            if record.managed:
+                action: Action = "delete" if prune else "orphan"
+                changes.append(Change(action, record.name, record.provider, record.source,
+                                      store_version=record.version, drift=record.drifted))
+            else:
+                ignored += 1
+    changes.sort(key=lambda c: (c.name.casefold(), c.action))
+    return Plan(workspace, tuple(changes), ignored, prune, adopt, partial)

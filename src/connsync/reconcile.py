@@ -1,0 +1,75 @@
+"""From files and a store to a plan: validate, decrypt only what must be compared, diff."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from connsync import plan, rules, schema, sops
+from connsync.config import Config
+from connsync.errors import ConnsyncError
+from connsync.model import Declaration, Desired, Finding
+from connsync.store import Store
+
+Decryptor = Callable[[Declaration, Path], Desired]
+
+
+class InvalidDeclarations(ConnsyncError):
+    """The files have validation errors; nothing is planned from broken input."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        files = len({f.file for f in findings})
+        super().__init__(
+            f"{files} connection file(s) have errors; nothing was planned",
+            hint="run 'connsync validate' for the details",
+        )
+        self.findings = findings
+
+
+@dataclass(frozen=True)
+class Planned:
+    plan: plan.Plan
+    desired: dict[str, Desired]  # casefolded name -> decrypted declaration, for create and update
+
+
+def make_plan(
+    config: Config,
+    store: Store,
+    paths: Sequence[str] = (),
+    *,
+    prune: bool = False,
+    adopt: bool = False,
+    decryptor: Decryptor = sops.decrypt,
+) -> Planned:
+    validation = rules.validate_files(paths, config.connections_dir)
+    errors = [f for f in validation.findings if f.severity == "error"]
+    if errors:
+        raise InvalidDeclarations(errors)
+    declarations = validation.declarations
+    records = {r.name.casefold(): r for r in store.records()}
+    intents = [plan.Intent.from_declaration(d, schema.secret_fields(d.provider)) for d in declarations]
+
+    to_decrypt = [
+        (decl, Path(decl.file))
+        for decl, intent in zip(declarations, intents, strict=True)
+        if plan.needs_fingerprints(intent, records.get(intent.name.casefold()), adopt)
+    ]
+    decrypted = sops.decrypt_many(to_decrypt, decryptor)
+    failures = [str(r.message) for r in decrypted if isinstance(r, ConnsyncError)]
+    if failures:
+        raise ConnsyncError(
+            "cannot decrypt: " + "; ".join(failures) if len(failures) == 1
+            else f"cannot decrypt {len(failures)} files:\n  " + "\n  ".join(failures),
+            hint="the private key of one of each file's recipients must be available to sops",
+        )
+    desired = {d.name.casefold(): d for d in decrypted if isinstance(d, Desired)}
+    fingerprinted = [
+        replace(i, fingerprints={k: store.fingerprint(k, v)
+                                 for k, v in desired[i.name.casefold()].secrets.items()})
+        if i.name.casefold() in desired else i
+        for i in intents
+    ]
+    result = plan.diff(store.workspace, fingerprinted, records.values(), prune=prune, adopt=adopt,
+                       partial=bool(paths))
+    return Planned(result, desired)

@@ -1,0 +1,96 @@
+"""The Store protocol: what plan and apply need from the platform's store.
+
+A store never returns a secret for planning: secrets are compared by
+fingerprint (HMAC-SHA256 under a per-store salt). Only ``read_secrets`` (for
+``import``) returns them, as :class:`Secret` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from connsync.model import Secret, StoredConnection
+
+
+@dataclass(frozen=True)
+class Write:
+    """Everything a put writes; secrets travel as Secret values."""
+
+    name: str
+    provider: str
+    spec: Mapping[str, object]
+    secrets: Mapping[str, Secret]
+    managed: bool
+    actor: str
+    action: str  # for the audit log: create, update, adopt, import, ui-edit, ...
+    source: str | None = None
+    source_digest: str | None = None
+    git_revision: str | None = None
+    description: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    id: str
+    workspace: str
+    holder: str  # user@host
+    pid: int
+    ci_run: str | None
+    acquired_at: str
+
+    def describe(self) -> str:
+        ci = f", CI run {self.ci_run}" if self.ci_run else ""
+        return f"{self.holder} (pid {self.pid}{ci}) since {self.acquired_at}, lock id {self.id}"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: str
+    workspace: str
+    name: str
+    action: str
+    version_before: int | None
+    version_after: int | None
+    actor: str
+    git_revision: str | None
+    source: str | None
+
+
+class Store(Protocol):
+    workspace: str
+
+    def records(self) -> list[StoredConnection]: ...
+
+    def get(self, name: str) -> StoredConnection | None: ...
+
+    def fingerprint(self, field: str, value: Secret) -> str: ...
+
+    def put(self, write: Write, *, expected_version: int | None) -> StoredConnection:
+        """Create (``expected_version=None``) or replace a record, atomically, with its audit entry.
+
+        Raises VersionConflict when the record's version is not ``expected_version``.
+        """
+        ...
+
+    def delete(self, name: str, *, expected_version: int, actor: str,
+               git_revision: str | None) -> None: ...
+
+    def record_source(self, name: str, *, expected_version: int, source: str,
+                      source_digest: str) -> None:
+        """Bookkeeping only (no new version): the file now at ``source`` holds these values."""
+        ...
+
+    def read_secrets(self, name: str) -> dict[str, Secret]: ...
+
+    def acquire_lock(self, *, timeout: float) -> LockInfo: ...
+
+    def release_lock(self, lock: LockInfo) -> None: ...
+
+    def break_lock(self, lock_id: str) -> LockInfo | None: ...
+
+    def audit(self) -> list[AuditEntry]: ...
+
+    def close(self) -> None: ...
