@@ -126,11 +126,12 @@ class MotoServer(NamedTuple):
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))
 
     def require_auth(self, on: bool = True) -> None:
-        """Moto checks signatures (and IAM) only once this is switched on."""
+        """Moto checks signatures and IAM policies only once this is switched on."""
         import urllib.request
 
-        body = b"1" if on else b"0"  # the number of requests left before auth is enforced
-        request = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=body, method="POST")
+        body = b"0" if on else b"inf"  # how many more requests go through unauthenticated
+        request = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=body, method="POST",
+                                         headers={"Content-Type": "text/plain"})
         urllib.request.urlopen(request)
 
 
@@ -149,6 +150,7 @@ def moto_server() -> Iterator[MotoServer]:
 @pytest.fixture
 def aws_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     """Point boto3 and sops at the moto server, with dummy admin credentials."""
+    moto_server.require_auth(False)
     moto_server.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

@@ -26,6 +26,7 @@ class ApplyReport:
     applied: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    verified: int = 0  # connections checked with their provider before writing
 
     @property
     def ok(self) -> bool:
@@ -58,6 +59,7 @@ def execute(
     report = ApplyReport(plan)
     writes = [c for c in plan.changes if c.action in ("create", "update")]
     verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
+    report.verified = len(verdicts)
 
     for change in plan.changes:
         try:

@@ -157,6 +157,23 @@ def new(app: App, provider: str, name: str, description: str | None, labels: tup
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@pass_app
+def verify(app: App, paths: tuple[str, ...], fmt: str) -> int:
+    """Decrypt the files and check each credential with its provider (network).
+
+    AWS: STS GetCallerIdentity with the connection's own key proves the key
+    works, belongs to account_id and is not the root user's; IAM
+    ListAccessKeys (best effort) warns when the key is inactive or older than
+    verify.max_key_age_days. Exit 0 when none failed (warnings allowed), else 1.
+    """
+    from connsync.commands.verify import verify as run
+
+    return run(app.config, paths, fmt=fmt, style=app.style)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--prune", is_flag=True, help="Plan to delete managed records that no file declares.")
 @click.option("--adopt", is_flag=True, help="Take over records made outside connsync (in the UI).")
 @click.option("--out", metavar="FILE", help="Save the plan (no secrets in it) for 'apply FILE'.")

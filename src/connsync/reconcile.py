@@ -27,6 +27,15 @@ class InvalidDeclarations(ConnsyncError):
         self.findings = findings
 
 
+def load_valid(config: Config, paths: Sequence[str]) -> list[Declaration]:
+    """The declarations, or InvalidDeclarations: nothing acts on a broken file."""
+    validation = rules.validate_files(paths, config.connections_dir)
+    errors = [f for f in validation.findings if f.severity == "error"]
+    if errors:
+        raise InvalidDeclarations(errors)
+    return validation.declarations
+
+
 @dataclass(frozen=True)
 class Planned:
     plan: plan.Plan
@@ -42,11 +51,7 @@ def make_plan(
     adopt: bool = False,
     decryptor: Decryptor = sops.decrypt,
 ) -> Planned:
-    validation = rules.validate_files(paths, config.connections_dir)
-    errors = [f for f in validation.findings if f.severity == "error"]
-    if errors:
-        raise InvalidDeclarations(errors)
-    declarations = validation.declarations
+    declarations = load_valid(config, paths)
     records = {r.name.casefold(): r for r in store.records()}
     intents = [plan.Intent.from_declaration(d, schema.secret_fields(d.provider)) for d in declarations]
 

@@ -10,6 +10,7 @@ import click
 
 from connsync.model import Finding, StoredConnection
 from connsync.plan import Change, Plan
+from connsync.providers.base import Verdict
 
 if TYPE_CHECKING:
     from connsync.apply import ApplyReport
@@ -168,6 +169,8 @@ def plan_markdown(plan: Plan) -> str:
 
 def apply_text(report: ApplyReport, style: Style) -> str:
     lines = []
+    if report.verified:
+        lines.append(f"Verified {plural(report.verified, 'connection')} with their providers before writing.")
     for item in report.applied:
         version = f" (version {item['version']})" if "version" in item else ""
         lines.append(f"{item['name']}: {item['action']}d{version}")
@@ -208,3 +211,22 @@ def records_text(records: Sequence[StoredConnection]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows)
+
+
+# --- verify -------------------------------------------------------------------
+
+_STATUS_COLOUR = {"ok": "green", "warning": "yellow", "failed": "red"}
+
+
+def verdict_line(verdict: Verdict, style: Style) -> str:
+    status = style(f"{verdict.status:<7}", fg=_STATUS_COLOUR[verdict.status], bold=True)
+    who = f"  {verdict.identity['arn']}" if verdict.identity.get("arn") else ""
+    lines = [f"{status}  {verdict.name} ({verdict.provider}, {verdict.file}){who}"]
+    lines += [f"         - {message}" for message in verdict.messages]
+    return "\n".join(lines)
+
+
+def verify_summary(verdicts: Sequence[Verdict]) -> str:
+    counts = {s: sum(v.status == s for v in verdicts) for s in ("ok", "warning", "failed")}
+    return (f"{plural(len(verdicts), 'connection')} verified: {counts['ok']} ok, "
+            f"{plural(counts['warning'], 'warning')}, {counts['failed']} failed")

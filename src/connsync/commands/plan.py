@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
@@ -13,15 +14,21 @@ from connsync.reconcile import InvalidDeclarations, Planned, make_plan
 from connsync.store import Store, opened
 
 
-def plan_or_explain(config: Config, store: Store, paths: Sequence[str], *, prune: bool, adopt: bool,
-                    style: render.Style) -> Planned:
-    """make_plan, printing the findings to stderr when the files are invalid."""
+@contextlib.contextmanager
+def explain_invalid(style: render.Style) -> Iterator[None]:
+    """Print the findings (to stderr) when the files are invalid; the error itself is one line."""
     try:
-        return make_plan(config, store, paths, prune=prune, adopt=adopt)
+        yield
     except InvalidDeclarations as exc:
         click.echo(render.findings_text(exc.findings, len({f.file for f in exc.findings}), style),
                    err=True)
         raise
+
+
+def plan_or_explain(config: Config, store: Store, paths: Sequence[str], *, prune: bool, adopt: bool,
+                    style: render.Style) -> Planned:
+    with explain_invalid(style):
+        return make_plan(config, store, paths, prune=prune, adopt=adopt)
 
 
 def plan(config: Config, paths: Sequence[str], *, prune: bool, adopt: bool, out: str | None,

@@ -1,0 +1,129 @@
+"""The main job end to end, on this machine, with no cloud account.
+
+Starts a moto server on 127.0.0.1 as the AWS endpoint, creates IAM users and
+keys there, makes a fresh connections repository with ``connsync init`` and a
+generated age key, adds two connections with ``connsync new``, then runs
+validate, verify, plan, apply into the embedded SQLite store, and a second
+plan that shows no changes. Run it with ``make demo``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+KEY_ID = re.compile(r"^AKIA[A-Z2-7]{16}$")
+
+
+def banner(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def connsync(*args: str, env: dict[str, str], cwd: Path, expect: tuple[int, ...] = (0,)) -> None:
+    shown = " ".join(shlex.quote(a) for a in args)
+    print(f"$ connsync {shown}", flush=True)
+    result = subprocess.run([sys.executable, "-m", "connsync", "--no-color", *args], cwd=cwd, env=env,
+                            check=False)
+    if result.returncode not in expect:
+        raise SystemExit(f"demo failed: 'connsync {shown}' exited {result.returncode}")
+
+
+def iam_user_with_key(iam: Any, name: str) -> tuple[str, str]:
+    """An IAM user allowed only to read its own keys, and an access key of the shape AWS issues."""
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="read-own-keys", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "iam:ListAccessKeys", "Resource": "*"}]}))
+    for _ in range(50):  # moto's key ids may hold 0, 1, 8 or 9, which real ones never do
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        if KEY_ID.match(key["AccessKeyId"]):
+            return key["AccessKeyId"], key["SecretAccessKey"]
+        iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+    raise SystemExit("demo failed: moto issued no well-formed access key")
+
+
+def main() -> int:
+    import urllib.request
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    started = time.monotonic()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    work = Path(tempfile.mkdtemp(prefix="connsync-demo-"))
+    repo = work / "connections-repo"
+    repo.mkdir()
+
+    banner("Starting a local AWS (moto) on 127.0.0.1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    print(f"AWS endpoint: {endpoint}")
+    try:
+        admin = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo-admin",
+                 "AWS_SECRET_ACCESS_KEY": "demo-admin", "AWS_DEFAULT_REGION": "us-east-1"}
+        os.environ.update(admin)
+        iam = boto3.client("iam")
+        prod_id, prod_secret = iam_user_with_key(iam, "platform-prod")
+        dev_id, dev_secret = iam_user_with_key(iam, "platform-dev")
+        print(f"Created IAM users platform-prod ({prod_id}) and platform-dev ({dev_id})")
+        # From here on moto checks every signature, as AWS does.
+        urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback only
+            f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
+            headers={"Content-Type": "text/plain"}))
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SOPS_", "CONNSYNC_"))}
+        env.update({
+            "AWS_ENDPOINT_URL": endpoint,
+            "SOPS_AGE_KEY_FILE": str(work / "age" / "keys.txt"),  # keep the demo key out of ~/.config
+            "PROD_SECRET": prod_secret,
+            "DEV_SECRET": dev_secret,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        })
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=False)
+
+        banner("A fresh repository with a new age key")
+        connsync("init", "--generate-age-key", env=env, cwd=repo)
+
+        banner("Two connections, secrets read from the environment and encrypted by SOPS")
+        connsync("new", "aws", "--name", "AWS Prod", "--label", "env=prod", "--no-input",
+                 "--set", "account_id=123456789012", "--set", "default_region=us-east-1",
+                 "--set", f"access_key_id={prod_id}", "--secret-env", "secret_access_key=PROD_SECRET",
+                 env=env, cwd=repo)
+        connsync("new", "aws", "--name", "AWS Dev", "--label", "env=dev", "--no-input",
+                 "--set", "account_id=123456789012", "--set", "default_region=eu-west-1",
+                 "--set", f"access_key_id={dev_id}", "--secret-env", "secret_access_key=DEV_SECRET",
+                 env=env, cwd=repo)
+        print("\nconnections/aws-prod.yaml as committed (the secret is the only encrypted field):")
+        print("\n".join("    " + line for line in
+                        (repo / "connections/aws-prod.yaml").read_text().splitlines()[:10]))
+
+        banner("Validate (offline), then verify the keys against AWS STS")
+        connsync("validate", env=env, cwd=repo)
+        connsync("verify", env=env, cwd=repo)
+
+        banner("Plan and apply into the embedded store (.connsync/store.db)")
+        connsync("plan", env=env, cwd=repo)
+        connsync("apply", "--auto-approve", env=env, cwd=repo)
+
+        banner("Plan again: nothing to do")
+        connsync("plan", "--detailed-exitcode", env=env, cwd=repo)
+        connsync("list", env=env, cwd=repo)
+    finally:
+        server.stop()
+    banner(f"Done in {time.monotonic() - started:.1f}s. The demo repository is in {repo}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from connsync import render, sops
+from connsync.commands.plan import explain_invalid
+from connsync.config import Config
+from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError
+from connsync.model import Desired
+from connsync.providers import Verdict
+from connsync.reconcile import load_valid
+from connsync.verification import verify_all
+
+# Up to this many connections, plain lines are progress enough.
+PROGRESS_BAR_ABOVE = 5
+
+
+def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Style) -> int:
+    with explain_invalid(style):
+        declarations = load_valid(config, paths)
+    decrypted = sops.decrypt_many((d, Path(d.file)) for d in declarations)
+    verdicts: list[Verdict] = [
+        Verdict(d.name, d.file, d.provider, "failed", messages=(str(r.message),))
+        for d, r in zip(declarations, decrypted, strict=True) if isinstance(r, ConnsyncError)
+    ]
+    desired = [r for r in decrypted if isinstance(r, Desired)]
+
+    show_bar = fmt == "text" and sys.stderr.isatty() and len(desired) > PROGRESS_BAR_ABOVE
+    if show_bar:
+        with click.progressbar(length=len(desired), label="Verifying", file=sys.stderr) as bar:
+            results = verify_all(desired, config.verify, on_done=lambda _: bar.update(1))
+    else:
+        on_done = (lambda v: click.echo(render.verdict_line(v, style))) if fmt == "text" else None
+        for verdict in verdicts:
+            if on_done:
+                on_done(verdict)
+        results = verify_all(desired, config.verify, on_done=on_done)
+    verdicts += results.values()
+    verdicts.sort(key=lambda v: v.name.casefold())
+
+    if fmt == "json":
+        ok = not any(v.status == "failed" for v in verdicts)
+        click.echo(render.dumps({"ok": ok, "results": [v.as_json() for v in verdicts]}))
+    else:
+        if show_bar:
+            for verdict in verdicts:
+                click.echo(render.verdict_line(verdict, style))
+        click.echo(render.verify_summary(verdicts))
+    return EXIT_FAILED if any(v.status == "failed" for v in verdicts) else EXIT_OK
