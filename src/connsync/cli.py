@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from connsync import __version__, render
+from connsync import render
 from connsync.config import Config, load_config
 from connsync.error_handler import error_handler
 
@@ -53,7 +53,7 @@ pass_app = click.make_pass_decorator(App)
               help="Workspace in the store (env CONNSYNC_WORKSPACE; default: default).")
 @click.option("--no-color", is_flag=True, help="No colour, even on a terminal (also NO_COLOR).")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
-@click.version_option(__version__, "--version", prog_name="connsync")
+@click.version_option(package_name="connsync", prog_name="connsync")  # looked up only when asked
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, store: str | None, workspace: str | None,
         no_color: bool, verbose: bool) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import click
 
-from connsync import __version__
 from connsync.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ConnsyncError
 
 
@@ -61,6 +60,8 @@ def error_handler(verbose: bool = False) -> Iterator[Outcome]:
 
 
 def _write_log(exc: BaseException) -> str:
+    from connsync import __version__
+
     path = log_path()
     text = (
         f"connsync {__version__}, Python {sys.version.split()[0]}\n"

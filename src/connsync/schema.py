@@ -63,23 +63,36 @@ def all_secret_fields() -> frozenset[str]:
 
 
 @functools.cache
-def _validator(name: str) -> Draft202012Validator:
+def _validator(name: str, *, dispatch: bool = True) -> Draft202012Validator:
     registry: Registry[Any] = Registry().with_resources(
         (_BASE_URI + n + _SUFFIX, Resource.from_contents(s, default_specification=DRAFT202012))
         for n, s in all_schemas().items()
     )
     root = {**all_schemas()[name], "$id": _BASE_URI + name + _SUFFIX}
+    if not dispatch:
+        root.pop("allOf", None)
     return Draft202012Validator(root, registry=registry)
 
 
 def validate_document(decl: Declaration) -> list[Finding]:
-    """Schema findings for one declaration, each at its own line and column."""
-    errors = list(_leaf_errors(_validator(ENVELOPE).iter_errors(decl.data)))
+    """Schema findings for one declaration, each at its own line and column.
+
+    The envelope's if/then dispatch on ``provider`` is for editors; here the
+    provider's validator is applied to ``spec`` directly, which gives the same
+    errors at about half the cost.
+    """
+    errors = list(_validator(ENVELOPE, dispatch=False).iter_errors(decl.data))
+    provider = decl.data.get("provider")
+    spec = decl.data.get("spec")
+    if isinstance(provider, str) and provider in all_schemas() and provider != ENVELOPE \
+            and isinstance(spec, dict):
+        for error in _validator(provider).iter_errors(spec):
+            error.path.appendleft("spec")
+            errors.append(error)
     if not errors:
         return []
-    provider = decl.data.get("provider")
     findings: list[Finding] = []
-    for error in errors:
+    for error in _leaf_errors(iter(errors)):
         findings.extend(_to_findings(decl, error, provider if isinstance(provider, str) else ""))
     return findings
 

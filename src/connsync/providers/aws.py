@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import importlib.util
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from connsync.model import Desired
@@ -20,10 +23,15 @@ _NEW_FORMAT_MARKERS = frozenset("QRSTUVWXYZ234567")
 
 @functools.cache
 def known_regions() -> dict[str, str]:
-    """Every region botocore knows, in every partition: region -> partition."""
-    from botocore.loaders import create_loader
+    """Every region botocore knows, in every partition: region -> partition.
 
-    endpoints = create_loader().load_data("endpoints")
+    Read from botocore's data file directly: importing botocore's loader costs
+    more than validating a hundred files.
+    """
+    spec = importlib.util.find_spec("botocore")
+    assert spec is not None and spec.submodule_search_locations
+    data = Path(spec.submodule_search_locations[0]) / "data" / "endpoints.json"
+    endpoints = json.loads(data.read_text(encoding="utf-8"))
     return {
         region: partition["partition"]
         for partition in endpoints["partitions"]
