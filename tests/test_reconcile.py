@@ -53,11 +53,12 @@ def test_create_then_noop_without_decrypting(two: Path, run: Run, monkeypatch: p
     assert code == 0 and report["ok"] is True
     assert report["applied"] == [{"action": "create", "name": "AWS Dev", "version": 1},
                                  {"action": "create", "name": "AWS Prod", "version": 1}]
-    # A sops that always fails proves the noop plan decrypts nothing.
+    # With only a sops that always fails, any decryption would fail the plan.
     broken = tmp_path / "sops"
     broken.write_text("#!/bin/sh\nexit 99\n")
     broken.chmod(0o755)
     monkeypatch.setenv("CONNSYNC_SOPS", str(broken))
+    monkeypatch.setenv("CONNSYNC_SOPS_ENGINE", "binary")
     assert actions(run) == [("noop", "AWS Dev"), ("noop", "AWS Prod")]
     assert run("plan", "--detailed-exitcode").code == 0
 

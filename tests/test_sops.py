@@ -253,7 +253,7 @@ def test_every_value_encrypted_is_one_clear_error(repo: Path, age_key: AgeKey, r
 def test_missing_binary_and_timeout(encrypted: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CONNSYNC_SOPS", str(tmp_path / "no-such-sops"))
     with pytest.raises(SopsError, match="sops executable not found"):
-        sops.decrypt(load(encrypted), encrypted)
+        sops.decrypt_with_binary(load(encrypted), encrypted)
     slow = tmp_path / "slow-sops"
     slow.write_text("#!/bin/sh\nsleep 30\n")
     slow.chmod(0o755)

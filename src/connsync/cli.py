@@ -103,9 +103,11 @@ def schema(provider: str | None, list_only: bool, fmt: str) -> int:
               help="Encrypt secrets with this AWS KMS key (repeatable).")
 @click.option("--generate-age-key", is_flag=True,
               help="Create an age key in sops's default location if none exists, and use it.")
+@click.option("--github", is_flag=True,
+              help="Also write the GitHub workflows: PR checks and plan comment, apply on merge, drift.")
 @click.option("--force", is_flag=True, help="Overwrite existing connsync.yaml and .sops.yaml.")
 def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], generate_age_key: bool,
-         force: bool) -> int:
+         github: bool, force: bool) -> int:
     """Start a connections repository in the current directory.
 
     Writes connsync.yaml, connections/, schemas/ (for editors), a .sops.yaml
@@ -117,7 +119,7 @@ def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], generate_ag
     from connsync.commands.init import InitOptions
     from connsync.commands.init import init as run
 
-    return run(Path.cwd(), InitOptions(age_recipients, kms_arns, generate_age_key, force))
+    return run(Path.cwd(), InitOptions(age_recipients, kms_arns, generate_age_key, force, github))
 
 
 @cli.command()

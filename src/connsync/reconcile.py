@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,8 +11,6 @@ from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Declaration, Desired, Finding
 from connsync.store import Store
-
-Decryptor = Callable[[Declaration, Path], Desired]
 
 
 class InvalidDeclarations(ConnsyncError):
@@ -49,7 +47,6 @@ def make_plan(
     *,
     prune: bool = False,
     adopt: bool = False,
-    decryptor: Decryptor = sops.decrypt,
 ) -> Planned:
     declarations = load_valid(config, paths)
     records = {r.name.casefold(): r for r in store.records()}
@@ -60,7 +57,7 @@ def make_plan(
         for decl, intent in zip(declarations, intents, strict=True)
         if plan.needs_fingerprints(intent, records.get(intent.name.casefold()), adopt)
     ]
-    decrypted = sops.decrypt_many(to_decrypt, decryptor)
+    decrypted = sops.decrypt_many(to_decrypt)
     failures = [str(r.message) for r in decrypted if isinstance(r, ConnsyncError)]
     if failures:
         raise ConnsyncError(

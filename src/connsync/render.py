@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from connsync.errors import ConnsyncError
 from connsync.model import Finding, StoredConnection
 from connsync.plan import Change, Plan
 from connsync.providers.base import Verdict
@@ -145,13 +147,37 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+# Plans longer than this are folded in the comment, summary line still visible.
+MARKDOWN_FOLD_ROWS = 10
+_AWS_SECRET_SHAPE = re.compile(r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*[A-Z])"
+                               r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AGE_SECRET_SHAPE = re.compile(r"AGE-SECRET-KEY-", re.IGNORECASE)
+
+
+def refuse_secret_shapes(text: str) -> str:
+    """The last line of defence before a plan is posted where many can read it."""
+    if _AGE_SECRET_SHAPE.search(text) or _AWS_SECRET_SHAPE.search(text):
+        raise ConnsyncError(
+            "refusing to print the plan: it contains something shaped like a secret key",
+            hint="a label or description may hold a secret; remove it, and rotate the secret",
+        )
+    return text
+
+
 def plan_markdown(plan: Plan) -> str:
     """A summary line and a table, fit for a pull-request comment."""
+    return refuse_secret_shapes(_plan_markdown(plan))
+
+
+def _plan_markdown(plan: Plan) -> str:
     lines = [f"**connsync plan** for workspace `{plan.workspace}`: {plan_summary_line(plan)}", ""]
     rows = [c for c in plan.changes if c.action != "noop"]
     if not rows:
         lines.append("No changes.")
         return "\n".join(lines)
+    folded = len(rows) > MARKDOWN_FOLD_ROWS
+    if folded:
+        lines += [f"<details><summary>{plural(len(rows), 'change')}</summary>", ""]
     lines += ["| | Action | Name | Provider | File | Changes |", "|---|---|---|---|---|---|"]
     for change in rows:
         fields = "<br>".join(_md(f"`{_field_line(n, c, change.action)}`") for n, c in change.fields.items())
@@ -161,6 +187,8 @@ def plan_markdown(plan: Plan) -> str:
             f"| {_SYMBOL[change.action].strip() or ' '} | {change.action} | {_md(change.name)} | "
             f"{change.provider} | {_md(change.file or '')} | {changes} |"
         )
+    if folded:
+        lines += ["", "</details>"]
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import click
@@ -31,12 +32,24 @@ apply:
 """
 
 
+# What the workflows that `init --github` writes use; pin it to a commit SHA
+# in your repository if your policy asks for that.
+ACTION_REF = "connsync/connsync@v0"
+WORKFLOWS = ("connections-pr.yml", "connections-apply.yml")
+
+
 @dataclass(frozen=True)
 class InitOptions:
     age_recipients: Sequence[str]
     kms_arns: Sequence[str]
     generate_age_key: bool
     force: bool
+    github: bool = False
+
+
+def workflow_text(name: str, action_ref: str = ACTION_REF) -> str:
+    template = (resources.files("connsync") / "templates" / name).read_text(encoding="utf-8")
+    return template.replace("__CONNSYNC_ACTION__", action_ref)
 
 
 def sops_config_text(connections: str, age: Sequence[str], kms: Sequence[str]) -> str:
@@ -107,6 +120,9 @@ def init(root: Path, options: InitOptions) -> int:
     for name, document in schema.all_schemas().items():
         # A copy beside the files, for the editors' $schema modelines.
         files[root / "schemas" / f"{name}.schema.json"] = (json.dumps(document, indent=2) + "\n").encode()
+    if options.github:
+        for name in WORKFLOWS:
+            files[root / ".github" / "workflows" / name] = workflow_text(name).encode()
     existing = [p for p in files if p.exists() and p.read_bytes() != files[p]]
     if existing and not options.force:
         names = ", ".join(str(p.relative_to(root)) for p in existing)
@@ -116,6 +132,9 @@ def init(root: Path, options: InitOptions) -> int:
     (root / "connections").mkdir(exist_ok=True)
     _ensure_gitignore(root / ".gitignore")
     click.echo(f"Initialised connsync in {root}")
+    if options.github:
+        click.echo("Wrote .github/workflows/connections-pr.yml and connections-apply.yml; add the "
+                   "SOPS_AGE_KEY secret (or set AWS_ROLE_ARN for KMS) and the CONNSYNC_STORE variable.")
     click.echo("Next: connsync new aws --name 'AWS Prod'   (then: connsync validate, plan, apply)")
     return EXIT_OK
 
