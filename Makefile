@@ -21,8 +21,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed  ## figures next to check-jsonschema and the sops binary
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .connsync build dist src/*.egg-info

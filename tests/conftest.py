@@ -157,3 +157,36 @@ def aws_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Mo
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     return moto_server
+
+
+def run_in_terminal(*args: str, answers: tuple[tuple[bytes, bytes], ...] = (),
+                    env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, bytes]:
+    """Run the CLI on a pseudo-terminal: reply to each prompt, return exit code and transcript."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a user at a terminal
+        os.execvpe(sys.executable, [sys.executable, "-m", "connsync", *args], {**os.environ, **(env or {})})
+    transcript = b""
+
+    def read_more() -> bool:
+        nonlocal transcript
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, transcript
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            return False
+        transcript += chunk
+        return bool(chunk)
+
+    for prompt, reply in answers:
+        while prompt not in transcript:
+            assert read_more(), transcript
+        os.write(fd, reply)
+    while read_more():
+        pass
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), transcript

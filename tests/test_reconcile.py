@@ -15,7 +15,7 @@ import pytest
 from connsync.model import Secret
 from connsync.store import Write
 from connsync.store.sqlite import SqliteStore
-from tests.conftest import CANARY, Run, new_aws, run_process
+from tests.conftest import CANARY, Run, new_aws, run_in_terminal, run_process
 
 SECRET_2 = "AnotherSecretValue/ForRotation+abcdef012"
 
@@ -177,34 +177,10 @@ def test_apply_refuses_without_a_terminal(two: Path, run: Run) -> None:
 
 
 def test_apply_asks_on_a_terminal(two: Path) -> None:
-    import pty
-    import select
-
-    def session(answer: bytes) -> tuple[int, bytes]:
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.execvpe(sys.executable, [sys.executable, "-m", "connsync", "apply", "--skip-verify"],
-                       dict(os.environ))
-        transcript = b""
-        while b"Apply these changes?" not in transcript:
-            ready, _, _ = select.select([fd], [], [], 30)
-            assert ready, transcript
-            transcript += os.read(fd, 4096)
-        os.write(fd, answer)
-        while True:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            transcript += chunk
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status), transcript
-
-    code, transcript = session(b"n\n")
+    question = b"Apply these changes?"
+    code, transcript = run_in_terminal("apply", "--skip-verify", answers=((question, b"n\n"),))
     assert code == 1 and b"nothing was changed" in transcript and store_of(two).records() == []
-    code, transcript = session(b"y\n")
+    code, transcript = run_in_terminal("apply", "--skip-verify", answers=((question, b"y\n"),))
     assert code == 0 and b"Apply complete: 2 created" in transcript
 
 

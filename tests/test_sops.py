@@ -12,7 +12,7 @@ import yaml
 from connsync import loader, sops
 from connsync.errors import SopsError
 from connsync.model import Declaration, Secret
-from tests.conftest import CANARY, AgeKey, Run, make_age_key, new_aws
+from tests.conftest import CANARY, AgeKey, Run, make_age_key, new_aws, run_in_terminal
 
 
 def load(path: Path) -> Declaration:
@@ -122,31 +122,13 @@ def test_new_refuses_a_duplicate_name(repo: Path, run: Run, monkeypatch: pytest.
 
 
 def test_new_prompts_on_a_terminal_with_the_secret_hidden(repo: Path) -> None:
-    import pty
-    import select
-    import sys
-
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a user at a terminal
-        os.execvpe(sys.executable, [sys.executable, "-m", "connsync", "new", "aws", "--name", "Typed",
-                                    "--set", "account_id=123456789012"], dict(os.environ))
-    transcript = b""
-
-    def expect(prompt: bytes) -> None:
-        nonlocal transcript
-        while prompt not in transcript:
-            ready, _, _ = select.select([fd], [], [], 30)
-            assert ready, transcript
-            transcript += os.read(fd, 1024)
-
-    for prompt, answer in [(b"Default Region", "us-east-1"),
-                           (b"Access Key ID", "AKIAIOSFODNN7EXAMPLE"),
-                           (b"Secret Access Key", CANARY)]:
-        expect(prompt)
-        os.write(fd, answer.encode() + b"\n")
-    expect(b"Wrote")
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    code, transcript = run_in_terminal(
+        "new", "aws", "--name", "Typed", "--set", "account_id=123456789012",
+        answers=((b"Default Region", b"us-east-1\n"), (b"Access Key ID", b"AKIAIOSFODNN7EXAMPLE\n"),
+                 (b"Secret Access Key", CANARY.encode() + b"\n")),
+    )
+    assert code == 0, transcript
+    assert b"Wrote connections/typed.yaml" in transcript
     assert CANARY.encode() not in transcript  # hidden input is not echoed
     desired = sops.decrypt(load(repo / "connections/typed.yaml"), repo / "connections/typed.yaml")
     assert desired.secrets["secret_access_key"] == Secret(CANARY)

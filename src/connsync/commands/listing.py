@@ -9,7 +9,7 @@ from connsync.store import opened
 
 
 def list_connections(config: Config, *, fmt: str) -> int:
-    with opened(config.store_url, config.workspace) as store:
+    with opened(config.store_url, config.workspace, create=False) as store:
         records = store.records()
     if fmt == "json":
         click.echo(render.dumps([render.record_json(r) for r in records]))

@@ -33,7 +33,7 @@ def plan_or_explain(config: Config, store: Store, paths: Sequence[str], *, prune
 
 def plan(config: Config, paths: Sequence[str], *, prune: bool, adopt: bool, out: str | None,
          detailed_exitcode: bool, fmt: str, style: render.Style) -> int:
-    with opened(config.store_url, config.workspace) as store:
+    with opened(config.store_url, config.workspace, create=False) as store:
         planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style)
     result = planned.plan
     if fmt == "json":

@@ -8,7 +8,7 @@ from connsync.store import opened
 
 
 def unlock(config: Config, lock_id: str) -> int:
-    with opened(config.store_url, config.workspace) as store:
+    with opened(config.store_url, config.workspace, create=False) as store:
         broken = store.break_lock(lock_id)
     if broken is None:
         raise ConnsyncError(f"no lock with id {lock_id!r} in workspace {config.workspace!r}")

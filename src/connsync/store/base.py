@@ -7,11 +7,21 @@ fingerprint (HMAC-SHA256 under a per-store salt). Only ``read_secrets`` (for
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from connsync.errors import StoreError
 from connsync.model import Secret, StoredConnection
+
+
+def fingerprint(salt: bytes, field: str, value: Secret) -> str:
+    """HMAC-SHA256 of a secret under the store's salt: comparable, not reversible."""
+    message = field.encode() + b"\0" + value.reveal().encode()
+    return hmac.new(salt, message, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -94,3 +104,50 @@ class Store(Protocol):
     def audit(self) -> list[AuditEntry]: ...
 
     def close(self) -> None: ...
+
+
+class EmptyStore:
+    """A store that does not exist yet, seen by a read-only command: empty, and left uncreated."""
+
+    def __init__(self, workspace: str) -> None:
+        self.workspace = workspace
+        self._salt = secrets.token_bytes(32)  # nothing stored to compare against
+
+    def records(self) -> list[StoredConnection]:
+        return []
+
+    def get(self, name: str) -> StoredConnection | None:
+        return None
+
+    def fingerprint(self, field: str, value: Secret) -> str:
+        return fingerprint(self._salt, field, value)
+
+    def _refuse(self) -> StoreError:
+        return StoreError("the store does not exist yet; 'connsync apply' creates it")
+
+    def put(self, write: Write, *, expected_version: int | None) -> StoredConnection:
+        raise self._refuse()
+
+    def delete(self, name: str, *, expected_version: int, actor: str, git_revision: str | None) -> None:
+        raise self._refuse()
+
+    def record_source(self, name: str, *, expected_version: int, source: str, source_digest: str) -> None:
+        raise self._refuse()
+
+    def read_secrets(self, name: str) -> dict[str, Secret]:
+        raise self._refuse()
+
+    def acquire_lock(self, *, timeout: float) -> LockInfo:
+        raise self._refuse()
+
+    def release_lock(self, lock: LockInfo) -> None:
+        raise self._refuse()
+
+    def break_lock(self, lock_id: str) -> LockInfo | None:
+        return None
+
+    def audit(self) -> list[AuditEntry]:
+        return []
+
+    def close(self) -> None:
+        pass

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -31,7 +29,7 @@ from connsync.errors import LockError, StoreError, VersionConflict
 from connsync.fsutil import write_atomic
 from connsync.identity import ci_run_id, user_at_host
 from connsync.model import Secret, StoredConnection
-from connsync.store.base import AuditEntry, LockInfo, Write
+from connsync.store.base import AuditEntry, LockInfo, Write, fingerprint
 
 SCHEMA_VERSION = 1
 _KEY_CHECK = b"connsync store key check"
@@ -203,8 +201,7 @@ class SqliteStore:
         return row
 
     def fingerprint(self, field: str, value: Secret) -> str:
-        message = field.encode() + b"\0" + value.reveal().encode()
-        return hmac.new(self._salt, message, hashlib.sha256).hexdigest()
+        return fingerprint(self._salt, field, value)
 
     def read_secrets(self, name: str) -> dict[str, Secret]:
         row = self._conn.execute(
