@@ -17,7 +17,7 @@ import yaml
 from connsync import sops, sops_native
 from connsync.model import Declaration, Secret
 from connsync.sops_native import NeedsBinary, decrypt_text
-from tests.conftest import CANARY, AgeKey, MotoServer
+from tests.conftest import CANARY, AgeKey, MotoServer, run_process
 
 PLAIN = """\
 # a comment at the top
@@ -216,3 +216,23 @@ def test_the_data_key_never_leaves_in_an_error(tmp_path: Path, age_key: AgeKey) 
         decrypt_text(text)
     assert "s3cr3t" not in str(caught.value) and "s3cr3t" not in repr(caught.value.__cause__)
     assert base64.b64encode(b"s3cr3t").decode() not in json.dumps(str(caught.value))
+
+
+def test_a_retyped_value_never_shows_its_plaintext(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sops itself quotes the plaintext when `type:str` is changed to `type:int`."""
+    env = {"TEST_AWS_SECRET": CANARY}
+    monkeypatch.setenv("TEST_AWS_SECRET", CANARY)
+    created = run_process("new", "aws", "--name", "Typed", "--no-input", "--set", "account_id=123456789012",
+                          "--set", "default_region=us-east-1", "--set", "access_key_id=AKIAIOSFODNN7EXAMPLE",
+                          "--secret-env", "secret_access_key=TEST_AWS_SECRET", cwd=repo, env=env)
+    assert created.code == 0, created.err
+    path = repo / "connections/typed.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("type:str]", "type:int]", 1))
+    with pytest.raises(NeedsBinary) as caught:
+        decrypt_text(path.read_text())
+    assert CANARY not in str(caught.value) and caught.value.__cause__ is None
+    for command in (["verify"], ["plan"]):
+        result = run_process(*command, cwd=repo)
+        assert result.code == 1 and "connections/typed.yaml" in result.err + result.out
+        assert CANARY not in result.out + result.err

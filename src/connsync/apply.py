@@ -88,13 +88,9 @@ def execute(
                     "error": "exists in the store but is not managed by connsync; "
                     "pass --adopt to take it over",
                 })
-            elif change.action == "noop" and change.file and change.store_version is not None:
-                # Same values from other bytes (a comment, a re-encryption): remember
-                # the new digest so the next plan needs no decryption.
-                current = store.get(change.name)
-                if current and (current.source_digest != change.digest or current.drifted):
-                    store.record_source(change.name, expected_version=change.store_version,
-                                        source=change.file, source_digest=change.digest or "")
+            elif change.resync and change.file and change.digest and change.store_version is not None:
+                store.record_source(change.name, expected_version=change.store_version,
+                                    source=change.file, source_digest=change.digest)
         except StoreError as exc:
             report.failed.append({"name": change.name, "action": change.action, "error": exc.message})
     return report

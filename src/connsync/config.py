@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from connsync.errors import ConfigError
+from connsync.fsutil import find_upward
 from connsync.loader import StrictLoader
 from connsync.providers.base import VerifySettings
 
@@ -28,14 +29,6 @@ class Config:
     connections_dir: Path = Path("connections")
     verify: VerifySettings = field(default_factory=VerifySettings)
     max_deletes: int = 10
-
-
-def find_config(start: Path) -> Path | None:
-    for directory in (start, *start.parents):
-        candidate = directory / CONFIG_NAME
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _read(path: Path) -> Mapping[str, Any]:
@@ -99,7 +92,7 @@ def load_config(
         if not file.is_file():
             raise ConfigError(f"{explicit}: config file not found")
     else:
-        file = find_config(cwd)
+        file = find_upward(cwd, CONFIG_NAME)
     data = _read(file) if file else {}
     root = file.resolve().parent if file else cwd
     where = str(file)

@@ -7,6 +7,15 @@ import tempfile
 from pathlib import Path
 
 
+def find_upward(start: Path, name: str) -> Path | None:
+    """``name`` in ``start`` or the nearest parent that has it, as git finds .git."""
+    for directory in (start, *start.parents):
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():

@@ -50,12 +50,15 @@ class Change:
     fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     digest: str | None = None  # of the file, as the plan saw it
     store_version: int | None = None  # of the record, as the plan saw it
+    # A noop whose record should learn the file's new digest (same values, other
+    # bytes), so that the next plan needs no decryption.
+    resync: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
             "action": self.action, "name": self.name, "provider": self.provider, "file": self.file,
             "drift": self.drift, "adopt": self.adopt, "fields": {k: dict(v) for k, v in self.fields.items()},
-            "digest": self.digest, "store_version": self.store_version,
+            "digest": self.digest, "store_version": self.store_version, "resync": self.resync,
         }
 
     @classmethod
@@ -64,6 +67,7 @@ class Change:
             action=data["action"], name=data["name"], provider=data["provider"], file=data.get("file"),
             drift=bool(data.get("drift")), adopt=bool(data.get("adopt")), fields=data.get("fields") or {},
             digest=data.get("digest"), store_version=data.get("store_version"),
+            resync=bool(data.get("resync")),
         )
 
 
@@ -174,7 +178,7 @@ def diff(
                 changes.append(replace(base, action="update", fields=fields, drift=record.drifted,
                                        adopt=adopting))
             else:
-                changes.append(replace(base, drift=record.drifted))
+                changes.append(replace(base, drift=record.drifted, resync=True))
     ignored = 0
     if not partial:
         for key, record in by_key.items():

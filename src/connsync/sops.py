@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from typing import Any
 
 from connsync import schema, sops_native
 from connsync.errors import SopsError
+from connsync.fsutil import find_upward
 from connsync.model import Declaration, Desired, Secret
 
 DEFAULT_TIMEOUT = 30.0
@@ -43,6 +45,9 @@ EXIT_MAC_MISMATCH = 51
 EXIT_MAC_NOT_FOUND = 52
 EXIT_METADATA_NOT_FOUND = 1
 EXIT_NO_KEY = 128
+
+
+_QUOTED = re.compile(r'"[^"]*"|\'[^\']*\'')
 
 
 def binary() -> str:
@@ -94,8 +99,13 @@ def run_sops(
 
 
 def _last_line(stderr: bytes) -> str:
+    """sops's last line of complaint, with anything quoted removed.
+
+    sops quotes values in some errors (``strconv.Atoi: parsing "<plaintext>"``),
+    so quoted text never reaches our messages.
+    """
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else "no message"
+    return _QUOTED.sub('"…"', lines[-1]) if lines else "no message"
 
 
 def _recipients(sops_meta: Mapping[str, Any]) -> list[str]:
@@ -194,14 +204,6 @@ def decrypt_many(items: Iterable[tuple[Declaration, Path]]) -> list[Desired | So
     return [r for r in results if r is not None]
 
 
-def find_sops_config(start: Path) -> Path | None:
-    for directory in (start, *start.parents):
-        candidate = directory / SOPS_CONFIG
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def encrypt(plaintext_yaml: bytes, target: Path, *, redact: Iterable[str] = ()) -> bytes:
     """Encrypt a YAML document for ``target`` under the .sops.yaml creation rules.
 
@@ -209,7 +211,7 @@ def encrypt(plaintext_yaml: bytes, target: Path, *, redact: Iterable[str] = ()) 
     must not appear in an error message should sops echo its input.
     """
     target = target.absolute()
-    config = find_sops_config(target.parent)
+    config = find_upward(target.parent, SOPS_CONFIG)
     if config is None:
         raise SopsError(
             f"{target}: no {SOPS_CONFIG} in this directory or any parent",

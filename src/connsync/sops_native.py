@@ -170,19 +170,22 @@ def decrypt_value(text: str, key: bytes, additional_data: str) -> Any:
                                     additional_data.encode())
     except (InvalidTag, ValueError) as exc:
         raise NeedsBinary("a value does not decrypt") from exc
-    match kind:
-        case "str":
-            return plain.decode()
-        case "int":
-            return int(plain)
-        case "float":
-            return float(plain)
-        case "bool":
-            return plain == b"True"
-        case "bytes":
-            return plain
-        case _:
-            raise NeedsBinary(f"value type {kind}")
+    try:
+        match kind:
+            case "str":
+                return plain.decode()
+            case "int":
+                return int(plain)
+            case "float":
+                return float(plain)
+            case "bool":
+                return plain == b"True"
+            case "bytes":
+                return plain
+    except ValueError:
+        # Not chained: the ValueError's message quotes the plaintext.
+        raise NeedsBinary(f"a value does not read as {kind}") from None
+    raise NeedsBinary(f"value type {kind}")
 
 
 # --- the data key ---------------------------------------------------------------

@@ -33,9 +33,11 @@ def import_connections(config: Config, names: Sequence[str], *, all_records: boo
                 raise ConnsyncError(f"not in the store: {', '.join(missing)}", hint="see 'connsync list'")
             chosen = ([records[n.casefold()] for n in names] if names
                       else [r for r in records.values() if not r.managed])
+            revision = git_revision(config.root)
             for record in chosen:
                 try:
-                    shown = _import_one(store, record, target_dir / f"{slug(record.name)}.yaml", config)
+                    shown = _import_one(store, record, target_dir / f"{slug(record.name)}.yaml", config,
+                                        revision)
                     click.echo(f"Imported {record.name!r} to {shown}")
                 except ConnsyncError as exc:
                     failures += 1
@@ -47,7 +49,8 @@ def import_connections(config: Config, names: Sequence[str], *, all_records: boo
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _import_one(store: Store, record: StoredConnection, target: Path, config: Config) -> str:
+def _import_one(store: Store, record: StoredConnection, target: Path, config: Config,
+                revision: str | None) -> str:
     shown = display_path(target)
     if target.exists():
         raise ConnsyncError(f"{shown} already exists")
@@ -66,7 +69,7 @@ def _import_one(store: Store, record: StoredConnection, target: Path, config: Co
         store.put(
             Write(name=record.name, provider=record.provider, spec=record.spec, secrets=secrets,
                   managed=True, actor=actor(), action="import", source=shown, source_digest=digest,
-                  git_revision=git_revision(config.root), description=record.description,
+                  git_revision=revision, description=record.description,
                   labels=record.labels),
             expected_version=record.version,
         )
