@@ -11,6 +11,7 @@ against a fresh SQLite store:
   plan (creates)     connsync plan, empty store   | the same plan with CONNSYNC_SOPS_ENGINE=binary
   apply (creates)    connsync apply --skip-verify |
   plan (noop)        connsync plan after apply    |
+  apply (noop)       connsync apply after apply   |
   decrypt, per file  in-process engine            | a shell loop of `sops -d`
 
 Times are medians over --runs (one run for N >= 10,000); peak memory is the
@@ -110,6 +111,7 @@ def measure(count: int, runs: int) -> dict[str, float]:
             record("plan (creates)", connsync_argv("plan"))
             record("apply (creates)", connsync_argv("apply", "--auto-approve", "--skip-verify"))
             record("plan (noop)", connsync_argv("plan"))
+            record("apply (noop)", connsync_argv("apply", "--auto-approve", "--skip-verify"))
         peer = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
         # check-jsonschema fails on these files (their spec is SOPS-encrypted); the time is what counts.
         record("check-jsonschema", [peer, "--schemafile", str(REPO / "schemas/connection.schema.json"),
@@ -145,7 +147,7 @@ def main() -> int:
     results = {n: measure(n, options.runs) for n in sizes}
 
     rows = ["validate", "check-jsonschema", "plan (creates)", "plan (creates), binary engine",
-            "sops -d loop", "apply (creates)", "plan (noop)", "peak MiB"]
+            "sops -d loop", "apply (creates)", "plan (noop)", "apply (noop)", "peak MiB"]
     print(f"\nconnsync at scale (seconds, median of {options.runs} runs; one run at N >= 10,000)")
     print(f"{'':<32}" + "".join(f"{'N=' + format(n, ','):>14}" for n in sizes))
     for row in rows:

@@ -85,9 +85,14 @@ def test_new_leaves_no_plaintext_anywhere(
 ) -> None:
     temp = tmp_path_factory.mktemp("tmpdir")
     monkeypatch.setenv("TMPDIR", str(temp))
-    result = new_aws(run, monkeypatch)
-    assert result.code == 0
-    assert CANARY not in result.out + result.err
+    results = [new_aws(run, monkeypatch)]
+    # Failures on the way must not leave plaintext behind either.
+    results.append(new_aws(run, monkeypatch, name="Elsewhere", extra=("--file", "other/x.yaml")))
+    (repo / ".sops.yaml").write_text("creation_rules:\n  - path_regex: ^connections/\n")
+    results.append(new_aws(run, monkeypatch, name="No Recipient"))
+    assert [r.code for r in results] == [0, 1, 1]
+    for result in results:
+        assert CANARY not in result.out + result.err
     for path in all_files(repo, temp):
         assert CANARY.encode() not in path.read_bytes(), path
 

@@ -10,6 +10,7 @@ import pytest
 
 from connsync import rules
 from connsync.loader import MAX_FILE_BYTES
+from connsync.model import Finding
 from tests.conftest import CANARY, REPO, Run, run_process
 from tests.helpers import FAKE_ENC, aws_doc, key_id_for, write_doc
 
@@ -58,6 +59,19 @@ def test_bad_yaml_is_one_finding(
     assert fragment.lower() in str(finding["message"]).lower()
     assert finding["file"] == "connections/bad.yaml"
     assert not (workdir / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "rule"),
+    [(b"a: [", "yaml"), (b"\x00", "yaml"), (b"", "yaml"), (b"- 1\n", "schema"),
+     (b"a: 1\na: 2\n", "duplicate-key"), (b"a: &x 1\nb: *x\n", "yaml"),
+     (b"!!python/name:os.system\n", "yaml")],
+)
+def test_loader_returns_one_finding_per_bad_file(content: bytes, rule: str) -> None:
+    from connsync.loader import load_bytes
+
+    finding = load_bytes(content, "x.yaml")
+    assert isinstance(finding, Finding) and finding.rule == rule and finding.file == "x.yaml"
 
 
 def test_python_tag_is_never_executed(run: Run, workdir: Path) -> None:
