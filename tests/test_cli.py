@@ -91,3 +91,12 @@ def test_verify_shows_a_progress_bar_on_a_terminal(repo: Path, run: Run,
     assert code == 1 and b"Verifying" in transcript and b"7 connections verified" in transcript
     plain = run("verify")
     assert "Verifying" not in plain.out + plain.err
+
+
+def test_a_missing_connections_directory_is_an_error(run: Run, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (["validate"], ["plan"], ["apply", "--auto-approve", "--prune"]):
+        result = run(*args)
+        assert result.code == 1 and "no connections directory at connections" in result.err
+    assert not (tmp_path / ".connsync").exists()

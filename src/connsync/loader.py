@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from connsync.errors import UsageError
+from connsync.errors import ConfigError, UsageError
 from connsync.model import Declaration, Finding
 
 # Connection files are a few hundred bytes; anything this big is a mistake or an
@@ -80,6 +80,12 @@ def discover(paths: Sequence[str | Path], default_dir: Path) -> list[Path]:
             found.append(root)
         elif paths:
             raise UsageError(f"{root}: no such file or directory")
+        else:
+            # Planning an absent directory would read as "every record is orphaned".
+            raise ConfigError(
+                f"no connections directory at {display_path(root)}",
+                hint="run 'connsync init', or set 'connections:' in connsync.yaml",
+            )
     return found
 
 

@@ -47,8 +47,11 @@ def make_plan(
     *,
     prune: bool = False,
     adopt: bool = False,
+    declarations: list[Declaration] | None = None,
 ) -> Planned:
-    declarations = load_valid(config, paths)
+    """The plan for ``paths`` (or the already loaded ``declarations``) against ``store``."""
+    if declarations is None:
+        declarations = load_valid(config, paths)
     records = {r.name.casefold(): r for r in store.records()}
     intents = [plan.Intent.from_declaration(d, schema.secret_fields(d.provider)) for d in declarations]
 

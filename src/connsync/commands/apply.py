@@ -10,11 +10,12 @@ import click
 
 from connsync import render
 from connsync.apply import Verifier, check_deletes, execute
-from connsync.commands.plan import plan_or_explain
+from connsync.commands.plan import explain_invalid, plan_or_explain
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, StalePlan, UsageError
 from connsync.identity import actor, git_revision
 from connsync.plan import Plan
+from connsync.reconcile import load_valid
 from connsync.store import opened
 
 
@@ -64,11 +65,15 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
         saved, paths = load_saved_plan(options.planfile)
     prune = saved.prune if saved else options.prune
     adopt = saved.adopt if saved else options.adopt
+    # The files first: broken input must not even create a store.
+    with explain_invalid(style):
+        declarations = load_valid(config, paths)
     with opened(config.store_url, config.workspace) as store:
         lock = store.acquire_lock(timeout=options.lock_timeout)
         try:
             # Planned afresh under the lock: whatever ran before us is already in the store.
-            planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style)
+            planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style,
+                                      declarations=declarations)
             if saved is not None:
                 check_stale(saved, planned.plan)
             check_deletes(planned.plan, config.max_deletes if options.max_deletes is None

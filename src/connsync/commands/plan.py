@@ -10,6 +10,7 @@ from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_CHANGES, EXIT_OK
 from connsync.fsutil import write_atomic
+from connsync.model import Declaration
 from connsync.reconcile import InvalidDeclarations, Planned, make_plan
 from connsync.store import Store, opened
 
@@ -26,9 +27,9 @@ def explain_invalid(style: render.Style) -> Iterator[None]:
 
 
 def plan_or_explain(config: Config, store: Store, paths: Sequence[str], *, prune: bool, adopt: bool,
-                    style: render.Style) -> Planned:
+                    style: render.Style, declarations: list[Declaration] | None = None) -> Planned:
     with explain_invalid(style):
-        return make_plan(config, store, paths, prune=prune, adopt=adopt)
+        return make_plan(config, store, paths, prune=prune, adopt=adopt, declarations=declarations)
 
 
 def plan(config: Config, paths: Sequence[str], *, prune: bool, adopt: bool, out: str | None,

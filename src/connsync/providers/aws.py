@@ -29,9 +29,14 @@ def known_regions() -> dict[str, str]:
     more than validating a hundred files.
     """
     spec = importlib.util.find_spec("botocore")
-    assert spec is not None and spec.submodule_search_locations
-    data = Path(spec.submodule_search_locations[0]) / "data" / "endpoints.json"
-    endpoints = json.loads(data.read_text(encoding="utf-8"))
+    data = Path(spec.submodule_search_locations[0]) / "data" / "endpoints.json" if (
+        spec and spec.submodule_search_locations) else None
+    if data is not None and data.is_file():
+        endpoints = json.loads(data.read_text(encoding="utf-8"))
+    else:  # a botocore that ships its data compressed, or elsewhere
+        from botocore.loaders import create_loader
+
+        endpoints = create_loader().load_data("endpoints")
     return {
         region: partition["partition"]
         for partition in endpoints["partitions"]
