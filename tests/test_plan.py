@@ -88,3 +88,23 @@ def test_plan_round_trips_through_json() -> None:
     assert Plan.from_json(plan.as_json()) == plan
     assert plan.summary == {"create": 1, "update": 0, "delete": 1, "noop": 1, "conflict": 0, "orphan": 0}
     assert replace(plan, changes=()).has_changes is False
+
+
+def test_a_saved_plan_goes_stale_when_its_inputs_move() -> None:
+    import pytest
+
+    from connsync.errors import StalePlan
+    from connsync.plan import check_stale
+
+    edited, new = intent(default_region="eu-west-1"), intent("New")
+    saved = diff("w", [edited, new], [record()])
+    check_stale(saved, saved)  # the same inputs: still good
+    moved = [
+        diff("w", [replace(edited, digest="d2"), new], [record()]),  # the file changed again
+        diff("w", [edited, new], [record(version=2, synced=2)]),  # the store moved
+        diff("w", [edited, new, intent("Newer")], [record()]),  # a file appeared
+        replace(saved, workspace="other"),
+    ]
+    for fresh in moved:
+        with pytest.raises(StalePlan):
+            check_stale(saved, fresh)

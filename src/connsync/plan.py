@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from connsync.errors import StalePlan
 from connsync.model import ACTIONS, Action, Declaration, StoredConnection
 
 PLAN_FORMAT = 1
@@ -192,3 +193,21 @@ def diff(
                 ignored += 1
     changes.sort(key=lambda c: (c.name.casefold(), c.action))
     return Plan(workspace, tuple(changes), ignored, prune, adopt, partial)
+
+
+def check_stale(saved: Plan, fresh: Plan) -> None:
+    """Refuse a saved plan whose inputs (file digests, store versions) have moved."""
+    if saved.workspace != fresh.workspace:
+        raise StalePlan(f"stale plan: it was made for workspace {saved.workspace!r}")
+    fresh_by_name = {c.name.casefold(): c for c in fresh.changes}
+    for old in saved.changes:
+        new = fresh_by_name.pop(old.name.casefold(), None)
+        if new is None or new.action != old.action or new.digest != old.digest:
+            raise StalePlan(f"stale plan: {old.file or old.name} changed since the plan was made",
+                            hint="run plan again")
+        if new.store_version != old.store_version:
+            raise StalePlan(f"stale plan: {old.name!r} changed in the store since the plan was made",
+                            hint="run plan again")
+    added = [c.name for c in fresh_by_name.values() if c.action != "noop"]
+    if added:
+        raise StalePlan(f"stale plan: {', '.join(added)} not in the saved plan", hint="run plan again")

@@ -12,9 +12,9 @@ from connsync import render
 from connsync.apply import Verifier, check_deletes, execute
 from connsync.commands.plan import explain_invalid, plan_or_explain
 from connsync.config import Config
-from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, StalePlan, UsageError
+from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
 from connsync.identity import actor, git_revision
-from connsync.plan import Plan
+from connsync.plan import Plan, check_stale
 from connsync.reconcile import load_valid
 from connsync.store import opened
 
@@ -38,24 +38,6 @@ def load_saved_plan(path: str) -> tuple[Plan, list[str]]:
         raise UsageError(f"{path}: cannot read plan file: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ConnsyncError(f"{path}: not a connsync plan file ({exc})") from None
-
-
-def check_stale(saved: Plan, fresh: Plan) -> None:
-    """Refuse a saved plan whose inputs (file digests, store versions) have moved."""
-    if saved.workspace != fresh.workspace:
-        raise StalePlan(f"stale plan: it was made for workspace {saved.workspace!r}")
-    fresh_by_name = {c.name.casefold(): c for c in fresh.changes}
-    for old in saved.changes:
-        new = fresh_by_name.pop(old.name.casefold(), None)
-        if new is None or new.action != old.action or new.digest != old.digest:
-            raise StalePlan(f"stale plan: {old.file or old.name} changed since the plan was made",
-                            hint="run plan again")
-        if new.store_version != old.store_version:
-            raise StalePlan(f"stale plan: {old.name!r} changed in the store since the plan was made",
-                            hint="run plan again")
-    added = [c.name for c in fresh_by_name.values() if c.action != "noop"]
-    if added:
-        raise StalePlan(f"stale plan: {', '.join(added)} not in the saved plan", hint="run plan again")
 
 
 def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifier: Verifier | None,
