@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -77,3 +78,14 @@ def test_wheel_ships_the_schemas(tmp_path: Path) -> None:
         for source in (REPO / "schemas").glob("*.schema.json"):
             shipped = archive.read(f"connsync/schemas/{source.name}")
             assert shipped == source.read_bytes()
+        archive.extractall(tmp_path / "installed")
+    # Run from the unpacked wheel, far from the repository: the schemas come with it.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, "-c", "import connsync.cli as c; print(c.__file__); "
+                             "raise SystemExit(c.main(['schema', 'aws']))"], cwd=elsewhere,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path / "installed")},
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(str(tmp_path / "installed"))
+    assert json.loads(result.stdout.split("\n", 1)[1])["title"] == "AWS connection"

@@ -217,6 +217,8 @@ def aws_repo(repo: Path, aws_endpoint: MotoServer, run: Run, monkeypatch: pytest
     assert new_aws(run, monkeypatch, name="Good", secret=good_secret, access_key_id=good_id).code == 0
     assert new_aws(run, monkeypatch, name="No IAM", secret=other_secret, access_key_id=other_id).code == 0
     assert new_aws(run, monkeypatch, name="Wrong Secret", secret=CANARY, access_key_id=good_id).code == 0
+    assert new_aws(run, monkeypatch, name="Unknown Key", secret=CANARY,
+                   access_key_id="AKIAIOSFODNN7EXAMPLE").code == 0
     aws_endpoint.require_auth()
     return repo
 
@@ -234,8 +236,10 @@ def test_verify_command(aws_repo: Path, run: Run) -> None:
     assert by_name["Wrong Secret"]["status"] == "failed"
     assert by_name["Wrong Secret"]["messages"] == [
         "key rejected by STS: the secret access key does not match the access key id"]
+    assert by_name["Unknown Key"]["status"] == "failed"
+    assert "AWS does not know this access key id" in by_name["Unknown Key"]["messages"][0]
     text = run("verify")
-    assert "3 connections verified: 1 ok, 1 warning, 1 failed" in text.out
+    assert "4 connections verified: 1 ok, 1 warning, 2 failed" in text.out
     assert CANARY not in text.out + text.err + result.out
     assert run("verify", "connections/good.yaml").code == 0
 
@@ -245,7 +249,7 @@ def test_apply_verifies_before_writing(aws_repo: Path, run: Run) -> None:
     assert result.code == 1
     report = json.loads(result.out)
     assert sorted(a["name"] for a in report["applied"]) == ["Good", "No IAM"]
-    assert [f["name"] for f in report["failed"]] == ["Wrong Secret"]
+    assert [f["name"] for f in report["failed"]] == ["Unknown Key", "Wrong Secret"]
     assert "verification failed" in report["failed"][0]["error"]
     listed = [r["name"] for r in json.loads(run("list", "--format", "json").out)]
     assert listed == ["Good", "No IAM"]
