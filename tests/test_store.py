@@ -37,6 +37,8 @@ def test_files_are_private(store: SqliteStore, db: Path) -> None:
     assert db.parent.stat().st_mode & 0o777 == 0o700
     assert db.stat().st_mode & 0o777 == 0o600
     assert (db.parent / "store.db.key").stat().st_mode & 0o777 == 0o600
+    wal = db.parent / "store.db-wal"
+    assert wal.exists() and wal.stat().st_mode & 0o777 == 0o600
 
 
 def test_secrets_are_encrypted_at_rest(store: SqliteStore, db: Path) -> None:
