@@ -89,3 +89,9 @@ def test_wheel_ships_the_schemas(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith(str(tmp_path / "installed"))
     assert json.loads(result.stdout.split("\n", 1)[1])["title"] == "AWS connection"
+
+
+def test_cli_reference_is_generated_from_help() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "scripts/cli_reference.py"), "--check"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

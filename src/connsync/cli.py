@@ -43,8 +43,17 @@ class App:
 
 pass_app = click.make_pass_decorator(App)
 
+# --help lists the commands in the order of the work, not alphabetically.
+COMMAND_ORDER = ("init", "new", "validate", "verify", "plan", "apply", "list", "import", "unlock", "schema")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class OrderedGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else 99)
+
+
+@click.group(cls=OrderedGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", metavar="PATH",
               help="connsync.yaml to use (env CONNSYNC_CONFIG; default: found in . or a parent).")
 @click.option("--store", metavar="URL",
@@ -85,7 +94,7 @@ def validate(app: App, paths: tuple[str, ...], fmt: str) -> int:
     return run(paths, app.config, fmt=fmt, style=app.style)
 
 
-@cli.command()
+@cli.command(short_help="Print a provider's JSON Schema.")
 @click.argument("provider", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the providers and their secret fields.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
@@ -157,7 +166,7 @@ def new(app: App, provider: str, name: str, description: str | None, labels: tup
     return run(app.config, options, app.style)
 
 
-@cli.command()
+@cli.command(short_help="Check each credential with its provider.")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
@@ -231,7 +240,7 @@ def apply(app: App, planfile: str | None, prune: bool, adopt: bool, auto_approve
     return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
 
 
-@cli.command(name="list")
+@cli.command(name="list", short_help="List what the store holds (never secrets).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
 def list_(app: App, fmt: str) -> int:
@@ -241,7 +250,7 @@ def list_(app: App, fmt: str) -> int:
     return list_connections(app.config, fmt=fmt)
 
 
-@cli.command(name="import")
+@cli.command(name="import", short_help="Turn store records into encrypted files.")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_records", is_flag=True, help="Import every record not yet managed.")
 @click.option("--dir", "directory", metavar="DIR", help="Where to write (default: connections/).")
