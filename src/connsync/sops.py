@@ -32,9 +32,10 @@ DEFAULT_TIMEOUT = 30.0
 # Measured on the 2-core machines this runs on: more workers only add contention.
 DECRYPT_WORKERS = 2
 SOPS_CONFIG = ".sops.yaml"
-# What sops needs to find keys and reach KMS; nothing else of the caller's
-# environment is passed on.
-_ENV_PREFIXES = ("SOPS_", "AWS_", "XDG_")
+# What sops needs to find keys and reach its key services (age, KMS, and for
+# the files only the binary handles: PGP, GCP KMS, Azure Key Vault, Vault);
+# nothing else of the caller's environment is passed on.
+_ENV_PREFIXES = ("SOPS_", "AWS_", "XDG_", "GNUPG", "GPG_", "GOOGLE_", "CLOUDSDK_", "AZURE_", "VAULT_")
 _ENV_NAMES = ("HOME", "PATH", "TMPDIR", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR",
               "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
 

@@ -84,7 +84,8 @@ class AwsProvider(Provider):
         region = spec.get("default_region")
         if isinstance(region, str) and region not in known_regions():
             issues.append(
-                Issue("aws-region", "default_region", f"{region!r} is not an AWS region botocore knows")
+                Issue("aws-region", "default_region",
+                      f"{region!r} is not an AWS region botocore knows (if it is new, upgrade botocore)")
             )
         key_id, account = spec.get("access_key_id"), spec.get("account_id")
         if isinstance(key_id, str) and isinstance(account, str) and ACCESS_KEY_RE.match(key_id):
