@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from connsync import loader, providers, schema
-from connsync.model import Declaration, Finding
+from connsync.model import Declaration, Finding, Severity
 
 _B64 = r"[A-Za-z0-9+/=]"
 ENC_RE = re.compile(rf"^ENC\[AES256_GCM,data:{_B64}*,iv:{_B64}+,tag:{_B64}+,type:\w+\]$")
@@ -60,9 +60,9 @@ def is_encrypted(value: Any) -> bool:
 
 
 def _finding(decl: Declaration, rule: str, parts: list[str | int], message: str,
-             severity: str = "error") -> Finding:
+             severity: Severity = "error") -> Finding:
     line, column = loader.locate(decl.text, parts)
-    return Finding(severity, rule, decl.file, line, column, loader.json_path(parts), message)  # type: ignore[arg-type]
+    return Finding(severity, rule, decl.file, line, column, loader.json_path(parts), message)
 
 
 def check_declaration(decl: Declaration) -> list[Finding]:
@@ -78,9 +78,9 @@ def check_declaration(decl: Declaration) -> list[Finding]:
         # mistake gives one finding.
         flagged = {f.path for f in findings}
         for issue in providers.get(provider).check(decl.spec):
-            path = ["spec", issue.field]
+            path: list[str | int] = ["spec", issue.field]
             if loader.json_path(path) not in flagged:
-                findings.append(_finding(decl, issue.rule, path, issue.message, issue.severity))  # type: ignore[arg-type]
+                findings.append(_finding(decl, issue.rule, path, issue.message, issue.severity))
     return findings
 
 

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from connsync.model import Desired
-from connsync.providers.base import Verdict, VerifySettings
+from connsync.providers.base import Status, Verdict, VerifySettings
 
 # Tests (and only tests) use this to add botocore event handlers to each client.
 ClientHook = Callable[[Any], None]
@@ -51,9 +51,9 @@ def verify(desired: Desired, settings: VerifySettings, client_hook: ClientHook |
     region = str(spec["default_region"])
     declared_account = str(spec["account_id"])
 
-    def result(status: str, *messages: str, identity: dict[str, str] | None = None) -> Verdict:
-        return Verdict(desired.name, desired.declaration.file, "aws", status,  # type: ignore[arg-type]
-                       identity or {}, tuple(messages))
+    def result(status: Status, *messages: str, identity: dict[str, str] | None = None) -> Verdict:
+        return Verdict(desired.name, desired.declaration.file, "aws", status, identity or {},
+                       tuple(messages))
 
     session = boto3.session.Session(
         aws_access_key_id=str(spec["access_key_id"]),
