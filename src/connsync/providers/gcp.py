@@ -7,8 +7,10 @@ from typing import Any
 
 from connsync.providers.base import Issue, Provider
 
-PEM_BEGIN = "-----BEGIN PRIVATE KEY-----"
-PEM_END = "-----END PRIVATE KEY-----"
+# A service account key JSON carries a PKCS#8 key in PEM armour.
+_PEM_LABEL = "PRIVATE KEY"
+PEM_BEGIN = f"-----BEGIN {_PEM_LABEL}-----"
+PEM_END = f"-----END {_PEM_LABEL}-----"
 
 
 class GcpProvider(Provider):
