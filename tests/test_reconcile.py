@@ -323,3 +323,17 @@ def test_internal_error_points_at_a_log(two: Path) -> None:
     (two / "connsync.yaml").write_text("store: 'sqlite:'\n")
     result = run_process("list", cwd=two)
     assert result.code == 1 and "names no file" in result.err
+
+
+def test_decryption_failures_name_each_file(two: Path, run: Run, monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    from tests.conftest import make_age_key
+
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(make_age_key(tmp_path / "other").file))
+    both = run("plan")
+    assert both.code == 1 and "cannot decrypt 2 files" in both.err
+    assert "connections/aws-dev.yaml: no key could decrypt" in both.err
+    one = run("plan", "connections/aws-prod.yaml")
+    assert one.code == 1
+    assert one.err.startswith("connsync: error: connections/aws-prod.yaml: no key could decrypt")
+    assert "hint: sops looked in SOPS_AGE_KEY_FILE" in one.err

@@ -61,12 +61,13 @@ def make_plan(
         if plan.needs_fingerprints(intent, records.get(intent.name.casefold()), adopt)
     ]
     decrypted = sops.decrypt_many(to_decrypt)
-    failures = [str(r.message) for r in decrypted if isinstance(r, ConnsyncError)]
+    failures = [r for r in decrypted if isinstance(r, ConnsyncError)]
+    if len(failures) == 1:
+        raise failures[0]  # its own message and hint say what to do
     if failures:
         raise ConnsyncError(
-            "cannot decrypt: " + "; ".join(failures) if len(failures) == 1
-            else f"cannot decrypt {len(failures)} files:\n  " + "\n  ".join(failures),
-            hint="the private key of one of each file's recipients must be available to sops",
+            f"cannot decrypt {len(failures)} files:\n  " + "\n  ".join(f.message for f in failures),
+            hint="'connsync verify' reports each file with what to do about it",
         )
     desired = {d.name.casefold(): d for d in decrypted if isinstance(d, Desired)}
     fingerprinted = [
