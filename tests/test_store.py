@@ -141,3 +141,33 @@ def test_lock_of_a_dead_holder_says_so(store: SqliteStore, db: Path) -> None:
     broken = store.break_lock(lock_id)
     assert broken is not None and broken.id == lock_id
     store.release_lock(store.acquire_lock(timeout=0))
+
+
+def test_creating_a_store_retries_an_immediate_lock(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes creating one store: SQLite may answer the WAL switch with "locked" at once."""
+    import connsync.store.sqlite as backend
+
+    real_connect = sqlite3.connect
+    refusals = {"left": 2}
+
+    class Busy:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith("PRAGMA journal_mode") and refusals["left"]:
+                refusals["left"] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(backend.sqlite3, "connect", lambda *a, **k: Busy(real_connect(*a, **k)))
+    store = SqliteStore.open(f"sqlite:{db}", "default")
+    assert refusals["left"] == 0
+    store.put(write(), expected_version=None)
+    monkeypatch.setattr(backend, "_OPEN_RETRY_SECONDS", -1.0)
+    refusals["left"] = 1
+    with pytest.raises(StoreError, match="database is locked"):
+        SqliteStore.open(f"sqlite:{db}", "default")

@@ -34,6 +34,7 @@ from connsync.store.base import AuditEntry, LockInfo, Write, fingerprint
 SCHEMA_VERSION = 1
 _KEY_CHECK = b"connsync store key check"
 _LOCK_POLL_SECONDS = 0.1
+_OPEN_RETRY_SECONDS = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -136,18 +137,27 @@ class SqliteStore:
             key = _load_key(path)
         except OSError as exc:
             raise StoreError(f"cannot open store {path}: {exc.strerror}") from None
-        try:
-            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            salt = cls._initialise(conn, key, path)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"cannot open store {path}: {exc}",
-                hint="is it a connsync store, and writable? Check the path and its permissions",
-            ) from None
-        return cls(path, workspace, conn, key, salt)
+        deadline = time.monotonic() + _OPEN_RETRY_SECONDS
+        while True:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                salt = cls._initialise(conn, key, path)
+                return cls(path, workspace, conn, key, salt)
+            except sqlite3.OperationalError as exc:
+                # Switching a new file to WAL can report "locked" at once, without
+                # waiting, when two processes create the store together.
+                if conn is not None:
+                    conn.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise _unopenable(path, exc) from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                if conn is not None:
+                    conn.close()
+                raise _unopenable(path, exc) from None
 
     @staticmethod
     def _initialise(conn: sqlite3.Connection, key: bytes, path: Path) -> bytes:
@@ -335,6 +345,13 @@ class SqliteStore:
                 return None
             self._conn.execute("DELETE FROM locks WHERE workspace = ? AND id = ?", (self.workspace, lock_id))
             return held
+
+
+def _unopenable(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    return StoreError(
+        f"cannot open store {path}: {exc}",
+        hint="is it a connsync store, and writable? Check the path and its permissions",
+    )
 
 
 def _lock_error(held: LockInfo, timeout: float) -> LockError:
