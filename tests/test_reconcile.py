@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,14 +26,15 @@ def store_of(repo: Path) -> SqliteStore:
     return SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "default")
 
 
-def plan_json(run: Run, *args: str) -> dict[str, object]:
+def plan_json(run: Run, *args: str) -> dict[str, Any]:
     result = run("plan", "--format", "json", *args)
     assert result.code == 0, result.err
-    return json.loads(result.out)  # type: ignore[no-any-return]
+    report: dict[str, Any] = json.loads(result.out)
+    return report
 
 
 def actions(run: Run, *args: str) -> list[tuple[str, str]]:
-    return [(c["action"], c["name"]) for c in plan_json(run, *args)["changes"]]  # type: ignore[index,union-attr]
+    return [(c["action"], c["name"]) for c in plan_json(run, *args)["changes"]]
 
 
 @pytest.fixture
@@ -41,7 +44,7 @@ def two(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> Path:
     return repo
 
 
-def apply(run: Run, *args: str) -> tuple[int, dict[str, object]]:
+def apply(run: Run, *args: str) -> tuple[int, dict[str, Any]]:
     result = run("apply", "--auto-approve", "--skip-verify", "--format", "json", *args)
     return result.code, json.loads(result.out) if result.out.strip() else {}
 
@@ -69,12 +72,12 @@ def test_update_clear_and_secret_fields(two: Path, run: Run, monkeypatch: pytest
     path.write_text(path.read_text().replace("us-east-1", "us-west-2"))
     assert new_aws(run, monkeypatch, name="AWS Dev", secret=SECRET_2, default_region="eu-west-1",
                    extra=("--force",)).code == 0
-    changes = {c["name"]: c for c in plan_json(run)["changes"]}  # type: ignore[union-attr]
+    changes = {c["name"]: c for c in plan_json(run)["changes"]}
     assert changes["AWS Prod"]["fields"] == {"default_region": {"before": "us-east-1", "after": "us-west-2"}}
     assert changes["AWS Dev"]["fields"] == {"secret_access_key": {"sensitive": True, "changed": True}}
     assert run("plan", "--detailed-exitcode").code == 2
     code, report = apply(run)
-    assert code == 0 and {a["name"]: a["version"] for a in report["applied"]} == {  # type: ignore[union-attr]
+    assert code == 0 and {a["name"]: a["version"] for a in report["applied"]} == {
         "AWS Dev": 2, "AWS Prod": 2}
     assert store_of(two).read_secrets("AWS Dev") == {"secret_access_key": Secret(SECRET_2)}
     assert actions(run) == [("noop", "AWS Dev"), ("noop", "AWS Prod")]
@@ -97,7 +100,7 @@ def test_drift_from_the_ui(two: Path, run: Run) -> None:
     db.execute("UPDATE connections SET spec = json_set(spec, '$.default_region', 'ap-south-1'), "
                "version = version + 1 WHERE name = 'AWS Prod'")
     db.commit()
-    (change,) = [c for c in plan_json(run)["changes"] if c["name"] == "AWS Prod"]  # type: ignore[union-attr]
+    (change,) = [c for c in plan_json(run)["changes"] if c["name"] == "AWS Prod"]
     assert change["action"] == "update" and change["drift"] is True
     assert "changed outside connsync" in run("plan").out
     apply(run)
@@ -115,8 +118,8 @@ def test_conflict_and_adopt(two: Path, run: Run) -> None:
     assert ("conflict", "AWS Prod") in actions(run)
     code, report = apply(run)
     assert code == 1
-    assert report["failed"][0]["name"] == "AWS Prod" and "--adopt" in report["failed"][0]["error"]  # type: ignore[index]
-    assert [a["name"] for a in report["applied"]] == ["AWS Dev"]  # type: ignore[union-attr]
+    assert report["failed"][0]["name"] == "AWS Prod" and "--adopt" in report["failed"][0]["error"]
+    assert [a["name"] for a in report["applied"]] == ["AWS Dev"]
     code, report = apply(run, "--adopt")
     assert code == 0 and report["applied"] == [{"action": "update", "name": "AWS Prod", "version": 2}]
     record = store_of(two).get("AWS Prod")
@@ -284,10 +287,12 @@ def make_read_only(path: Path, request: pytest.FixtureRequest) -> None:
         path.parent.chmod(0o500)
         request.addfinalizer(lambda: path.parent.chmod(0o700))
         return
+    def immutable(target: Path, flag: str) -> int:
+        return subprocess.run(["chattr", flag, str(target)], capture_output=True, check=False).returncode
+
     for target in (path, path.parent):
-        done = subprocess.run(["chattr", "+i", str(target)], capture_output=True, check=False)
-        assert done.returncode == 0, f"chattr +i failed: {done.stderr!r}"
-        request.addfinalizer(lambda t=target: subprocess.run(["chattr", "-i", str(t)], check=False))
+        assert immutable(target, "+i") == 0, f"chattr +i {target} failed"
+        request.addfinalizer(functools.partial(immutable, target, "-i"))
 
 
 @pytest.mark.parametrize("problem", ["not-a-directory", "read-only", "corrupt", "wrong-key"])

@@ -6,6 +6,7 @@ import base64
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,7 +155,7 @@ def test_creating_a_store_retries_an_immediate_lock(db: Path, monkeypatch: pytes
         def __init__(self, conn: sqlite3.Connection) -> None:
             self._conn = conn
 
-        def execute(self, sql: str, *args: object) -> object:
+        def execute(self, sql: str, *args: Any) -> object:
             if sql.startswith("PRAGMA journal_mode") and refusals["left"]:
                 refusals["left"] -= 1
                 raise sqlite3.OperationalError("database is locked")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.conftest import CANARY, REPO, Run, run_process
 from tests.helpers import FAKE_ENC, aws_doc, key_id_for, write_doc
 
 
-def findings_of(run: Run, *paths: str) -> tuple[int, list[dict[str, object]]]:
+def findings_of(run: Run, *paths: str) -> tuple[int, list[dict[str, Any]]]:
     result = run("validate", "--format", "json", *paths)
     assert "Traceback" not in result.out + result.err
     report = json.loads(result.out)
