@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,7 +12,12 @@ from connsync import rules
 from connsync.loader import load_bytes
 from connsync.model import Declaration, Finding
 
-FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# HYPOTHESIS_PROFILE=thorough for a long hunt; the suite runs the quick one.
+settings.register_profile("quick", max_examples=250, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
 def check(raw: bytes) -> None:
@@ -22,7 +29,6 @@ def check(raw: bytes) -> None:
         assert item.file == "fuzz.yaml" and item.line >= 1
 
 
-@FAST
 @given(st.binary(max_size=512))
 def test_random_bytes(raw: bytes) -> None:
     check(raw)
@@ -34,10 +40,11 @@ YAML_PIECES = st.sampled_from([
     "  access_key_id: AKIAIOSFODNN7EXAMPLE\n", "sops: {mac: x}\n", "- item\n", "&a x\n", "*a\n",
     "  labels: {a: 1}\n", "? [k]\n: v\n", "!!binary aGk=\n", "\t\n", "---\n", "{", "}", ": ", "'", '"',
     "!!python/object:os.system\n", "k: !!timestamp 2020-01-01\n", "\xff", "  - 1\n", "spec: ~\n",
+    "k: !!int x\n", "k: !!bool maybe\n", "k: !!float .\n", "k: !!set {a}\n", "k: !!omap [a]\n",
+    "<<: {a: 1}\n", "k: !!null x\n", "k: !!str\n", "? !!binary x\n",
 ])
 
 
-@FAST
 @given(st.lists(YAML_PIECES, max_size=25))
 def test_yaml_shaped_garbage(pieces: list[str]) -> None:
     check("".join(pieces).encode("utf-8", "surrogatepass"))
@@ -51,7 +58,6 @@ documents = st.recursive(
 )
 
 
-@FAST
 @given(st.fixed_dictionaries({"apiVersion": st.just("connsync/v1"),
                               "provider": st.sampled_from(["aws", "azure", "gcp", "x"]),
                               "metadata": documents, "spec": documents}, optional={"sops": documents}))

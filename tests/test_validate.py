@@ -324,3 +324,16 @@ def test_no_traceback_from_the_real_entry_point(workdir: Path) -> None:
     result = run_process("validate", cwd=workdir)
     assert result.code == 1
     assert "Traceback" not in result.err and "binary" in result.out
+
+
+@pytest.mark.parametrize("value",
+                         ["!!timestamp 2020-01-01\n  - 1", "!!int many", "!!float x", "!!bool maybe"])
+def test_explicit_tags_that_do_not_parse(value: str) -> None:
+    """Found by tests/test_fuzz.py: PyYAML's constructors raise plain exceptions for these."""
+    from connsync.loader import load_bytes
+    from connsync.sops_native import NeedsBinary, decrypt_text
+
+    finding = load_bytes(f"k: {value}\n".encode(), "x.yaml")
+    assert isinstance(finding, Finding) and finding.rule == "yaml"
+    with pytest.raises(NeedsBinary):
+        decrypt_text(f"k: {value}\nsops: {{mac: x, lastmodified: x}}\n")

@@ -141,6 +141,10 @@ def load_bytes(raw: bytes, shown: str) -> Declaration | Finding:
         return finding(message, line, column)
     except (yaml.YAMLError, RecursionError) as exc:  # unmarked reader errors, absurd nesting
         return finding(f"invalid YAML: {type(exc).__name__}")
+    except (ValueError, TypeError, AttributeError, OverflowError, KeyError, IndexError):
+        # PyYAML's constructors raise these for explicitly tagged values that do
+        # not parse (`!!timestamp soon`, `!!int x`); found by the property tests.
+        return finding("a value with an explicit YAML tag (!!int, !!timestamp, ...) does not parse")
     if data is None:
         return finding("file is empty; a connection file needs apiVersion, provider, metadata and spec")
     if not isinstance(data, dict):

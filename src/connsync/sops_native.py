@@ -284,8 +284,9 @@ def decrypt_text(text: str) -> list[dict[str, Any]]:
     """Every document of a SOPS YAML file, decrypted, MAC verified; or NeedsBinary."""
     try:
         documents = list(yaml.load_all(text, Loader=_Yaml12Loader))
-    except yaml.YAMLError as exc:
-        raise NeedsBinary("YAML the binary should judge") from exc
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError, KeyError, IndexError,
+            RecursionError):
+        raise NeedsBinary("YAML the binary should judge") from None
     if not documents or not all(isinstance(d, dict) for d in documents):
         raise NeedsBinary("not a mapping")
     meta_block = documents[0].get("sops")
