@@ -65,3 +65,9 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) 
     with pytest.raises(ConfigError) as caught:
         load_config(env={}, cwd=tmp_path)
     assert message in caught.value.message + str(caught.value.hint)
+
+
+def test_a_tagged_value_that_does_not_parse(tmp_path: Path) -> None:
+    (tmp_path / "connsync.yaml").write_text("apply: {max_deletes: !!int many}\n")
+    with pytest.raises(ConfigError, match="explicit YAML tag"):
+        load_config(env={}, cwd=tmp_path)

@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from connsync.errors import ConfigError
 from connsync.fsutil import find_upward
-from connsync.loader import StrictLoader
+from connsync.loader import YamlProblem, parse
 from connsync.providers.base import VerifySettings
 
 CONFIG_NAME = "connsync.yaml"
@@ -33,13 +31,13 @@ class Config:
 
 def _read(path: Path) -> Mapping[str, Any]:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506
+        data = parse(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: {exc.problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except YamlProblem as problem:
+        raise ConfigError(f"{path}:{problem.line}:{problem.column}: {problem.message}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -67,6 +67,39 @@ class StrictLoader(yaml.CSafeLoader):
         return mapping
 
 
+class YamlProblem(Exception):
+    """Why a text is not acceptable YAML, and where (1-based)."""
+
+    def __init__(self, message: str, line: int = 1, column: int = 1, rule: str = "yaml",
+                 path: str = "$") -> None:
+        super().__init__(message)
+        self.message, self.line, self.column, self.rule, self.path = message, line, column, rule, path
+
+
+def parse(text: str) -> Any:
+    """Load one YAML document with :class:`StrictLoader`; every failure is a YamlProblem."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        if mark is None:
+            raise YamlProblem(message) from None
+        if text[mark.index : mark.index + 1] == "\t":
+            message = "tab character: YAML indentation must use spaces"
+        line, column = mark.line + 1, mark.column + 1
+        if isinstance(exc, _RefusedNode):
+            raise YamlProblem(message, line, column, exc.rule, json_path(path_at(text, mark))) from None
+        raise YamlProblem(message, line, column) from None
+    except (yaml.YAMLError, RecursionError) as exc:  # unmarked reader errors, absurd nesting
+        raise YamlProblem(f"invalid YAML: {type(exc).__name__}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, KeyError, IndexError):
+        # PyYAML's constructors raise these for explicitly tagged values that do
+        # not parse (`!!timestamp soon`, `!!int x`); found by the property tests.
+        raise YamlProblem("a value with an explicit YAML tag (!!int, !!timestamp, ...) "
+                          "does not parse") from None
+
+
 def discover(paths: Sequence[str | Path], default_dir: Path) -> list[Path]:
     """Expand the command's PATH arguments (or the default directory) into files."""
     roots = [Path(p) for p in paths] or [default_dir]
@@ -126,25 +159,10 @@ def load_bytes(raw: bytes, shown: str) -> Declaration | Finding:
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         return finding("file is not valid UTF-8", line, column)
     try:
-        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a safe loader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        if mark is None:
-            return finding(message)
-        if text[mark.index : mark.index + 1] == "\t":
-            message = "tab character: YAML indentation must use spaces"
-        line, column = mark.line + 1, mark.column + 1
-        if isinstance(exc, _RefusedNode):
-            path = json_path(path_at(text, mark))
-            return Finding("error", exc.rule, shown, line, column, path, message)
-        return finding(message, line, column)
-    except (yaml.YAMLError, RecursionError) as exc:  # unmarked reader errors, absurd nesting
-        return finding(f"invalid YAML: {type(exc).__name__}")
-    except (ValueError, TypeError, AttributeError, OverflowError, KeyError, IndexError):
-        # PyYAML's constructors raise these for explicitly tagged values that do
-        # not parse (`!!timestamp soon`, `!!int x`); found by the property tests.
-        return finding("a value with an explicit YAML tag (!!int, !!timestamp, ...) does not parse")
+        data = parse(text)
+    except YamlProblem as problem:
+        return Finding("error", problem.rule, shown, problem.line, problem.column, problem.path,
+                       problem.message)
     if data is None:
         return finding("file is empty; a connection file needs apiVersion, provider, metadata and spec")
     if not isinstance(data, dict):
