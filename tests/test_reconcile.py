@@ -342,3 +342,22 @@ def test_decryption_failures_name_each_file(two: Path, run: Run, monkeypatch: py
     assert one.code == 1
     assert one.err.startswith("connsync: error: connections/aws-prod.yaml: no key could decrypt")
     assert "hint: sops looked in SOPS_AGE_KEY_FILE" in one.err
+
+
+def test_a_store_failure_on_one_write_spares_the_others(two: Path, run: Run) -> None:
+    store_of(two).close()  # creates the schema
+    db = sqlite3_connect(two)
+    db.execute("CREATE TRIGGER full BEFORE INSERT ON connections WHEN NEW.name = 'AWS Dev' "
+               "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    db.commit()
+    code, report = apply(run)
+    assert code == 1
+    assert [a["name"] for a in report["applied"]] == ["AWS Prod"]
+    assert report["failed"] == [{"name": "AWS Dev", "action": "create",
+                                 "error": "the store refused the write: database or disk is full"}]
+    assert [(a.name, a.version_after) for a in store_of(two).audit()] == [("AWS Prod", 1)]
+    db.execute("DROP TRIGGER full")
+    db.commit()
+    code, report = apply(run)
+    assert code == 0 and [a["name"] for a in report["applied"]] == ["AWS Dev"]
+    assert actions(run) == [("noop", "AWS Dev"), ("noop", "AWS Prod")]

@@ -272,3 +272,13 @@ def test_kms_round_trip_on_a_moto_server(
     path = workdir / "connections/aws-prod.yaml"
     assert yaml.safe_load(path.read_text())["sops"]["kms"][0]["arn"] == arn
     assert sops.decrypt(load(path), path).secrets["secret_access_key"] == Secret(CANARY)
+
+
+def test_broken_sops_metadata_goes_to_the_binary_not_a_crash(encrypted: Path) -> None:
+    text = encrypted.read_text()
+    start = text.index("    age:\n")
+    end = text.index("    lastmodified:")
+    encrypted.write_text(text[:start] + "    age: oops\n" + text[end:])
+    with pytest.raises(SopsError) as caught:
+        sops.decrypt(load(encrypted), encrypted)
+    assert caught.value.message.startswith("connections/aws-prod.yaml: ")

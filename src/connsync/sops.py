@@ -155,7 +155,8 @@ def _decrypt_in_process(decl: Declaration) -> Desired | None:
         return None
     try:
         documents = sops_native.decrypt_text(decl.text)
-    except sops_native.NeedsBinary:
+    except Exception:  # NeedsBinary, or any surprise from a hand-broken file:
+        # the in-process engine only accelerates; the binary decides and explains.
         return None
     return to_desired(decl, documents[0]) if len(documents) == 1 else None
 

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from connsync import sops
+from connsync.errors import ConnsyncError
 from connsync.fsutil import write_atomic
 from connsync.model import Secret
 
@@ -26,5 +27,8 @@ def write_connection(document: Mapping[str, Any], secrets: Mapping[str, Secret],
     plain = {**document, "spec": {**document["spec"], **{k: v.reveal() for k, v in secrets.items()}}}
     text = modeline(target, root) + yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
     encrypted = sops.encrypt(text.encode(), target, redact=[s.reveal() for s in secrets.values()])
-    write_atomic(target, encrypted, overwrite=overwrite)
+    try:
+        write_atomic(target, encrypted, overwrite=overwrite)
+    except FileExistsError:  # appeared since the caller looked
+        raise ConnsyncError(f"{target} already exists", hint="choose another file, or --force") from None
     return hashlib.sha256(encrypted).hexdigest()

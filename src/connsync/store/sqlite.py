@@ -236,6 +236,16 @@ class SqliteStore:
 
     # --- writing ---------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction; SQLite failures (disk full, I/O, a lock held too long)
+        become a StoreError for the connection at hand, not a crash of the whole apply."""
+        try:
+            with _transaction(self._conn, immediate=True):
+                yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store refused the write: {exc}") from None
+
     def _aad(self, name: str) -> bytes:
         # Binds each sealed blob to its row, so blobs cannot be swapped between records.
         return f"{self.workspace}\0{name.casefold()}".encode()
@@ -249,7 +259,7 @@ class SqliteStore:
         fingerprints = {k: self.fingerprint(k, v) for k, v in write.secrets.items()}
         sealed = self._seal(write.name, dict(write.secrets))
         now = _now()
-        with _transaction(self._conn, immediate=True):
+        with self._write():
             current = self._row(write.name)
             version = current[_VERSION] if current else None
             if version != expected_version:
@@ -273,13 +283,17 @@ class SqliteStore:
             )
             self._audit(now, write.name, write.action, version, new_version, write.actor,
                         write.git_revision, write.source)
-        record = self.get(write.name)
-        assert record is not None
-        return record
+        return StoredConnection(
+            name=write.name, provider=write.provider, spec=dict(write.spec), fingerprints=fingerprints,
+            version=new_version, managed=write.managed, source=write.source,
+            source_digest=write.source_digest, synced_version=synced, git_revision=write.git_revision,
+            updated_at=now, updated_by=write.actor, labels=dict(write.labels),
+            description=write.description,
+        )
 
     def delete(self, name: str, *, expected_version: int, actor: str, git_revision: str | None) -> None:
         now = _now()
-        with _transaction(self._conn, immediate=True):
+        with self._write():
             current = self._row(name)
             if current is None or current[_VERSION] != expected_version:
                 raise VersionConflict(f"{name!r} changed in the store meanwhile", hint="run plan again")
@@ -290,7 +304,7 @@ class SqliteStore:
             self._audit(now, name, "delete", expected_version, None, actor, git_revision, current[_SOURCE])
 
     def record_source(self, name: str, *, expected_version: int, source: str, source_digest: str) -> None:
-        with _transaction(self._conn, immediate=True):
+        with self._write():
             updated = self._conn.execute(
                 "UPDATE connections SET source = ?, source_digest = ?, synced_version = version "
                 "WHERE workspace = ? AND name_key = ? AND version = ? AND managed = 1",
@@ -321,7 +335,7 @@ class SqliteStore:
                         ci_run_id(), _now())
         deadline = time.monotonic() + timeout
         while True:
-            with _transaction(self._conn, immediate=True):
+            with self._write():
                 held = self._current_lock()
                 if held is None:
                     self._conn.execute(
@@ -335,11 +349,11 @@ class SqliteStore:
             time.sleep(_LOCK_POLL_SECONDS)
 
     def release_lock(self, lock: LockInfo) -> None:
-        with _transaction(self._conn, immediate=True):
+        with self._write():
             self._conn.execute("DELETE FROM locks WHERE workspace = ? AND id = ?", (lock.workspace, lock.id))
 
     def break_lock(self, lock_id: str) -> LockInfo | None:
-        with _transaction(self._conn, immediate=True):
+        with self._write():
             held = self._current_lock()
             if held is None or held.id != lock_id:
                 return None
