@@ -15,7 +15,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert config.file is None and config.workspace == "default"
     assert config.store_url == f"sqlite:{tmp_path / '.connsync/store.db'}"
     assert config.connections_dir == tmp_path / "connections"
-    assert (config.verify.max_key_age_days, config.verify.concurrency, config.max_deletes) == (90, 8, 10)
+    assert (config.verify.max_key_age_days, config.verify.concurrency, config.max_deletes) == (90, 64, 10)
 
 
 def test_file_is_found_in_a_parent_and_paths_are_relative_to_it(tmp_path: Path) -> None:

@@ -110,7 +110,9 @@ def load_config(
         connections_dir=root / str(data.get("connections", "connections")),
         verify=VerifySettings(
             max_key_age_days=int(_number(verify, "max_key_age_days", 90, where)),
-            concurrency=max(1, int(_number(verify, "concurrency", 8, where))),
+            concurrency=max(1, int(_number(verify, "concurrency", VerifySettings.concurrency, where))),
+            per_account_concurrency=max(1, int(_number(
+                verify, "per_account_concurrency", VerifySettings.per_account_concurrency, where))),
             timeout_seconds=float(_number(verify, "timeout_seconds", 10, where)),
         ),
         max_deletes=int(_number(apply_, "max_deletes", 10, where)),

@@ -25,7 +25,8 @@ store: sqlite:.connsync/store.db
 connections: connections
 verify:
   max_key_age_days: 90   # warn when an access key is older: rotate keys regularly
-  concurrency: 8
+  concurrency: 64        # connections verified at once (the work waits on the network)
+  per_account_concurrency: 8   # at most this many at once for one account/tenant/project
   timeout_seconds: 10
 apply:
   max_deletes: 10        # --prune never deletes more than this in one apply

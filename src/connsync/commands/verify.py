@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Styl
     ]
     desired = [r for r in decrypted if isinstance(r, Desired)]
 
+    started = time.monotonic()
     show_bar = fmt == "text" and sys.stderr.isatty() and len(desired) > PROGRESS_BAR_ABOVE
     if show_bar:
         with click.progressbar(length=len(desired), label="Verifying", file=sys.stderr) as bar:
@@ -49,5 +51,5 @@ def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Styl
         if show_bar:
             for verdict in verdicts:
                 click.echo(render.verdict_line(verdict, style))
-        click.echo(render.verify_summary(verdicts))
+        click.echo(f"{render.verify_summary(verdicts)} in {time.monotonic() - started:.1f}s")
     return EXIT_FAILED if any(v.status == "failed" for v in verdicts) else EXIT_OK

@@ -8,7 +8,8 @@ import functools
 import importlib.util
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,16 @@ class AwsProvider(Provider):
         if field == "secret_access_key" and len(value) != SECRET_KEY_LENGTH:
             return f"must be {SECRET_KEY_LENGTH} characters (got {len(value)})"
         return None
+
+    def rate_scope(self, spec: Mapping[str, Any]) -> str | None:
+        return str(spec.get("account_id"))  # STS and IAM limit requests per account
+
+    @contextmanager
+    def verifying(self, settings: VerifySettings) -> Iterator[Callable[[Desired], Verdict]]:
+        from connsync.providers.aws_verify import clients_for
+
+        with clients_for(settings) as verifier:
+            yield verifier
 
     def verify(self, desired: Desired, settings: VerifySettings) -> Verdict:
         from connsync.providers.aws_verify import verify
