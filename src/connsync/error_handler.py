@@ -34,9 +34,11 @@ def error_handler(verbose: bool = False) -> Iterator[Outcome]:
     try:
         yield outcome
     except ConnsyncError as exc:
-        click.echo(f"connsync: error: {exc.message}", err=True)
+        from connsync.render import text_lines  # messages quote names, paths and config values
+
+        click.echo(f"connsync: error: {text_lines(exc.message)}", err=True)
         if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
+            click.echo(f"hint: {text_lines(exc.hint)}", err=True)
         outcome.code = exc.exit_code
     except click.exceptions.Exit as exc:
         outcome.code = exc.exit_code

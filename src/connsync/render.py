@@ -18,8 +18,81 @@ if TYPE_CHECKING:
     from connsync.apply import ApplyReport
 
 
+# --- escaping: one function per medium ---------------------------------------
+#
+# Everything a connection file, connsync.yaml or the store supplies (names,
+# labels, descriptions, paths, values, messages that quote them) is data. It
+# reaches a terminal (at the apply prompt), a GitHub Actions log (where a line
+# starting with "::" -- after leading whitespace -- and "##[" anywhere in a line
+# are commands to the runner) and a pull-request comment (Markdown and HTML).
+# The renderers below pass every such value through the function for their
+# medium, so no call site has to remember.
+
+# Longer values are cut in the middle: enough to recognise, never a screenful.
+MAX_SHOWN = 200
+_LEGACY_COMMAND = "##["  # the runner's v1 command prefix, honoured anywhere in a line
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _shorten(value: str, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    head, tail = value[: limit * 2 // 3], value[len(value) - limit // 3 :]
+    return f"{head}…[{len(value):,} characters]…{tail}"
+
+
+def text(value: object, limit: int = MAX_SHOWN) -> str:
+    """A value as one safe line for a terminal or a CI log.
+
+    Control, format, separator and other unprintable characters (ESC, CR, LF,
+    U+200B, U+202E, U+2028, a lone surrogate, ...) are shown as Python-style
+    escapes; "##[" and a leading "::" cannot be read as workflow commands;
+    values longer than ``limit`` are shortened in the middle.
+    """
+    shown = _shorten(value if isinstance(value, str) else str(value), limit)
+    if not shown.isprintable():
+        shown = "".join(c if c.isprintable() else _escape_char(c) for c in shown)
+    shown = shown.replace(_LEGACY_COMMAND, "#\\x23[")
+    body = shown.lstrip()
+    if body.startswith("::"):
+        shown = shown[: len(shown) - len(body)] + "\\x3a" + body[1:]
+    return shown
+
+
+def text_lines(message: str, limit: int = 4 * MAX_SHOWN) -> str:
+    """A message that may span lines (an error, a list of failures): each line made safe."""
+    return "\n".join(text(line, limit) for line in message.split("\n"))
+
+
+def md_code(value: object, limit: int = MAX_SHOWN) -> str:
+    """A value as a Markdown code span, safe in a GFM table cell.
+
+    Inside a code span nothing is markup: no HTML or comments, no links,
+    emphasis, @mentions or #references (GitHub does not link them in code).
+    Only the fence and the table's pipe need care.
+    """
+    shown = text(value, limit).replace("|", "\\|")
+    if not shown:
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", shown)), default=0) + 1)
+    pad = " " if shown[0] == "`" or shown[-1] == "`" or (shown[0] == " " and shown[-1] == " ") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False)
+    """JSON for programs; also safe for a terminal and a CI log (same value once parsed)."""
+    out = json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False)
+    # Outside strings JSON has only printable ASCII and newlines, so whatever is
+    # unprintable is inside a string, where a \\u escape means the same value.
+    if not out.replace("\n", "").isprintable():
+        out = "".join(c if c == "\n" or c.isprintable() else json.dumps(c)[1:-1] for c in out)
+    return out.replace(_LEGACY_COMMAND, "#\\u0023[")
 
 
 def plural(count: int, word: str) -> str:
@@ -44,8 +117,8 @@ def findings_text(findings: Sequence[Finding], files: int, style: Style) -> str:
     for f in findings:
         colour = "red" if f.severity == "error" else "yellow"
         lines.append(
-            f"{f.file}:{f.line}:{f.column}: {style(f.severity, fg=colour, bold=True)} "
-            f"[{f.rule}] {f.path}: {f.message}"
+            f"{text(f.file)}:{f.line}:{f.column}: {style(f.severity, fg=colour, bold=True)} "
+            f"[{f.rule}] {text(f.path)}: {text(f.message, 4 * MAX_SHOWN)}"
         )
     errors = sum(f.severity == "error" for f in findings)
     warnings = len(findings) - errors
@@ -62,12 +135,13 @@ def findings_json(findings: Sequence[Finding], files: int) -> str:
     return dumps({"ok": ok, "files": files, "findings": [f.as_json() for f in findings]})
 
 
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+def _escape_data(value: str) -> str:
+    """A workflow command's message (the runner's own escaping, after :func:`text`)."""
+    return text(value, 4 * MAX_SHOWN).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+def _escape_property(value: str) -> str:
+    return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
 
 
 def findings_github(findings: Sequence[Finding], files: int) -> str:
@@ -89,7 +163,7 @@ _COLOUR = {"create": "green", "update": "yellow", "delete": "red", "conflict": "
 
 
 def _value(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False) if value is not None else "(none)"
+    return text(json.dumps(value, ensure_ascii=False)) if value is not None else "(none)"
 
 
 def _field_line(name: str, change: Mapping[str, Any], action: str) -> str:
@@ -129,22 +203,19 @@ def plan_text(plan: Plan, style: Style) -> str:
     if not plan.has_changes:
         return f"No changes. The store matches the files ({plural(len(plan.changes), 'connection')}).\n" + (
             plan_summary_line(plan))
-    lines = [f"connsync will make these changes in workspace {plan.workspace!r}:", ""]
+    lines = [f"connsync will make these changes in workspace {text(repr(plan.workspace))}:", ""]
     for change in plan.changes:
         if change.action == "noop":
             continue
         colour = _COLOUR.get(change.action)
-        head = f"  {_SYMBOL[change.action]} {change.action:<8} {change.name}"
-        where = f" ({change.provider}, {change.file})" if change.file else f" ({change.provider})"
+        head = f"  {_SYMBOL[change.action]} {change.action:<8} {text(change.name)}"
+        where = (f" ({text(change.provider)}, {text(change.file)})" if change.file
+                 else f" ({text(change.provider)})")
         lines.append(style(head, fg=colour, bold=True) + where + _note(change))
         for name, field_change in change.fields.items():
-            lines.append(f"        {_field_line(name, field_change, change.action)}")
+            lines.append(f"        {_field_line(text(name), field_change, change.action)}")
     lines += ["", plan_summary_line(plan)]
     return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 # Plans longer than this are folded in the comment, summary line still visible.
@@ -170,7 +241,7 @@ def plan_markdown(plan: Plan) -> str:
 
 
 def _plan_markdown(plan: Plan) -> str:
-    lines = [f"**connsync plan** for workspace `{plan.workspace}`: {plan_summary_line(plan)}", ""]
+    lines = [f"**connsync plan** for workspace {md_code(plan.workspace)}: {plan_summary_line(plan)}", ""]
     rows = [c for c in plan.changes if c.action != "noop"]
     if not rows:
         lines.append("No changes.")
@@ -180,12 +251,13 @@ def _plan_markdown(plan: Plan) -> str:
         lines += [f"<details><summary>{plural(len(rows), 'change')}</summary>", ""]
     lines += ["| | Action | Name | Provider | File | Changes |", "|---|---|---|---|---|---|"]
     for change in rows:
-        fields = "<br>".join(_md(f"`{_field_line(n, c, change.action)}`") for n, c in change.fields.items())
-        note = _note(change).strip(" []")
-        changes = "<br>".join(x for x in (fields, _md(note)) if x)
+        fields = "<br>".join(md_code(_field_line(text(n), c, change.action), 2 * MAX_SHOWN)
+                             for n, c in change.fields.items())
+        note = _note(change).strip(" []")  # connsync's own words, no file text
+        changes = "<br>".join(x for x in (fields, note) if x)
         lines.append(
-            f"| {_SYMBOL[change.action].strip() or ' '} | {change.action} | {_md(change.name)} | "
-            f"{change.provider} | {_md(change.file or '')} | {changes} |"
+            f"| {_SYMBOL[change.action].strip() or ' '} | {change.action} | {md_code(change.name)} | "
+            f"{md_code(change.provider)} | {md_code(change.file or '')} | {changes} |"
         )
     if folded:
         lines += ["", "</details>"]
@@ -201,11 +273,11 @@ def apply_text(report: ApplyReport, style: Style) -> str:
         lines.append(f"Verified {plural(report.verified, 'connection')} with their providers before writing.")
     for item in report.applied:
         version = f" (version {item['version']})" if "version" in item else ""
-        lines.append(f"{item['name']}: {item['action']}d{version}")
+        lines.append(f"{text(item['name'])}: {item['action']}d{version}")
     for warning in report.warnings:
-        lines.append(style(f"warning: {warning}", fg="yellow"))
+        lines.append(style(f"warning: {text(warning, 4 * MAX_SHOWN)}", fg="yellow"))
     for item in report.failed:
-        lines.append(style(f"{item['name']}: FAILED: {item['error']}", fg="red"))
+        lines.append(style(f"{text(item['name'])}: FAILED: {text(item['error'], 4 * MAX_SHOWN)}", fg="red"))
     counts = {a: sum(1 for i in report.applied if i["action"] == a) for a in ("create", "update", "delete")}
     verdict = "Apply complete" if report.ok else "Apply finished with failures"
     lines.append(
@@ -232,8 +304,8 @@ def records_text(records: Sequence[StoredConnection]) -> str:
         return "The store holds no connections in this workspace."
     header = ("NAME", "PROVIDER", "MANAGED", "VERSION", "SOURCE", "UPDATED")
     rows = [header] + [
-        (r.name, r.provider, "yes" + (" (drift)" if r.drifted else "") if r.managed else "no",
-         str(r.version), r.source or "-", r.updated_at)
+        (text(r.name), text(r.provider), "yes" + (" (drift)" if r.drifted else "") if r.managed else "no",
+         str(r.version), text(r.source or "-"), text(r.updated_at))
         for r in records
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -248,9 +320,9 @@ _STATUS_COLOUR = {"ok": "green", "warning": "yellow", "failed": "red"}
 
 def verdict_line(verdict: Verdict, style: Style) -> str:
     status = style(f"{verdict.status:<7}", fg=_STATUS_COLOUR[verdict.status], bold=True)
-    who = f"  {verdict.identity['arn']}" if verdict.identity.get("arn") else ""
-    lines = [f"{status}  {verdict.name} ({verdict.provider}, {verdict.file}){who}"]
-    lines += [f"         - {message}" for message in verdict.messages]
+    who = f"  {text(verdict.identity['arn'])}" if verdict.identity.get("arn") else ""
+    lines = [f"{status}  {text(verdict.name)} ({text(verdict.provider)}, {text(verdict.file)}){who}"]
+    lines += [f"         - {text(message, 4 * MAX_SHOWN)}" for message in verdict.messages]
     return "\n".join(lines)
 
 

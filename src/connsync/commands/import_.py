@@ -38,10 +38,11 @@ def import_connections(config: Config, names: Sequence[str], *, all_records: boo
                 try:
                     shown = _import_one(store, record, target_dir / f"{slug(record.name)}.yaml", config,
                                         revision)
-                    click.echo(f"Imported {record.name!r} to {shown}")
+                    click.echo(f"Imported {render.text(repr(record.name))} to {render.text(shown)}")
                 except ConnsyncError as exc:
                     failures += 1
-                    click.echo(style(f"{record.name}: FAILED: {exc.message}", fg="red"), err=True)
+                    click.echo(style(f"{render.text(record.name)}: FAILED: {render.text_lines(exc.message)}",
+                                     fg="red"), err=True)
         finally:
             store.release_lock(lock)
     if not chosen:
