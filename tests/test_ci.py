@@ -129,7 +129,7 @@ def test_markdown_folds_long_plans_and_marks_secrets() -> None:
     assert "<details><summary>12 changes</summary>" in text and text.endswith("</details>")
     assert "`secret_access_key (sensitive, changed)`" in text
     short = plan_markdown(Plan("default", changes[:2]))
-    assert "<details>" not in short and "| ~ | update | AWS 00 | aws |" in short
+    assert "<details>" not in short and "| ~ | update | `AWS 00` | `aws` |" in short
 
 
 @pytest.mark.parametrize("leak", [CANARY, "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"])
