@@ -133,7 +133,7 @@ def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], generate_ag
 
 @cli.command()
 @click.argument("provider")
-@click.option("--name", required=True, help="The connection's Name, unique in the workspace.")
+@click.option("--name", help="The connection's Name, unique in the workspace (asked for if missing).")
 @click.option("--description", help="Optional description.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable).")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
@@ -144,14 +144,17 @@ def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], generate_ag
 @click.option("--no-input", is_flag=True, help="Never prompt; fail if a field is missing.")
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 @pass_app
-def new(app: App, provider: str, name: str, description: str | None, labels: tuple[str, ...],
+def new(app: App, provider: str, name: str | None, description: str | None, labels: tuple[str, ...],
         sets: tuple[str, ...], secret_envs: tuple[str, ...], file: str | None, no_input: bool,
         force: bool) -> int:
     """Write one new connection file, its secrets encrypted with SOPS.
 
-    Missing fields are prompted for on a terminal (secrets hidden). Secrets are
-    never taken from the command line. The file is checked with the rules of
-    validate before it is written, and plaintext never touches the disk.
+    On a terminal, whatever is missing (the name too) is asked for, each prompt
+    with what the field is for and an example, secrets hidden; each answer is
+    checked as it is typed and asked again when wrong. Without a terminal (or
+    with --no-input) the same checks print one line per field. Secrets are
+    never taken from the command line, and plaintext never touches the disk.
+    --force keeps the replaced file's description and labels unless given again.
 
     \b
     Example:

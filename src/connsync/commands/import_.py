@@ -1,4 +1,11 @@
-"""``connsync import``: store records -> encrypted files, then managed by connsync."""
+"""``connsync import``: store records -> encrypted files, then managed by connsync.
+
+One record's failure (a name no file system can hold, a file in the way, a
+store that moved) is reported and the others are imported. Files written
+outside the repository (``--dir`` pointing elsewhere) are a copy for the user:
+encrypted with the repository's rules, 0600, and the record stays unmanaged,
+since no plan of this repository would ever see that file.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,14 @@ from pathlib import Path
 import click
 
 from connsync import render, schema
-from connsync.commands.new import slug
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
+from connsync.fields import slug
 from connsync.identity import actor, git_revision
 from connsync.loader import display_path
 from connsync.model import StoredConnection
 from connsync.store import Store, Write, opened
-from connsync.writer import write_connection
+from connsync.writer import inside, write_connection
 
 
 def import_connections(config: Config, names: Sequence[str], *, all_records: bool, directory: str | None,
@@ -43,6 +50,11 @@ def import_connections(config: Config, names: Sequence[str], *, all_records: boo
                     failures += 1
                     click.echo(style(f"{render.text(record.name)}: FAILED: {render.text_lines(exc.message)}",
                                      fg="red"), err=True)
+                except OSError as exc:  # the file system refused this one; the others go on
+                    failures += 1
+                    click.echo(style(f"{render.text(record.name)}: FAILED: cannot write its file: "
+                                     f"{exc.strerror}",
+                                     fg="red"), err=True)
         finally:
             store.release_lock(lock)
     if not chosen:
@@ -65,7 +77,10 @@ def _import_one(store: Store, record: StoredConnection, target: Path, config: Co
     spec = dict(sorted(record.spec.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
     document = {"apiVersion": "connsync/v1", "provider": record.provider, "metadata": metadata,
                 "spec": spec}
-    digest = write_connection(document, secrets, target, config.root)
+    digest = write_connection(document, secrets, target, config.root,
+                              connections_dir=config.connections_dir)
+    if not inside(target, config.root):
+        return f"{shown} (outside the repository: a 0600 copy; the record stays unmanaged)"
     try:
         store.put(
             Write(name=record.name, provider=record.provider, spec=record.spec, secrets=secrets,

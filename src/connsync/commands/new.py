@@ -1,33 +1,37 @@
-"""``connsync new``: write one encrypted connection file, plaintext never on disk."""
+"""``connsync new``: write one encrypted connection file, plaintext never on disk.
+
+Works like a form: the name first, then each required field in the schema's
+order (so the account id is checked before the secret is asked for). Each
+value, from a flag or a prompt, is checked by validate's own rules as soon as
+it is known; on a terminal a wrong answer is asked again, otherwise every
+problem is one line naming its flag.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
-from connsync import providers, render, rules, schema
+from connsync import fields, loader, render, rules, schema
 from connsync.config import Config
-from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
+from connsync.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from connsync.loader import display_path
 from connsync.model import Declaration, Finding, Secret
-from connsync.writer import write_connection
+from connsync.writer import inside, write_connection
 
-# Stands in for an encrypted value while the document is validated before encryption.
-_PLACEHOLDER = "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]"
+NAME_PATH = "$.metadata.name"
 
 
 @dataclass(frozen=True)
 class NewOptions:
     provider: str
-    name: str
+    name: str | None
     description: str | None
     labels: Sequence[str]
     sets: Sequence[str]
@@ -37,106 +41,172 @@ class NewOptions:
     force: bool
 
 
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "connection"
+@dataclass
+class Form:
+    """The connection being filled in, and what it is checked against."""
+
+    config: Config
+    options: NewOptions
+    existing: list[Declaration]
+    metadata: dict[str, Any]
+    clear: dict[str, str]
+    secrets: dict[str, Secret]
+
+    def target(self, name: str) -> Path:
+        if self.options.file:
+            return Path(self.options.file)
+        return self.config.connections_dir / f"{fields.slug(name)}.yaml"
+
+    def document(self) -> dict[str, Any]:
+        properties = schema.get_schema(self.options.provider)["properties"]
+        return {"apiVersion": "connsync/v1", "provider": self.options.provider,
+                "metadata": dict(self.metadata),
+                "spec": {f: self.clear[f] for f in properties if f in self.clear}}
+
+    def findings(self) -> list[Finding]:
+        name = str(self.metadata.get("name", ""))
+        shown = display_path(self.target(name)) if name else "(new connection)"
+        others = [d for d in self.existing if Path(d.file).resolve() != self.target(name).resolve()]
+        return fields.problems(self.document(), self.secrets, shown, others)
+
+    def problems_at(self, path: str) -> list[str]:
+        found = [f.message for f in self.findings() if f.path == path]
+        if path == NAME_PATH and not found:
+            target = self.target(str(self.metadata["name"]))
+            if target.exists() and not self.options.force:
+                found.append(f"{display_path(target)} already exists: choose another name, "
+                             "--file, or --force to replace it")
+        return found
 
 
-def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag} expects FIELD=VALUE, got {item.split('=')[0]!r}")
-        out[key] = value
-    return out
+def _flag(path: str, provider: str) -> str:
+    if path == NAME_PATH:
+        return "--name"
+    if path.startswith("$.metadata.description"):
+        return "--description"
+    if path.startswith("$.metadata.labels"):
+        return "--label"
+    field = path.removeprefix("$.spec.").split(".")[0]
+    if field in schema.secret_fields(provider):
+        return f"--secret-env {field}"
+    return f"--set {field}" if path.startswith("$.spec.") else path
 
 
-def collect_fields(options: NewOptions, interactive: bool) -> tuple[dict[str, Any], dict[str, Secret]]:
+def _existing(config: Config) -> list[Declaration]:
+    if not config.connections_dir.is_dir():
+        return []
+    return rules.validate_files([], config.connections_dir).declarations
+
+
+def _kept_metadata(target: Path, options: NewOptions) -> dict[str, Any]:
+    """What ``--force`` keeps from the file it replaces: description and labels not given again."""
+    loaded = loader.load_file(target)
+    if isinstance(loaded, Finding):
+        return {}
+    old = loaded.data.get("metadata")
+    if not isinstance(old, Mapping):
+        return {}
+    kept: dict[str, Any] = {}
+    if options.description is None and isinstance(old.get("description"), str):
+        kept["description"] = old["description"]
+    if not options.labels and isinstance(old.get("labels"), Mapping):
+        kept["labels"] = dict(old["labels"])
+    return kept
+
+
+def _fill(form: Form, path: str, current: str | None, label: str, about: str, hidden: bool,
+          store: Callable[[str], None], interactive: bool, errors: list[str],
+          missing: list[str]) -> None:
+    """One field of the form: from its flag, else the prompt; checked either way."""
+    provider = form.options.provider
+
+    def check(answer: str) -> list[str]:
+        store(answer)
+        return form.problems_at(path)
+
+    if current is not None:
+        found = check(current)
+        if not found:
+            return
+        if not interactive:
+            errors += [f"{_flag(path, provider)}: {p}" for p in found]
+            return
+        for problem in found:
+            click.echo(f"  ✗ {_flag(path, provider)}: {problem}", err=True)
+    elif not interactive:
+        missing.append(f"{_flag(path, provider)}: missing ({label})")
+        return
+    fields.ask(label, about, hidden=hidden, check=check)
+
+
+def new(config: Config, options: NewOptions, style: render.Style,
+        environ: Mapping[str, str] = os.environ) -> int:
+    interactive = not options.no_input and sys.stdin.isatty()
     provider_schema = schema.get_schema(options.provider)
     properties: Mapping[str, Any] = provider_schema["properties"]
     secret_names = schema.secret_fields(options.provider)
-    clear: dict[str, Any] = {}
-    for field, value in _pairs(options.sets, "--set").items():
-        if field in secret_names:
-            raise UsageError(
-                f"{field} is a secret: pass it with --secret-env {field}=ENV_VAR or at the prompt, "
-                "never on the command line, where shell history and ps can see it"
-            )
-        if field not in properties:
-            raise UsageError(f"{options.provider} has no field {field!r}; fields: {', '.join(properties)}")
-        clear[field] = value
-    secrets: dict[str, Secret] = {}
-    for field, variable in _pairs(options.secret_envs, "--secret-env").items():
-        if field not in secret_names:
-            raise UsageError(f"{field} is not a secret field of {options.provider}; use --set")
-        env_value = os.environ.get(variable)
-        if not env_value:
-            raise UsageError(f"environment variable {variable} (for {field}) is not set or empty")
-        secrets[field] = Secret(env_value)
-
-    missing = [f for f in provider_schema.get("required", []) if f not in clear and f not in secrets]
-    if missing and not interactive:
-        raise UsageError(
-            f"missing field(s): {', '.join(missing)}",
-            hint="pass --set FIELD=VALUE and --secret-env FIELD=ENV_VAR, or run on a terminal",
-        )
-    for field in missing:
-        prop = properties[field]
-        label = f"{prop.get('title', field)} ({field})"
-        if field in secret_names:
-            secrets[field] = Secret(click.prompt(label, hide_input=True, err=True))
-        else:
-            clear[field] = click.prompt(label, err=True)
-    ordered = {f: clear[f] for f in properties if f in clear}
-    return ordered, secrets
-
-
-def build_document(options: NewOptions, spec: Mapping[str, Any]) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": options.name}
-    if options.description:
+    metadata: dict[str, Any] = {}
+    if options.description is not None:
         metadata["description"] = options.description
     if options.labels:
-        metadata["labels"] = _pairs(options.labels, "--label")
-    return {"apiVersion": "connsync/v1", "provider": options.provider,
-            "metadata": metadata, "spec": dict(spec)}
+        metadata["labels"] = fields.pairs(options.labels, "--label")
+    form = Form(config, options, _existing(config), metadata,
+                fields.clear_values(fields.pairs(options.sets, "--set"), options.provider, "--set"),
+                fields.secrets_from_env(options.secret_envs, options.provider, environ))
+    errors: list[str] = []
+    missing: list[str] = []
 
+    def set_name(value: str) -> None:
+        form.metadata["name"] = value
 
-def check(document: dict[str, Any], secrets: Mapping[str, Secret], shown: str,
-          existing: Sequence[Declaration]) -> list[Finding]:
-    """The rules of ``validate``, on the document as it will look once encrypted."""
-    stand_in = {**document, "spec": {**document["spec"], **dict.fromkeys(secrets, _PLACEHOLDER)},
-                "sops": {"mac": _PLACEHOLDER}}
-    text = yaml.safe_dump(stand_in, sort_keys=False)
-    decl = Declaration(file=shown, data=stand_in, digest="", text=text)
-    findings = rules.check_declaration(decl)
-    findings += [f for f in rules.duplicate_names([*existing, decl]) if f.file == shown]
-    provider = providers.get(document["provider"])
-    for field, secret in secrets.items():
-        problem = provider.check_secret(field, secret.reveal())
-        if problem:
-            findings.append(Finding("error", "secret-format", shown, 1, 1, f"$.spec.{field}",
-                                    f"{field} {problem}"))
-    return findings
+    _fill(form, NAME_PATH, options.name, "Name", fields.about(
+        schema.get_schema("connection")["properties"]["metadata"]["properties"]["name"], False),
+        False, set_name, interactive, errors, missing)
+    if "name" not in form.metadata or errors:
+        return _refuse(errors, missing, None)
+    target = form.target(str(form.metadata["name"]))
+    kept = _kept_metadata(target, options) if target.exists() and options.force else {}
+    form.metadata = {"name": form.metadata.pop("name"), **kept, **form.metadata}
 
+    for field in [f for f in properties if f in provider_schema.get("required", [])]:
+        prop = properties[field]
+        secret = field in secret_names
 
-def new(config: Config, options: NewOptions, style: render.Style) -> int:
-    interactive = not options.no_input and sys.stdin.isatty()
-    spec, secrets = collect_fields(options, interactive)
-    document = build_document(options, spec)
-    target = Path(options.file) if options.file else config.connections_dir / f"{slug(options.name)}.yaml"
+        def keep(value: str, field: str = field, secret: bool = secret) -> None:
+            if secret:
+                form.secrets[field] = Secret(value)
+            else:
+                form.clear[field] = value
+
+        current = form.secrets[field].reveal() if field in form.secrets else form.clear.get(field)
+        _fill(form, f"$.spec.{field}", current, f"{prop.get('title', field)} ({field})",
+              fields.about(prop, secret), secret, keep, interactive, errors, missing)
+
+    if not errors and not missing:  # whatever no single field owns: labels, description
+        asked = {NAME_PATH, *(f"$.spec.{f}" for f in properties)}
+        errors = [f"{_flag(f.path, options.provider)}: {f.message}" for f in form.findings()
+                  if f.path not in asked]
+    if errors or missing:
+        return _refuse(errors, missing, target)
+
     shown = display_path(target)
-    if target.exists() and not options.force:
-        raise ConnsyncError(f"{shown} already exists", hint="choose another --file, or --force")
-
-    existing = [d for d in rules.validate_files([], config.connections_dir).declarations
-                if d.file != shown] if config.connections_dir.is_dir() else []
-    findings = check(document, secrets, shown, existing)
-    if findings:
-        click.echo(render.findings_text(findings, 1, style))
-        click.echo(f"Nothing was written to {shown}.", err=True)
-        return EXIT_FAILED
-
-    write_connection(document, secrets, target, config.root, overwrite=options.force)
-    click.echo(f"Wrote {shown} ({', '.join(sorted(secrets))} encrypted with SOPS).")
-    click.echo("Next: connsync validate && connsync plan")
+    outside = not inside(target, config.root)
+    write_connection(form.document(), form.secrets, target, config.root,
+                     connections_dir=config.connections_dir, overwrite=options.force)
+    click.echo(f"Wrote {shown} ({', '.join(sorted(form.secrets))} encrypted with SOPS"
+               + (f"; kept its {' and '.join(kept)}" if kept else "") + ").")
+    if outside:
+        click.echo(f"{shown} is outside the repository: encrypted with the repository's .sops.yaml, "
+                   "readable only by you (0600); connsync does not plan or apply it.")
+    else:
+        click.echo("Next: connsync validate && connsync plan")
     return EXIT_OK
+
+
+def _refuse(errors: list[str], missing: list[str], target: Path | None) -> int:
+    for line in [*missing, *errors]:
+        click.echo(f"connsync: error: {line}", err=True)
+    where = f" to {display_path(target)}" if target is not None else ""
+    click.echo(f"Nothing was written{where}.", err=True)
+    # Only missing fields: the command line was incomplete (64, as for a missing option).
+    return EXIT_FAILED if errors else EXIT_USAGE

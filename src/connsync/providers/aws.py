@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import functools
 import importlib.util
 import json
@@ -57,6 +58,18 @@ def account_from_key_id(key_id: str) -> str | None:
     return f"{(number & 0x7FFFFFFFFF80) >> 7:012d}"
 
 
+def _did_you_mean(region: object) -> str:
+    """``; did you mean 'us-east-1'?`` for a near miss among botocore's regions, else ''."""
+    if not isinstance(region, str):
+        return ""
+    typed = region.strip().lower()
+    # Swapped letters first (us-esat-1): difflib alone ranks us-west-1 above us-east-1 there.
+    swapped = [r for r in known_regions() if len(r) == len(typed) and sorted(r) == sorted(typed)
+               and sum(a != b for a, b in zip(r, typed, strict=True)) == 2]
+    close = swapped or difflib.get_close_matches(typed, known_regions(), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 class AwsProvider(Provider):
     def __init__(self) -> None:
         super().__init__("aws")
@@ -77,7 +90,7 @@ class AwsProvider(Provider):
                 )
             return "must be a long-term access key id: AKIA followed by 16 characters A-Z or 2-7"
         if field == "default_region" and validator == "pattern":
-            return "must be an AWS region code like us-east-1"
+            return "must be an AWS region code like us-east-1" + _did_you_mean(instance)
         return None
 
     def check(self, spec: Mapping[str, Any]) -> list[Issue]:
@@ -86,7 +99,8 @@ class AwsProvider(Provider):
         if isinstance(region, str) and region not in known_regions():
             issues.append(
                 Issue("aws-region", "default_region",
-                      f"{region!r} is not an AWS region botocore knows (if it is new, upgrade botocore)")
+                      f"{region!r} is not an AWS region botocore knows"
+                      + (_did_you_mean(region) or " (if it is new, upgrade botocore)"))
             )
         key_id, account = spec.get("access_key_id"), spec.get("account_id")
         if isinstance(key_id, str) and isinstance(account, str) and ACCESS_KEY_RE.match(key_id):

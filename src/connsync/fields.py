@@ -1,0 +1,134 @@
+"""What users type for a connection's fields: parsed, checked by validate's own rules, asked again.
+
+Used by ``new`` and ``set``. Every problem names the flag or prompt it came
+from (``--set account_id``), never a line of a file that was never written,
+and nothing here echoes a secret, nor anything that might be one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import click
+import yaml
+
+from connsync import providers, rules, schema
+from connsync.errors import UsageError
+from connsync.model import Declaration, Finding, Secret
+
+# Stands in for an encrypted value while a document is checked before encryption.
+PLACEHOLDER = "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]"
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_SLUG_MAX = 64  # file names stay far below every filesystem's 255-byte limit
+
+
+def slug(name: str) -> str:
+    """A file name stem for a connection name, bounded in length."""
+    stem = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "connection"
+    if len(stem) <= _SLUG_MAX:
+        return stem
+    # Cut, with a digest of the whole name so that two long names sharing a prefix still differ.
+    return f"{stem[:_SLUG_MAX - 9].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    """``FIELD=VALUE`` items as a mapping; a malformed item is never echoed (it may be a secret)."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects FIELD=VALUE; one of the values given has no 'FIELD=' "
+                             "(it is not shown, in case it is a secret)")
+        out[key] = value
+    return out
+
+
+def looks_like_variable_name(text: str) -> bool:
+    """A conventional environment variable name: ``AWS_SECRET`` or ``aws_secret``.
+
+    Generated secrets mix upper and lower case or carry ``/+=~.-``, so what
+    fails this is treated as a value someone pasted and is never printed.
+    """
+    return bool(_VARIABLE_NAME.fullmatch(text)) and text in (text.upper(), text.lower())
+
+
+def secrets_from_env(values: Sequence[str], provider: str, environ: Mapping[str, str]) -> dict[str, Secret]:
+    secret_names = schema.secret_fields(provider)
+    secrets: dict[str, Secret] = {}
+    for field, variable in pairs(values, "--secret-env").items():
+        if field not in secret_names:
+            raise UsageError(f"--secret-env {field}: not a secret field of {provider}; use --set for it")
+        if not looks_like_variable_name(variable):
+            raise UsageError(
+                f"--secret-env {field}=…: what follows '=' looks like a value, not the name of an "
+                "environment variable; it is not shown",
+                hint=f"put the secret in a variable and pass its name: --secret-env {field}=MY_VAR "
+                "(if you typed the secret itself, it is in your shell history: rotate it)",
+            )
+        value = environ.get(variable)
+        if not value:
+            raise UsageError(f"--secret-env {field}={variable}: the environment variable {variable} "
+                             "is not set or is empty")
+        secrets[field] = Secret(value)
+    return secrets
+
+
+def clear_values(values: Mapping[str, str], provider: str, flag: str) -> dict[str, str]:
+    properties = schema.get_schema(provider)["properties"]
+    for field in values:
+        if field in schema.secret_fields(provider):
+            raise UsageError(
+                f"{flag} {field}: {field} is a secret: pass it with --secret-env {field}=ENV_VAR or at "
+                "the prompt, never on the command line, where shell history and ps can see it"
+            )
+        if field not in properties:
+            raise UsageError(f"{flag} {field}: {provider} has no such field; fields: "
+                             f"{', '.join(properties)}")
+    return dict(values)
+
+
+def stand_in(document: Mapping[str, Any], secret_names: Sequence[str], shown: str) -> Declaration:
+    """The document as it will look once encrypted, for validate's rules."""
+    spec = {**document["spec"], **dict.fromkeys(secret_names, PLACEHOLDER)}
+    data = {**document, "spec": spec, "sops": {"mac": PLACEHOLDER}}
+    return Declaration(file=shown, data=data, digest="", text=yaml.safe_dump(data, sort_keys=False))
+
+
+def problems(document: Mapping[str, Any], secrets: Mapping[str, Secret], shown: str,
+             existing: Sequence[Declaration]) -> list[Finding]:
+    """The rules of ``validate`` on a document before it is encrypted, secrets checked for shape."""
+    decl = stand_in(document, list(secrets), shown)
+    findings = rules.check_declaration(decl)
+    findings += [f for f in rules.duplicate_names([*existing, decl]) if f.file == shown]
+    provider = providers.get(str(document["provider"]))
+    for field, secret in secrets.items():
+        problem = provider.check_secret(field, secret.reveal())
+        if problem:
+            findings.append(Finding("error", "secret-format", shown, 1, 1, f"$.spec.{field}",
+                                    f"{field} {problem}"))
+    return findings
+
+
+def about(prop: Mapping[str, Any], secret: bool) -> str:
+    """One line for a prompt: what the field is for, and an example."""
+    text = str(prop.get("description", "")).strip()
+    examples = [e for e in prop.get("examples", []) if isinstance(e, str) and not e.startswith("ENC[")]
+    if examples and not secret:
+        text += f" Example: {examples[0]}"
+    return text
+
+
+def ask(label: str, description: str, *, hidden: bool, check: Callable[[str], list[str]]) -> str:
+    """Prompt until the answer passes ``check``; its problems are shown, never a hidden answer."""
+    if description:
+        click.echo(click.style(description, dim=True), err=True)
+    while True:
+        answer = click.prompt(label, hide_input=hidden, err=True).strip()
+        found = check(answer)
+        if not found:
+            return answer
+        for problem in found:
+            click.echo(f"  ✗ {problem}", err=True)
