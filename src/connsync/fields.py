@@ -15,7 +15,7 @@ from typing import Any
 import click
 import yaml
 
-from connsync import providers, rules, schema
+from connsync import providers, render, rules, schema
 from connsync.errors import UsageError
 from connsync.model import Declaration, Finding, Secret
 
@@ -131,4 +131,4 @@ def ask(label: str, description: str, *, hidden: bool, check: Callable[[str], li
         if not found:
             return answer
         for problem in found:
-            click.echo(f"  ✗ {problem}", err=True)
+            click.echo(f"  ✗ {render.text(problem)}", err=True)

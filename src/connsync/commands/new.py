@@ -132,7 +132,7 @@ def _fill(form: Form, path: str, current: str | None, label: str, about: str, hi
             errors += [f"{_flag(path, provider)}: {p}" for p in found]
             return
         for problem in found:
-            click.echo(f"  ✗ {_flag(path, provider)}: {problem}", err=True)
+            click.echo(f"  ✗ {render.text(f'{_flag(path, provider)}: {problem}')}", err=True)
     elif not interactive:
         missing.append(f"{_flag(path, provider)}: missing ({label})")
         return
@@ -193,11 +193,11 @@ def new(config: Config, options: NewOptions, style: render.Style,
     outside = not inside(target, config.root)
     write_connection(form.document(), form.secrets, target, config.root,
                      connections_dir=config.connections_dir, overwrite=options.force)
-    click.echo(f"Wrote {shown} ({', '.join(sorted(form.secrets))} encrypted with SOPS"
+    click.echo(f"Wrote {render.text(shown)} ({', '.join(sorted(form.secrets))} encrypted with SOPS"
                + (f"; kept its {' and '.join(kept)}" if kept else "") + ").")
     if outside:
-        click.echo(f"{shown} is outside the repository: encrypted with the repository's .sops.yaml, "
-                   "readable only by you (0600); connsync does not plan or apply it.")
+        click.echo(f"{render.text(shown)} is outside the repository: encrypted with the repository's "
+                   ".sops.yaml, readable only by you (0600); connsync does not plan or apply it.")
     else:
         click.echo("Next: connsync validate && connsync plan")
     return EXIT_OK
@@ -205,8 +205,8 @@ def new(config: Config, options: NewOptions, style: render.Style,
 
 def _refuse(errors: list[str], missing: list[str], target: Path | None) -> int:
     for line in [*missing, *errors]:
-        click.echo(f"connsync: error: {line}", err=True)
+        click.echo(f"connsync: error: {render.text(line)}", err=True)
     where = f" to {display_path(target)}" if target is not None else ""
-    click.echo(f"Nothing was written{where}.", err=True)
+    click.echo(render.text(f"Nothing was written{where}."), err=True)
     # Only missing fields: the command line was incomplete (64, as for a missing option).
     return EXIT_FAILED if errors else EXIT_USAGE
