@@ -10,6 +10,7 @@ from typing import NamedTuple
 import pytest
 
 from connsync.cli import main
+from tests.pgserver import MISSING, PgServer, find_bindir, running_server
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -35,7 +36,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     for name in list(os.environ):
-        if name.startswith(("SOPS_", "AWS_", "CONNSYNC_")) or name == "NO_COLOR":
+        # CI and GITHUB_*: the suite runs in CI too, where apply would refuse an embedded store.
+        if name.startswith(("SOPS_", "AWS_", "CONNSYNC_", "GITHUB_", "PG")) or name in ("NO_COLOR", "CI"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws-credentials"))
@@ -192,3 +194,12 @@ def run_in_terminal(*args: str, answers: tuple[tuple[bytes, bytes], ...] = (),
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), transcript
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server of the suite's own on 127.0.0.1 (see tests/pgserver.py)."""
+    if find_bindir() is None:
+        pytest.skip(MISSING)
+    with running_server() as server:
+        yield server

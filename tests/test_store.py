@@ -1,20 +1,26 @@
-"""The embedded SQLite store: permissions, encryption at rest, versions, audit, lock."""
+"""The embedded SQLite store: what only a file on disk can get wrong.
+
+What every backend must do (versions, lock, audit, sealing, workspaces, crashes)
+is in the shared contract suite, tests/test_store_contract.py.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from connsync.errors import LockError, StoreError, VersionConflict
+from connsync.errors import StoreError
 from connsync.model import Secret
 from connsync.store import Write, open_store
 from connsync.store.sqlite import SqliteStore
-from tests.conftest import CANARY
+from tests.conftest import CANARY, Run
 
 
 def write(name: str = "AWS Prod", secret: str = CANARY, managed: bool = True, **spec: object) -> Write:
@@ -42,66 +48,78 @@ def test_files_are_private(store: SqliteStore, db: Path) -> None:
     assert wal.exists() and wal.stat().st_mode & 0o777 == 0o600
 
 
-def test_secrets_are_encrypted_at_rest(store: SqliteStore, db: Path) -> None:
+def test_secrets_and_the_salt_are_sealed_at_rest(store: SqliteStore, db: Path) -> None:
     store.put(write(), expected_version=None)
     store.put(write(default_region="eu-west-1"), expected_version=1)
     for path in db.parent.iterdir():
         assert CANARY.encode() not in path.read_bytes(), path
-    assert store.read_secrets("aws prod") == {"secret_access_key": Secret(CANARY)}
+    # With only the database a guessed secret cannot be checked against its fingerprint:
+    # the salt it needs is sealed with the key, which is not in the database.
+    salt = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()[0]
+    assert store._salt not in bytes(salt) and len(bytes(salt)) > 32
 
 
-def test_versions_and_optimistic_concurrency(store: SqliteStore) -> None:
-    assert store.put(write(), expected_version=None).version == 1
-    assert store.put(write(), expected_version=1).version == 2
-    with pytest.raises(VersionConflict):
-        store.put(write(), expected_version=1)
-    with pytest.raises(VersionConflict):
-        store.put(write(), expected_version=None)
-    with pytest.raises(VersionConflict):
-        store.delete("AWS Prod", expected_version=1, actor="t", git_revision=None)
-    store.delete("AWS Prod", expected_version=2, actor="t", git_revision=None)
-    assert store.get("AWS Prod") is None
-
-
-def test_names_are_unique_ignoring_case(store: SqliteStore) -> None:
-    store.put(write("AWS Prod"), expected_version=None)
-    with pytest.raises(VersionConflict):
-        store.put(write("aws prod"), expected_version=None)
-
-
-def test_fingerprints_compare_without_revealing(store: SqliteStore, tmp_path: Path) -> None:
+def test_a_schema_1_store_gets_its_salt_sealed(db: Path) -> None:
+    store = SqliteStore.open(f"sqlite:{db}", "default")
     record = store.put(write(), expected_version=None)
-    assert record.fingerprints["secret_access_key"] == store.fingerprint("secret_access_key", Secret(CANARY))
-    assert CANARY not in repr(record)
-    other = SqliteStore.open(f"sqlite:{tmp_path / 'other.db'}", "default")
-    assert other.fingerprint("secret_access_key", Secret(CANARY)) != record.fingerprints["secret_access_key"]
+    clear_salt = store._salt
+    store.close()
+    key = base64.b64decode((db.parent / "store.db.key").read_text())
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    old = sqlite3.connect(db)  # what connsync 0.1 wrote: the salt in clear, and a key check
+    old.execute("UPDATE meta SET value = ? WHERE key = 'salt'", (clear_salt,))
+    old.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    old.execute("INSERT INTO meta VALUES ('key_check', ?)",
+                (nonce + AESGCM(key).encrypt(nonce, b"connsync store key check", None),))
+    old.commit()
+    old.close()
+    upgraded = SqliteStore.open(f"sqlite:{db}", "default")
+    fingerprint = upgraded.fingerprint("secret_access_key", Secret(CANARY))
+    assert fingerprint == record.fingerprints["secret_access_key"]
+    meta = dict(sqlite3.connect(db).execute("SELECT key, value FROM meta").fetchall())
+    assert meta["schema_version"] == "2" and "key_check" not in meta and bytes(meta["salt"]) != clear_salt
 
 
-def test_audit_records_every_write_and_no_secret(store: SqliteStore, db: Path) -> None:
-    store.put(write(), expected_version=None)
-    store.put(write(), expected_version=1)
-    store.delete("AWS Prod", expected_version=2, actor="t", git_revision="abc")
-    assert [(a.action, a.version_before, a.version_after) for a in store.audit()] == [
-        ("create", None, 1), ("create", 1, 2), ("delete", 2, None)]
-    rows = sqlite3.connect(db).execute("SELECT * FROM audit").fetchall()
-    assert CANARY not in repr(rows)
-
-
-def test_workspaces_are_separate(db: Path) -> None:
-    one = SqliteStore.open(f"sqlite:{db}", "one")
-    two = SqliteStore.open(f"sqlite:{db}", "two")
-    one.put(write(), expected_version=None)
-    assert two.records() == [] and len(one.records()) == 1
-
-
-def test_wrong_store_key(store: SqliteStore, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store.put(write(), expected_version=None)
-    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
-    with pytest.raises(StoreError, match="the store key does not open"):
+def test_a_newer_schema_is_refused(store: SqliteStore, db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    with pytest.raises(StoreError, match="schema version 99; this connsync knows up to 2"):
         SqliteStore.open(f"sqlite:{db}", "default")
-    monkeypatch.setenv("CONNSYNC_STORE_KEY", "too short")
-    with pytest.raises(StoreError, match="not 32 bytes"):
+
+
+def test_a_missing_key_file_is_an_error_never_a_new_key(store: SqliteStore, db: Path, run: Run) -> None:
+    store.put(write(), expected_version=None)
+    (db.parent / "store.db.key").unlink()
+    with pytest.raises(StoreError, match=r"store\.db\.key of the store .* is missing"):
         SqliteStore.open(f"sqlite:{db}", "default")
+    result = run("--store", f"sqlite:{db}", "list")  # a read-only command makes no key either
+    assert result.code == 1 and "is missing" in result.err
+    assert not (db.parent / "store.db.key").exists()
+
+
+def test_a_key_file_that_is_not_a_file_does_not_hang(store: SqliteStore, db: Path) -> None:
+    key_file = db.parent / "store.db.key"
+    key_file.unlink()
+    os.mkfifo(key_file)
+    with pytest.raises(StoreError, match="not a regular file"):
+        SqliteStore.open(f"sqlite:{db}", "default")
+
+
+def test_an_empty_or_truncated_database_is_an_error_not_a_fresh_store(store: SqliteStore, db: Path) -> None:
+    store.put(write(), expected_version=None)
+    store.close()
+    data = db.read_bytes()
+    db.write_bytes(b"")
+    with pytest.raises(StoreError, match="the file is empty"):
+        SqliteStore.open(f"sqlite:{db}", "default")
+    assert db.stat().st_size == 0  # left as it was found
+    db.write_bytes(data[: len(data) // 2])
+    (db.parent / "store.db-wal").unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="cannot open store"):
+        SqliteStore.open(f"sqlite:{db}", "default").records()
 
 
 def test_corrupt_file(db: Path) -> None:
@@ -111,64 +129,48 @@ def test_corrupt_file(db: Path) -> None:
         SqliteStore.open(f"sqlite:{db}", "default")
 
 
-def test_unknown_scheme() -> None:
-    with pytest.raises(StoreError, match="no store backend for postgres:"):
-        open_store("postgres://x", "default")
-
-
-def test_lock_names_its_holder_and_times_out(store: SqliteStore, db: Path) -> None:
-    held = store.acquire_lock(timeout=0)
-    other = SqliteStore.open(f"sqlite:{db}", "default")
-    with pytest.raises(LockError) as caught:
-        other.acquire_lock(timeout=0.3)
-    assert held.id in caught.value.message and held.holder in caught.value.message
-    assert f"connsync unlock {held.id}" in str(caught.value.hint)
-    store.release_lock(held)
-    other.release_lock(other.acquire_lock(timeout=0))
-
-
-def test_lock_of_a_dead_holder_says_so(store: SqliteStore, db: Path) -> None:
-    import subprocess
-    import sys
-
-    code = ("from connsync.store.sqlite import SqliteStore; import sys; "
-            f"print(SqliteStore.open('sqlite:{db}', 'default').acquire_lock(timeout=0).id)")
-    lock_id = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True).stdout.strip()
-    with pytest.raises(LockError) as caught:
-        store.acquire_lock(timeout=0)
-    assert "no longer running" in caught.value.message and lock_id in caught.value.message
-    assert store.break_lock("not-the-id") is None
-    broken = store.break_lock(lock_id)
-    assert broken is not None and broken.id == lock_id
-    store.release_lock(store.acquire_lock(timeout=0))
-
-
-def test_creating_a_store_retries_an_immediate_lock(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two processes creating one store: SQLite may answer the WAL switch with "locked" at once."""
-    import connsync.store.sqlite as backend
-
-    real_connect = sqlite3.connect
-    refusals = {"left": 2}
-
-    class Busy:
-        def __init__(self, conn: sqlite3.Connection) -> None:
-            self._conn = conn
-
-        def execute(self, sql: str, *args: Any) -> object:
-            if sql.startswith("PRAGMA journal_mode") and refusals["left"]:
-                refusals["left"] -= 1
-                raise sqlite3.OperationalError("database is locked")
-            return self._conn.execute(sql, *args)
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(self._conn, name)
-
-    monkeypatch.setattr(backend.sqlite3, "connect", lambda *a, **k: Busy(real_connect(*a, **k)))
-    store = SqliteStore.open(f"sqlite:{db}", "default")
-    assert refusals["left"] == 0
+def test_a_damaged_record_is_one_clear_error(store: SqliteStore, db: Path, run: Run) -> None:
     store.put(write(), expected_version=None)
-    monkeypatch.setattr(backend, "_OPEN_RETRY_SECONDS", -1.0)
-    refusals["left"] = 1
-    with pytest.raises(StoreError, match="database is locked"):
-        SqliteStore.open(f"sqlite:{db}", "default")
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE connections SET spec = '{not json'")
+    conn.commit()
+    with pytest.raises(StoreError, match="record 'AWS Prod' is damaged"):
+        store.records()
+    result = run("--store", f"sqlite:{db}", "list")
+    assert result.code == 1 and "is damaged" in result.err and "Traceback" not in result.err
+
+
+def test_a_key_file_is_never_made_unignored_in_a_git_work_tree(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(StoreError, match="not git-ignored"):
+        SqliteStore.open(f"sqlite:{tmp_path / 'x.db'}", "default")
+    assert not (tmp_path / "x.db.key").exists() and not (tmp_path / "x.db").exists()
+    (tmp_path / ".gitignore").write_text("*.db*\n")
+    SqliteStore.open(f"sqlite:{tmp_path / 'x.db'}", "default").close()
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    SqliteStore.open(f"sqlite:{tmp_path / 'y' / 'y.db'}", "default").close()  # no key file at all
+    assert not (tmp_path / "y" / "y.db.key").exists()
+
+
+def test_stores_created_by_many_processes_at_once_are_one_store(db: Path) -> None:
+    code = ("import sys; from connsync.store.sqlite import SqliteStore; from connsync.model import Secret; "
+            "s = SqliteStore.open(sys.argv[1], 'default'); "
+            "print(s.fingerprint('f', Secret('v')))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"sqlite:{db}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    assert all(code == 0 for _, _, code in results), [err for _, err, _ in results]
+    assert len({out for out, _, _ in results}) == 1  # one salt: one store
+    assert not list(db.parent.glob(".store.db.*.new"))
+
+
+def test_unknown_scheme() -> None:
+    with pytest.raises(StoreError, match="no store backend for mysql:"):
+        open_store("mysql://x", "default")
+
+
+def test_spec_json_is_kept_sorted_and_whole(store: SqliteStore, db: Path) -> None:
+    store.put(write(z_last="1", a_first="2"), expected_version=None)
+    raw = sqlite3.connect(db).execute("SELECT spec FROM connections").fetchone()[0]
+    assert json.loads(raw) == {"a_first": "2", "account_id": "123456789012", "z_last": "1"}

@@ -52,6 +52,8 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
         declarations = load_valid(config, paths)
     with opened(config.store_url, config.workspace) as store:
         lock = store.acquire_lock(timeout=options.lock_timeout)
+        if lock.replaced:
+            click.echo(lock.takeover_note(), err=True)
         try:
             # Planned afresh under the lock: whatever ran before us is already in the store.
             planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style,

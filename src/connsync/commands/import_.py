@@ -33,6 +33,8 @@ def import_connections(config: Config, names: Sequence[str], *, all_records: boo
     failures = 0
     with opened(config.store_url, config.workspace) as store:
         lock = store.acquire_lock(timeout=lock_timeout)
+        if lock.replaced:
+            click.echo(lock.takeover_note(), err=True)
         try:
             records = {r.name.casefold(): r for r in store.records()}
             missing = [n for n in names if n.casefold() not in records]

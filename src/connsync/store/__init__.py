@@ -8,9 +8,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from connsync.errors import StoreError
-from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Store, Write
+from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Store, Write
 
-__all__ = ["AuditEntry", "LockInfo", "Store", "Write", "open_store", "opened"]
+__all__ = ["AuditEntry", "EmptyStore", "LockInfo", "Snapshot", "Store", "Write", "open_store", "opened"]
 
 
 def open_store(url: str, workspace: str, *, create: bool = True) -> Store:
@@ -22,15 +22,19 @@ def open_store(url: str, workspace: str, *, create: bool = True) -> Store:
         from connsync.store.sqlite import SqliteStore
 
         if not create and rest and _nothing_at(Path(rest).expanduser()):
-            return EmptyStore(workspace)
+            return EmptyStore(workspace, url)
         return SqliteStore.open(url, workspace)
+    if scheme in ("postgresql", "postgres"):  # libpq takes both spellings
+        from connsync.store.postgres import PostgresStore
+
+        return PostgresStore.open(url, workspace, create=create)
     for ep in entry_points(group="connsync.stores"):
         if ep.name == scheme:
             factory = ep.load()
             store: Store = factory.open(url, workspace)
             return store
-    known = sorted({"sqlite", *(ep.name for ep in entry_points(group="connsync.stores"))})
-    raise StoreError(f"no store backend for {scheme}:", hint=f"known schemes: {', '.join(known)}")
+    known = sorted({"sqlite", "postgresql", *(ep.name for ep in entry_points(group="connsync.stores"))})
+    raise StoreError(f"no store backend for {scheme[:40]}:", hint=f"known schemes: {', '.join(known)}")
 
 
 def _nothing_at(path: Path) -> bool:
@@ -50,3 +54,4 @@ def opened(url: str, workspace: str, *, create: bool = True) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from connsync.errors import StoreError
+from connsync.identity import ci_run_id, user_at_host
 from connsync.model import Secret, StoredConnection
 
 
@@ -50,10 +54,28 @@ class LockInfo:
     pid: int
     ci_run: str | None
     acquired_at: str
+    # The lock of a holder that died holding it, which this lock took over.
+    replaced: LockInfo | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         ci = f", CI run {self.ci_run}" if self.ci_run else ""
         return f"{self.holder} (pid {self.pid}{ci}) since {self.acquired_at}, lock id {self.id}"
+
+    def takeover_note(self) -> str | None:
+        """What to tell the user when this lock replaced the lock of a holder that is gone."""
+        if self.replaced is None:
+            return None
+        return (f"connsync: took over the workspace lock of {self.replaced.describe()}: "
+                "that process is gone (it died, or its runner vanished)")
+
+
+def new_lock(workspace: str) -> LockInfo:
+    """The lock this process asks for: who, where, which CI run, since when."""
+    return LockInfo(uuid.uuid4().hex[:12], workspace, user_at_host(), os.getpid(), ci_run_id(), now())
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -69,8 +91,20 @@ class AuditEntry:
     source: str | None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A workspace whole, for ``connsync store copy``: records with their secrets, and the audit."""
+
+    records: list[tuple[StoredConnection, dict[str, Secret]]]
+    audit: list[AuditEntry]
+
+
 class Store(Protocol):
     workspace: str
+
+    def describe(self) -> str:
+        """The store for messages: never a password."""
+        ...
 
     def records(self) -> list[StoredConnection]: ...
 
@@ -103,15 +137,28 @@ class Store(Protocol):
 
     def audit(self) -> list[AuditEntry]: ...
 
+    def snapshot(self) -> Snapshot: ...
+
+    def restore(self, snapshot: Snapshot, *, actor: str, overwrite: bool) -> None:
+        """Make the workspace hold exactly ``snapshot`` (versions, managed flags, audit), atomically.
+
+        Refuses a workspace that holds records unless ``overwrite``.
+        """
+        ...
+
     def close(self) -> None: ...
 
 
 class EmptyStore:
     """A store that does not exist yet, seen by a read-only command: empty, and left uncreated."""
 
-    def __init__(self, workspace: str) -> None:
+    def __init__(self, workspace: str, where: str) -> None:
         self.workspace = workspace
+        self.where = where
         self._salt = secrets.token_bytes(32)  # nothing stored to compare against
+
+    def describe(self) -> str:
+        return self.where
 
     def records(self) -> list[StoredConnection]:
         return []
@@ -148,6 +195,12 @@ class EmptyStore:
 
     def audit(self) -> list[AuditEntry]:
         return []
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot([], [])
+
+    def restore(self, snapshot: Snapshot, *, actor: str, overwrite: bool) -> None:
+        raise self._refuse()
 
     def close(self) -> None:
         pass

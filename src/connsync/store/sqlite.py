@@ -2,39 +2,35 @@
 
 Every write is one transaction that also appends its audit entry, so a crash
 leaves each record fully old or fully new. The workspace lock is a row that
-names its holder; a holder that died leaves it behind, to be broken with
-``connsync unlock`` once a person has checked that no apply is running.
+names its holder, and the holder keeps an advisory lock (``flock``) on a file
+of its own while it lives: the kernel drops that with the process, so the next
+apply sees at once that the holder died and takes the lock over.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
+import fcntl
 import json
 import os
-import secrets
 import sqlite3
+import stat
+import subprocess
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from connsync.errors import LockError, StoreError, VersionConflict
 from connsync.fsutil import write_atomic
-from connsync.identity import ci_run_id, user_at_host
 from connsync.model import Secret, StoredConnection
-from connsync.store.base import AuditEntry, LockInfo, Write, fingerprint
+from connsync.store.base import AuditEntry, LockInfo, Snapshot, Write, fingerprint, new_lock, now
+from connsync.store.sealing import KEY_VARIABLE, Sealer, decode_key, new_key_text
+from connsync.store.sql import COLUMNS, record_from_row
 
-SCHEMA_VERSION = 1
-_KEY_CHECK = b"connsync store key check"
+SCHEMA_VERSION = 2  # 2: the fingerprint salt is sealed with the store key
 _LOCK_POLL_SECONDS = 0.1
-_OPEN_RETRY_SECONDS = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -81,43 +77,19 @@ CREATE TABLE IF NOT EXISTS locks (
 """
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _load_key(db_path: Path) -> bytes:
-    """CONNSYNC_STORE_KEY (base64 of 32 bytes), else a key file beside the database."""
-    encoded = os.environ.get("CONNSYNC_STORE_KEY")
-    source = "CONNSYNC_STORE_KEY"
-    if not encoded:
-        key_file = db_path.with_name(db_path.name + ".key")
-        source = str(key_file)
-        if not key_file.exists():
-            with contextlib.suppress(FileExistsError):  # another process made it first
-                fresh = base64.b64encode(secrets.token_bytes(32)).decode() + "\n"
-                write_atomic(key_file, fresh.encode(), mode=0o600)
-        encoded = key_file.read_text().strip()
-    try:
-        key = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise StoreError(
-            f"the store key from {source} is not 32 bytes of base64",
-            hint="make one with: python -c "
-            "'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'",
-        )
-    return key
-
-
 class SqliteStore:
-    def __init__(self, path: Path, workspace: str, conn: sqlite3.Connection, key: bytes,
+    def __init__(self, path: Path, workspace: str, conn: sqlite3.Connection, sealer: Sealer,
                  salt: bytes) -> None:
         self.path = path
         self.workspace = workspace
         self._conn = conn
-        self._aead = AESGCM(key)
+        self._sealer = sealer
         self._salt = salt
+        self._lock: LockInfo | None = None
+        self._lock_fd: int | None = None
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
 
     # --- opening ---------------------------------------------------------------
 
@@ -128,84 +100,52 @@ class SqliteStore:
             raise StoreError(f"store URL {url!r} names no file")
         path = Path(raw).expanduser()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not path.exists():
-                # Created 0600 before SQLite sees it (SQLite would use the umask); the
-                # -wal and -shm files inherit this mode.
-                with contextlib.suppress(FileExistsError):
-                    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-            key = _load_key(path)
+                _create(path)
+            if path.stat().st_size == 0:
+                raise StoreError(
+                    f"cannot open store {path}: the file is empty, not a connsync store",
+                    hint="restore it from a backup, or remove it to start a new, empty store",
+                )
+            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         except OSError as exc:
             raise StoreError(f"cannot open store {path}: {exc.strerror}") from None
-        deadline = time.monotonic() + _OPEN_RETRY_SECONDS
-        while True:
-            conn: sqlite3.Connection | None = None
-            try:
-                conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                salt = cls._initialise(conn, key, path)
-                return cls(path, workspace, conn, key, salt)
-            except sqlite3.OperationalError as exc:
-                # Switching a new file to WAL can report "locked" at once, without
-                # waiting, when two processes create the store together.
-                if conn is not None:
-                    conn.close()
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise _unopenable(path, exc) from None
-                time.sleep(0.05)
-            except sqlite3.DatabaseError as exc:
-                if conn is not None:
-                    conn.close()
-                raise _unopenable(path, exc) from None
-
-    @staticmethod
-    def _initialise(conn: sqlite3.Connection, key: bytes, path: Path) -> bytes:
-        aead = AESGCM(key)
-        if not _has_tables(conn):
-            conn.executescript(_SCHEMA)  # idempotent; runs in its own transaction
-        rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        if "salt" not in rows:
-            with _transaction(conn, immediate=True):  # two first opens race here
-                rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-                if "salt" not in rows:
-                    nonce = secrets.token_bytes(12)
-                    rows = {
-                        "schema_version": str(SCHEMA_VERSION),
-                        "salt": secrets.token_bytes(32),
-                        "key_check": nonce + aead.encrypt(nonce, _KEY_CHECK, None),
-                    }
-                    conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(rows.items()))
-        check = bytes(rows["key_check"])
         try:
-            aead.decrypt(check[:12], check[12:], None)
-        except InvalidTag:
-            raise StoreError(
-                f"the store key does not open {path}",
-                hint="set CONNSYNC_STORE_KEY (or the .key file beside the database) to the key "
-                "this store was created with",
-            ) from None
-        return bytes(rows["salt"])
+            conn.execute("PRAGMA synchronous=NORMAL")
+            meta = _meta(conn, path)
+            key, key_source = _load_key(path)
+            sealer = Sealer(key)
+            salt = _salt(conn, meta, sealer, path, key_source)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _unopenable(path, exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, workspace, conn, sealer, salt)
 
     def close(self) -> None:
         self._conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # --- reading ---------------------------------------------------------------
 
     def records(self) -> list[StoredConnection]:
         rows = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM connections WHERE workspace = ? ORDER BY name_key",  # noqa: S608 - constant columns
+            f"SELECT {COLUMNS} FROM connections WHERE workspace = ? ORDER BY name_key",  # noqa: S608 - constant columns
             (self.workspace,),
         ).fetchall()
-        return [_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def get(self, name: str) -> StoredConnection | None:
         row = self._row(name)
-        return _record(row) if row else None
+        return record_from_row(row) if row else None
 
     def _row(self, name: str) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM connections WHERE workspace = ? AND name_key = ?",  # noqa: S608
+            f"SELECT {COLUMNS} FROM connections WHERE workspace = ? AND name_key = ?",  # noqa: S608
             (self.workspace, name.casefold()),
         ).fetchone()
         return row
@@ -220,12 +160,7 @@ class SqliteStore:
         ).fetchone()
         if row is None:
             raise StoreError(f"no connection named {name!r} in workspace {self.workspace!r}")
-        blob = bytes(row[0])
-        try:
-            plain = self._aead.decrypt(blob[:12], blob[12:], self._aad(name))
-        except InvalidTag:
-            raise StoreError(f"the secrets of {name!r} do not decrypt under this store key") from None
-        return {k: Secret(v) for k, v in json.loads(plain).items()}
+        return self._sealer.open_secrets(bytes(row[0]), self._aad(name), name)
 
     def audit(self) -> list[AuditEntry]:
         rows = self._conn.execute(
@@ -234,6 +169,9 @@ class SqliteStore:
         ).fetchall()
         return [AuditEntry(*row) for row in rows]
 
+    def snapshot(self) -> Snapshot:
+        return Snapshot([(r, self.read_secrets(r.name)) for r in self.records()], self.audit())
+
     # --- writing ---------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -241,27 +179,33 @@ class SqliteStore:
         """One write transaction; SQLite failures (disk full, I/O, a lock held too long)
         become a StoreError for the connection at hand, not a crash of the whole apply."""
         try:
-            with _transaction(self._conn, immediate=True):
+            with _transaction(self._conn):
+                self._check_still_locked()
                 yield
         except sqlite3.Error as exc:
             raise StoreError(f"the store refused the write: {exc}") from None
+
+    def _check_still_locked(self) -> None:
+        """A holder whose lock was broken (``connsync unlock``) writes nothing more."""
+        if self._lock is None:
+            return
+        row = self._conn.execute("SELECT 1 FROM locks WHERE workspace = ? AND id = ?",
+                                 (self.workspace, self._lock.id)).fetchone()
+        if row is None:
+            raise LockError(f"the workspace lock {self._lock.id} was broken while this process held it; "
+                            "nothing more is written", hint="run plan again")
 
     def _aad(self, name: str) -> bytes:
         # Binds each sealed blob to its row, so blobs cannot be swapped between records.
         return f"{self.workspace}\0{name.casefold()}".encode()
 
-    def _seal(self, name: str, values: dict[str, Secret]) -> bytes:
-        nonce = secrets.token_bytes(12)
-        plain = json.dumps({k: v.reveal() for k, v in values.items()}).encode()
-        return nonce + self._aead.encrypt(nonce, plain, self._aad(name))
-
     def put(self, write: Write, *, expected_version: int | None) -> StoredConnection:
         fingerprints = {k: self.fingerprint(k, v) for k, v in write.secrets.items()}
-        sealed = self._seal(write.name, dict(write.secrets))
-        now = _now()
+        sealed = self._sealer.seal_secrets(write.secrets, self._aad(write.name))
+        at = now()
         with self._write():
             current = self._row(write.name)
-            version = current[_VERSION] if current else None
+            version = current[4] if current else None
             if version != expected_version:
                 raise VersionConflict(
                     f"{write.name!r} changed in the store meanwhile (version {version}, "
@@ -269,39 +213,45 @@ class SqliteStore:
                     hint="run plan again",
                 )
             new_version = (version or 0) + 1
-            synced = new_version if write.managed else (current[_SYNCED] if current else None)
-            self._conn.execute(
-                "INSERT OR REPLACE INTO connections (workspace, name_key, name, provider, spec, "
-                "description, labels, secrets, fingerprints, version, synced_version, managed, source, "
-                "source_digest, git_revision, updated_at, updated_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.workspace, write.name.casefold(), write.name, write.provider,
-                 json.dumps(dict(write.spec), sort_keys=True), write.description,
-                 json.dumps(dict(write.labels), sort_keys=True), sealed,
-                 json.dumps(fingerprints, sort_keys=True), new_version, synced, int(write.managed),
-                 write.source, write.source_digest, write.git_revision, now, write.actor),
+            synced = new_version if write.managed else (current[8] if current else None)
+            record = StoredConnection(
+                name=write.name, provider=write.provider, spec=dict(write.spec), fingerprints=fingerprints,
+                version=new_version, managed=write.managed, source=write.source,
+                source_digest=write.source_digest, synced_version=synced, git_revision=write.git_revision,
+                updated_at=at, updated_by=write.actor, labels=dict(write.labels),
+                description=write.description,
             )
-            self._audit(now, write.name, write.action, version, new_version, write.actor,
-                        write.git_revision, write.source)
-        return StoredConnection(
-            name=write.name, provider=write.provider, spec=dict(write.spec), fingerprints=fingerprints,
-            version=new_version, managed=write.managed, source=write.source,
-            source_digest=write.source_digest, synced_version=synced, git_revision=write.git_revision,
-            updated_at=now, updated_by=write.actor, labels=dict(write.labels),
-            description=write.description,
+            self._insert(record, sealed)
+            self._audit(AuditEntry(at, self.workspace, write.name, write.action, version, new_version,
+                                   write.actor, write.git_revision, write.source))
+        return record
+
+    def _insert(self, record: StoredConnection, sealed: bytes) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO connections (workspace, name_key, name, provider, spec, "
+            "description, labels, secrets, fingerprints, version, synced_version, managed, source, "
+            "source_digest, git_revision, updated_at, updated_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.workspace, record.name.casefold(), record.name, record.provider,
+             json.dumps(dict(record.spec), sort_keys=True), record.description,
+             json.dumps(dict(record.labels), sort_keys=True), sealed,
+             json.dumps(dict(record.fingerprints), sort_keys=True), record.version, record.synced_version,
+             int(record.managed), record.source, record.source_digest, record.git_revision,
+             record.updated_at, record.updated_by),
         )
 
     def delete(self, name: str, *, expected_version: int, actor: str, git_revision: str | None) -> None:
-        now = _now()
+        at = now()
         with self._write():
             current = self._row(name)
-            if current is None or current[_VERSION] != expected_version:
+            if current is None or current[4] != expected_version:
                 raise VersionConflict(f"{name!r} changed in the store meanwhile", hint="run plan again")
             self._conn.execute(
                 "DELETE FROM connections WHERE workspace = ? AND name_key = ?",
                 (self.workspace, name.casefold()),
             )
-            self._audit(now, name, "delete", expected_version, None, actor, git_revision, current[_SOURCE])
+            self._audit(AuditEntry(at, self.workspace, name, "delete", expected_version, None, actor,
+                                   git_revision, current[6]))
 
     def record_source(self, name: str, *, expected_version: int, source: str, source_digest: str) -> None:
         with self._write():
@@ -313,13 +263,33 @@ class SqliteStore:
             if not updated:
                 raise VersionConflict(f"{name!r} changed in the store meanwhile", hint="run plan again")
 
-    def _audit(self, at: str, name: str, action: str, before: int | None, after: int | None,
-               actor: str, git_revision: str | None, source: str | None) -> None:
+    def _audit(self, entry: AuditEntry) -> None:
         self._conn.execute(
             "INSERT INTO audit (at, workspace, name, action, version_before, version_after, actor, "
             "git_revision, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, self.workspace, name, action, before, after, actor, git_revision, source),
+            (entry.at, self.workspace, entry.name, entry.action, entry.version_before, entry.version_after,
+             entry.actor, entry.git_revision, entry.source),
         )
+
+    def restore(self, snapshot: Snapshot, *, actor: str, overwrite: bool) -> None:
+        # Fingerprints are re-made under this store's salt; secrets are sealed under its key.
+        sealed = [(r, self._sealer.seal_secrets(s, self._aad(r.name)),
+                   {k: self.fingerprint(k, v) for k, v in s.items()}) for r, s in snapshot.records]
+        with self._write():
+            held = self._conn.execute("SELECT count(*) FROM connections WHERE workspace = ?",
+                                      (self.workspace,)).fetchone()[0]
+            if held and not overwrite:
+                raise StoreError(f"workspace {self.workspace!r} of {self.describe()} already holds "
+                                 f"{held} record(s); nothing was copied",
+                                 hint="pass --replace to overwrite them")
+            self._conn.execute("DELETE FROM connections WHERE workspace = ?", (self.workspace,))
+            self._conn.execute("DELETE FROM audit WHERE workspace = ?", (self.workspace,))
+            for entry in snapshot.audit:
+                self._audit(entry)
+            for record, blob, fingerprints in sealed:
+                self._insert(replace(record, fingerprints=fingerprints), blob)
+                self._audit(AuditEntry(now(), self.workspace, record.name, "copy", record.version,
+                                       record.version, actor, record.git_revision, record.source))
 
     # --- the workspace lock -----------------------------------------------------
 
@@ -330,27 +300,67 @@ class SqliteStore:
         ).fetchone()
         return LockInfo(*row) if row else None
 
+    def _liveness_file(self, lock_id: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.lock-{lock_id}")
+
     def acquire_lock(self, *, timeout: float) -> LockInfo:
-        mine = LockInfo(uuid.uuid4().hex[:12], self.workspace, user_at_host(), os.getpid(),
-                        ci_run_id(), _now())
+        mine = new_lock(self.workspace)
         deadline = time.monotonic() + timeout
         while True:
             with self._write():
                 held = self._current_lock()
-                if held is None:
-                    self._conn.execute(
-                        "INSERT INTO locks (workspace, id, holder, pid, ci_run, acquired_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (mine.workspace, mine.id, mine.holder, mine.pid, mine.ci_run, mine.acquired_at),
-                    )
-                    return mine
+                stale = held is not None and not self._alive(held)
+                if held is None or stale:
+                    # The liveness file is locked before the row is visible, inside the same
+                    # transaction: whoever sees the row can trust the flock to say if we live.
+                    self._lock_fd = _flock(self._liveness_file(mine.id))
+                    try:
+                        self._conn.execute("DELETE FROM locks WHERE workspace = ?", (self.workspace,))
+                        self._conn.execute(
+                            "INSERT INTO locks (workspace, id, holder, pid, ci_run, acquired_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            (mine.workspace, mine.id, mine.holder, mine.pid, mine.ci_run, mine.acquired_at),
+                        )
+                    except BaseException:
+                        self._drop_liveness(mine.id)
+                        raise
+                    if held is not None:
+                        self._liveness_file(held.id).unlink(missing_ok=True)
+                    self._lock = LockInfo(mine.id, mine.workspace, mine.holder, mine.pid, mine.ci_run,
+                                          mine.acquired_at, replaced=held)
+                    return self._lock
             if time.monotonic() >= deadline:
                 raise _lock_error(held, timeout)
             time.sleep(_LOCK_POLL_SECONDS)
 
+    def _alive(self, lock: LockInfo) -> bool:
+        """Whether the holder still runs: its flock on its liveness file dies with it."""
+        try:
+            fd = os.open(self._liveness_file(lock.id), os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def release_lock(self, lock: LockInfo) -> None:
-        with self._write():
-            self._conn.execute("DELETE FROM locks WHERE workspace = ? AND id = ?", (lock.workspace, lock.id))
+        self._lock = None
+        try:
+            with self._write():
+                self._conn.execute("DELETE FROM locks WHERE workspace = ? AND id = ?",
+                                   (lock.workspace, lock.id))
+        finally:
+            self._drop_liveness(lock.id)
+
+    def _drop_liveness(self, lock_id: str) -> None:
+        self._liveness_file(lock_id).unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def break_lock(self, lock_id: str) -> LockInfo | None:
         with self._write():
@@ -358,7 +368,130 @@ class SqliteStore:
             if held is None or held.id != lock_id:
                 return None
             self._conn.execute("DELETE FROM locks WHERE workspace = ? AND id = ?", (self.workspace, lock_id))
-            return held
+        # A live holder is fenced off: its next write finds its lock gone and stops.
+        return held
+
+
+def _flock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else has it
+    return fd
+
+
+def _create(path: Path) -> None:
+    """A new store appears whole or not at all: built under a temporary name, then linked.
+
+    So an empty file at ``path`` is never a store being born, always a broken one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_file = _key_file(path)
+    if not os.environ.get(KEY_VARIABLE) and not key_file.exists():
+        _refuse_unignored(key_file)
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            write_atomic(key_file, (new_key_text() + "\n").encode(), mode=0o600)
+    key, _ = _load_key(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    temp.unlink(missing_ok=True)
+    # Created 0600 before SQLite sees it (SQLite would use the umask); -wal and -shm inherit it.
+    os.close(os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        conn = sqlite3.connect(temp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            sealer = Sealer(key)
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                             [("schema_version", str(SCHEMA_VERSION)), ("salt", sealer.new_sealed_salt())])
+        finally:
+            conn.close()
+        with contextlib.suppress(FileExistsError):  # another process created the store first
+            os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _refuse_unignored(key_file: Path) -> None:
+    """A key file must not land in a git work tree where a `git add .` would commit it."""
+    try:
+        inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=key_file.parent,
+                                capture_output=True, text=True, timeout=10, check=False)
+        if inside.returncode != 0 or inside.stdout.strip() != "true":
+            return
+        ignored = subprocess.run(["git", "check-ignore", "-q", key_file.name], cwd=key_file.parent,
+                                 capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return  # no git here: nothing to commit the key to
+    if ignored.returncode == 1:
+        raise StoreError(
+            f"the store's key file {key_file} would be created inside a git work tree and is not "
+            "git-ignored",
+            hint=f"add it to .gitignore (connsync init ignores .connsync/), or set {KEY_VARIABLE}",
+        )
+
+
+def _key_file(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".key")
+
+
+def _load_key(db_path: Path) -> tuple[bytes, str]:
+    """CONNSYNC_STORE_KEY, else the key file beside the database; never a new key for old data."""
+    encoded = os.environ.get(KEY_VARIABLE)
+    if encoded:
+        return decode_key(encoded, KEY_VARIABLE), KEY_VARIABLE
+    key_file = _key_file(db_path)
+    try:
+        fd = os.open(key_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise StoreError(
+            f"the key file {key_file} of the store {db_path} is missing",
+            hint=f"restore it from where you keep it, or set {KEY_VARIABLE}; without the key the "
+            "store's secrets cannot be opened (connsync never makes a new key for an existing store)",
+        ) from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise StoreError(f"the store key file {key_file} is not a regular file")
+        text = handle.read(4096).decode("ascii", "replace")
+    return decode_key(text, str(key_file)), str(key_file)
+
+
+def _meta(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
+    """The store's meta table: what tells a connsync store from any other SQLite file."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        raise StoreError(f"cannot open store {path}: it is an SQLite database but not a connsync store")
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    version = int(meta.get("schema_version", 0))
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store {path} has schema version {version}; this connsync knows up to {SCHEMA_VERSION}",
+            hint="upgrade connsync to the version that wrote it",
+        )
+    return meta
+
+
+def _salt(conn: sqlite3.Connection, meta: dict[str, Any], sealer: Sealer, path: Path,
+          key_source: str) -> bytes:
+    if int(meta.get("schema_version", 0)) < 2:
+        _upgrade_to_sealed_salt(conn, sealer, meta, path, key_source)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    return sealer.open_salt(bytes(meta["salt"]), str(path), key_source)
+
+
+def _upgrade_to_sealed_salt(conn: sqlite3.Connection, sealer: Sealer, meta: dict[str, Any], path: Path,
+                            key_source: str) -> None:
+    """Schema 1 kept the salt in clear next to the fingerprints; schema 2 seals it."""
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        check = bytes(meta["key_check"])
+        sealer.open(check, b"")
+    except (KeyError, InvalidTag):
+        raise StoreError(f"the store key does not open {path}",
+                         hint=f"set {key_source} to the key this store was created with") from None
+    with _transaction(conn):
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'salt'",
+                     (sealer.seal_salt(bytes(meta["salt"])),))
+        conn.execute("DELETE FROM meta WHERE key = 'key_check'")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _unopenable(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
@@ -368,56 +501,21 @@ def _unopenable(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
     )
 
 
-def _lock_error(held: LockInfo, timeout: float) -> LockError:
-    dead = held.holder == user_at_host() and not _pid_alive(held.pid)
-    if dead:
-        return LockError(
-            f"workspace {held.workspace!r} is locked by {held.describe()}, "
-            "and that process is no longer running",
-            hint=f"if no apply is running, break the lock with: connsync unlock {held.id}",
-        )
+def _lock_error(held: LockInfo | None, timeout: float) -> LockError:
+    holder = held.describe() if held else "another process"
+    lock_id = held.id if held else "LOCK_ID"
     return LockError(
-        f"workspace {held.workspace!r} is still locked after {timeout:g}s by {held.describe()}",
-        hint=f"wait for it (--lock-timeout), or if it is stale: connsync unlock {held.id}",
+        f"workspace is still locked after {timeout:g}s by {holder}",
+        hint=f"wait for it (--lock-timeout); if that apply is stuck: connsync unlock {lock_id}",
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _has_tables(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'connections'").fetchone() is not None
-
-
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection, *, immediate: bool = False) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-_COLUMNS = (
-    "name, provider, spec, fingerprints, version, managed, source, source_digest, synced_version, "
-    "git_revision, updated_at, updated_by, labels, description"
-)
-_VERSION, _SOURCE, _SYNCED = 4, 6, 8
-
-
-def _record(row: tuple[Any, ...]) -> StoredConnection:
-    return StoredConnection(
-        name=row[0], provider=row[1], spec=json.loads(row[2]), fingerprints=json.loads(row[3]),
-        version=row[4], managed=bool(row[5]), source=row[6], source_digest=row[7],
-        synced_version=row[8], git_revision=row[9], updated_at=row[10], updated_by=row[11],
-        labels=json.loads(row[12]), description=row[13],
-    )

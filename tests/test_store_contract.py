@@ -1,0 +1,24 @@
+"""The store contract, run against every built-in backend: SQLite and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from connsync.testing.store_contract import StoreContract
+from tests.pgserver import PgServer
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def new_store_url(self, tmp_path: Path) -> Callable[[], str]:
+        return lambda: f"sqlite:{tmp_path / uuid.uuid4().hex[:8] / 'store.db'}"
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    def new_store_url(self, pg_server: PgServer) -> Iterator[Callable[[], str]]:
+        yield lambda: pg_server.url(schema=f"t_{uuid.uuid4().hex[:12]}")
