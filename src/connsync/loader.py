@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from connsync.errors import ConfigError, UsageError
 from connsync.model import Declaration, Finding
 
 # Connection files are a few hundred bytes; anything this big is a mistake or an
@@ -100,28 +100,6 @@ def parse(text: str) -> Any:
                           "does not parse") from None
 
 
-def discover(paths: Sequence[str | Path], default_dir: Path) -> list[Path]:
-    """Expand the command's PATH arguments (or the default directory) into files."""
-    roots = [Path(p) for p in paths] or [default_dir]
-    found: list[Path] = []
-    for root in roots:
-        if root.is_dir():
-            found.extend(
-                p for p in sorted(root.rglob("*")) if p.suffix in YAML_SUFFIXES and p.is_file()
-            )
-        elif root.is_file():
-            found.append(root)
-        elif paths:
-            raise UsageError(f"{root}: no such file or directory")
-        else:
-            # Planning an absent directory would read as "every record is orphaned".
-            raise ConfigError(
-                f"no connections directory at {display_path(root)}",
-                hint="run 'connsync init', or set 'connections:' in connsync.yaml",
-            )
-    return found
-
-
 def display_path(path: Path) -> str:
     """The path as users expect to see it: relative to the working directory if inside it."""
     try:
@@ -137,13 +115,25 @@ def load_file(path: Path) -> Declaration | Finding:
         return Finding("error", rule, shown, line, column, "$", message)
 
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return finding(f"file is {size:,} bytes; connection files are capped at {MAX_FILE_BYTES:,}")
-        raw = path.read_bytes()
+        raw = _read_regular(path)
     except OSError as exc:
         return finding(f"cannot read file: {exc.strerror}")
+    except ValueError as exc:
+        return finding(str(exc))
     return load_bytes(raw, shown)
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; never blocks on a FIFO, never follows a link swapped in."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file; connection files are plain files")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ValueError(f"file is {info.st_size:,} bytes; connection files are capped at "
+                             f"{MAX_FILE_BYTES:,}")
+        return handle.read(MAX_FILE_BYTES + 1)
 
 
 def load_bytes(raw: bytes, shown: str) -> Declaration | Finding:

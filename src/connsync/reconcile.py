@@ -27,7 +27,7 @@ class InvalidDeclarations(ConnsyncError):
 
 def load_valid(config: Config, paths: Sequence[str]) -> list[Declaration]:
     """The declarations, or InvalidDeclarations: nothing acts on a broken file."""
-    validation = rules.validate_files(paths, config.connections_dir)
+    validation = rules.validate_files(paths, config.connections_dir, config.root)
     errors = [f for f in validation.findings if f.severity == "error"]
     if errors:
         raise InvalidDeclarations(errors)

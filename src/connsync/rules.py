@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connsync import loader, providers, schema
+from connsync import discovery, loader, providers, schema
 from connsync.model import Declaration, Finding, Severity
 
 _B64 = r"[A-Za-z0-9+/=]"
@@ -40,10 +40,12 @@ class Validation:
         return [d for d in self.declarations if d.file not in bad]
 
 
-def validate_files(paths: Sequence[str | Path], default_dir: Path) -> Validation:
-    files = loader.discover(paths, default_dir)
+def validate_files(paths: Sequence[str | Path], default_dir: Path, root: Path | None = None) -> Validation:
+    """``root`` is the repository, which no symlink may leave (default: the working directory)."""
+    found = discovery.discover(paths, default_dir, root)
+    files = found.files
     declarations: list[Declaration] = []
-    findings: list[Finding] = []
+    findings: list[Finding] = list(found.findings)
     for item in loader.load_all(files):
         if isinstance(item, Finding):
             findings.append(item)
@@ -52,7 +54,8 @@ def validate_files(paths: Sequence[str | Path], default_dir: Path) -> Validation
             findings.extend(check_declaration(item))
     findings.extend(duplicate_names(declarations))
     findings.sort(key=Finding.sort_key)
-    return Validation(len(files), declarations, findings)
+    # What could not be looked at counts as checked too: it is in the findings.
+    return Validation(len(files) + len({f.file for f in found.findings}), declarations, findings)
 
 
 def is_encrypted(value: Any) -> bool:

@@ -95,7 +95,7 @@ def _flag(path: str, provider: str) -> str:
 def _existing(config: Config) -> list[Declaration]:
     if not config.connections_dir.is_dir():
         return []
-    return rules.validate_files([], config.connections_dir).declarations
+    return rules.validate_files([], config.connections_dir, config.root).declarations
 
 
 def _kept_metadata(target: Path, options: NewOptions) -> dict[str, Any]:

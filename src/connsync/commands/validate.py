@@ -10,7 +10,7 @@ from connsync.errors import EXIT_FAILED, EXIT_OK
 
 
 def validate(paths: Sequence[str], config: Config, *, fmt: str, style: render.Style) -> int:
-    result = rules.validate_files(paths, config.connections_dir)
+    result = rules.validate_files(paths, config.connections_dir, config.root)
     if fmt == "json":
         click.echo(render.findings_json(result.findings, result.files))
     elif fmt == "github":
