@@ -186,4 +186,5 @@ def discover(paths: Sequence[str | Path], default_dir: Path, root: Path | None =
             walk.add_file(real, start)
         else:
             walk.special(start, info)
+    walk.result.files.sort()
     return walk.result

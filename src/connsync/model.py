@@ -7,6 +7,7 @@ log line, f-string or traceback shows a mask, never the value.
 from __future__ import annotations
 
 import hmac
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -79,7 +80,8 @@ class Declaration:
 
     @property
     def name(self) -> str:
-        return str(self.data["metadata"]["name"])
+        # NFC: "Café" typed composed or decomposed is one name everywhere (plan, store).
+        return unicodedata.normalize("NFC", str(self.data["metadata"]["name"]))
 
     @property
     def provider(self) -> str:

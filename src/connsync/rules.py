@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +75,10 @@ def check_declaration(decl: Declaration) -> list[Finding]:
     if over_encrypted:
         # Every schema finding would only repeat this one cause.
         return over_encrypted
-    findings = schema.validate_document(decl)
+    hidden = hidden_text(decl)
+    # One mistake, one finding: the schema's pattern error on the same field says less.
+    findings = [f for f in schema.validate_document(decl) if f.path not in {h.path for h in hidden}]
+    findings.extend(hidden)
     findings.extend(plaintext_secrets(decl))
     provider = decl.data.get("provider")
     if isinstance(provider, str) and isinstance(decl.data.get("spec"), Mapping):
@@ -130,24 +135,95 @@ def plaintext_secrets(decl: Declaration) -> list[Finding]:
     return findings
 
 
+_HIDDEN_HINT = "control and format characters can hide or fake text in reviews and output; remove it"
+
+
+def hidden_text(decl: Declaration) -> list[Finding]:
+    """Control and format characters in the name, labels or description (prose may break lines)."""
+    metadata = decl.data.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return []
+    findings: list[Finding] = []
+
+    def check(parts: list[str | int], value: object, what: str, *, prose: bool = False,
+              at_key: bool = False) -> None:
+        if not isinstance(value, str):
+            return
+        bad = discovery.hidden_character(value.replace("\n", " ").replace("\t", " ") if prose else value)
+        if bad:
+            line, column = loader.locate(decl.text, parts, at_key=at_key)
+            findings.append(Finding("error", "hidden-character", decl.file, line, column,
+                                    loader.json_path(parts), f"{what} contains {bad}; {_HIDDEN_HINT}"))
+
+    check(["metadata", "name"], metadata.get("name"), "the name")
+    check(["metadata", "description"], metadata.get("description"), "the description", prose=True)
+    labels = metadata.get("labels")
+    if isinstance(labels, Mapping):
+        for key, value in labels.items():
+            check(["metadata", "labels", str(key)], key, "a label key", at_key=True)
+            check(["metadata", "labels", str(key)], value, "a label value")
+    return findings
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same name: NFC, then case-insensitive."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+@functools.cache
+def _spoof_checker() -> Any:
+    import icu  # ~60 ms to import; only needed once two names are compared
+
+    return icu.SpoofChecker()
+
+
+def skeleton(name: str) -> str:
+    """Unicode's confusable skeleton (UTS #39) of the name: equal skeletons look alike."""
+    return str(_spoof_checker().getSkeleton(0, name_key(name)))
+
+
+def _differences(name: str, other: str) -> str:
+    odd = sorted(set(name) - set(other), key=name.index)[:3]
+    return ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, '(unnamed)')}" for c in odd)
+
+
 def duplicate_names(declarations: Iterable[Declaration]) -> list[Finding]:
-    first_seen: dict[str, Declaration] = {}
-    findings = []
+    """Names are unique in a workspace ignoring case and normalisation, and distinguishable at a glance."""
+    named = []
     for decl in declarations:
         metadata = decl.data.get("metadata")
         name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        if not isinstance(name, str):
-            continue
-        key = name.casefold()
+        if isinstance(name, str) and not discovery.hidden_character(name):  # else its own finding says why
+            named.append((unicodedata.normalize("NFC", name), decl))
+    first_seen: dict[str, tuple[str, Declaration]] = {}
+    look_alikes: dict[str, tuple[str, Declaration]] = {}
+    findings = []
+    for name, decl in named:
+        key = name_key(name)
         if key in first_seen:
-            other = first_seen[key]
+            other_name, other = first_seen[key]
             findings.append(
                 _finding(
                     decl, "duplicate-name", ["metadata", "name"],
                     f"name {name!r} is already used by {other.file} "
-                    f"(as {other.name!r}); names are unique in a workspace, ignoring case",
+                    f"(as {other_name!r}); names are unique in a workspace, ignoring case",
+                )
+            )
+            continue
+        first_seen[key] = (name, decl)
+        if len(named) < 2:
+            continue
+        look = skeleton(name)
+        if look in look_alikes:
+            other_name, other = look_alikes[look]
+            findings.append(
+                _finding(
+                    decl, "confusable-name", ["metadata", "name"],
+                    f"name {name!r} looks the same as {other_name!r} in {other.file} "
+                    f"({_differences(name, other_name) or 'other characters'}); "
+                    "names must be told apart at a glance",
                 )
             )
         else:
-            first_seen[key] = decl
+            look_alikes[look] = (name, decl)
     return findings

@@ -24,6 +24,8 @@ ENVELOPE = "connection"
 # the file; in process they live under this base URI.
 _BASE_URI = "https://schemas.connsync.invalid/"
 _SUFFIX = ".schema.json"
+# A value longer than this is described, not quoted (a 10,000-character name).
+_QUOTE_AT_MOST = 100
 
 
 @functools.cache
@@ -135,7 +137,7 @@ def _to_findings(decl: Declaration, error: ValidationError, provider: str) -> li
     message: str
     if in_spec and len(parts) == 2 and hint:
         message = f"{field} {hint}"
-    elif secret or isinstance(error.instance, (dict, list)):
+    elif secret or isinstance(error.instance, (dict, list)) or len(repr(error.instance)) > _QUOTE_AT_MOST:
         # jsonschema quotes the instance; for a secret, or a container that may
         # hold one, say what is wrong without the value.
         message = _without_value(error, field or (str(parts[-1]) if parts else "document"))
