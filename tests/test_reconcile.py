@@ -146,22 +146,23 @@ def test_saved_plan_and_staleness(two: Path, run: Run, monkeypatch: pytest.Monke
     assert run("plan", "--out", "plan.json").code == 0
     saved = (two / "plan.json").read_text()
     assert CANARY not in saved and "secret_access_key" in saved
-    assert run("apply", "plan.json", "--skip-verify").code == 0  # a saved plan needs no prompt
+    assert run("apply", "plan.json", "--skip-verify", "--auto-approve").code == 0
     assert actions(run) == [("noop", "AWS Dev"), ("noop", "AWS Prod")]
 
     path = two / "connections/aws-prod.yaml"
     path.write_text(path.read_text().replace("us-east-1", "us-west-2"))
     assert run("plan", "--out", "plan.json").code == 0
     path.write_text(path.read_text().replace("us-west-2", "us-west-1"))
-    result = run("apply", "plan.json", "--skip-verify")
-    assert result.code == 1 and "stale plan: connections/aws-prod.yaml changed" in result.err
+    result = run("apply", "plan.json", "--skip-verify", "--auto-approve")
+    assert result.code == 1
+    assert "stale plan: the file connections/aws-prod.yaml of 'AWS Prod' changed" in result.err
 
     assert run("plan", "--out", "plan.json").code == 0
     db = sqlite3_connect(two)
     db.execute("UPDATE connections SET version = version + 1 WHERE name = 'AWS Prod'")
     db.commit()
-    result = run("apply", "plan.json", "--skip-verify")
-    assert result.code == 1 and "changed in the store since the plan" in result.err
+    result = run("apply", "plan.json", "--skip-verify", "--auto-approve")
+    assert result.code == 1 and "'AWS Prod' changed in the store since the plan" in result.err
     (two / "junk.json").write_text("{}")
     assert run("apply", "junk.json").code == 1
 
@@ -189,7 +190,7 @@ def test_apply_asks_on_a_terminal(two: Path) -> None:
 
 def test_list_never_shows_secrets(two: Path, run: Run) -> None:
     apply(run)
-    listed = json.loads(run("list", "--format", "json").out)
+    listed = json.loads(run("list", "--format", "json").out)["connections"]
     assert [r["name"] for r in listed] == ["AWS Dev", "AWS Prod"]
     assert listed[0]["spec"] == {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "account_id": "123456789012",
                                  "default_region": "eu-west-1"}

@@ -49,7 +49,9 @@ def test_schema_command(run: Run) -> None:
     assert result.code == 0
     assert json.loads(result.out)["title"] == "AWS connection"
     listed = run("schema", "--list", "--format", "json")
-    assert json.loads(listed.out) == PROVIDERS
+    providers = json.loads(listed.out)["providers"]
+    assert [p["name"] for p in providers] == PROVIDERS
+    assert providers[0]["secret_fields"] == ["secret_access_key"]
     unknown = run("schema", "oracle")
     assert unknown.code == 64 and "known providers: aws, azure, gcp" in unknown.err
 

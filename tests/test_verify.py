@@ -314,6 +314,6 @@ def test_apply_verifies_before_writing(aws_repo: Path, run: Run) -> None:
     assert sorted(a["name"] for a in report["applied"]) == ["Good", "No IAM"]
     assert [f["name"] for f in report["failed"]] == ["Unknown Key", "Wrong Secret"]
     assert "verification failed" in report["failed"][0]["error"]
-    listed = [r["name"] for r in json.loads(run("list", "--format", "json").out)]
+    listed = [r["name"] for r in json.loads(run("list", "--format", "json").out)["connections"]]
     assert listed == ["Good", "No IAM"]
     assert run("apply", "--auto-approve", "--skip-verify").code == 0  # the seam can be skipped

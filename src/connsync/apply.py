@@ -27,14 +27,23 @@ class ApplyReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     verified: int = 0  # connections checked with their provider before writing
+    interrupted: bool = False  # ^C between two writes: what is in applied was written, whole
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.interrupted
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "applied": self.applied, "failed": self.failed,
-                "summary": self.plan.summary, "warnings": self.warnings}
+                "summary": self.plan.summary, "warnings": self.warnings, "interrupted": self.interrupted}
+
+
+class ApplyInterrupted(Exception):
+    """^C during the writes; carries the report of what was written before it."""
+
+    def __init__(self, report: ApplyReport) -> None:
+        super().__init__("apply interrupted")
+        self.report = report
 
 
 def check_deletes(plan: Plan, max_deletes: int) -> None:
@@ -61,39 +70,49 @@ def execute(
     verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
     report.verified = len(verdicts)
 
-    for change in plan.changes:
-        try:
-            if change.action in ("create", "update"):
-                verdict = verdicts.get(change.name.casefold())
-                if verdict is not None and verdict.status == "failed":
-                    report.failed.append({"name": change.name, "action": change.action,
-                                          "error": "verification failed: " + "; ".join(verdict.messages)})
-                    continue
-                if verdict is not None and verdict.status == "warning":
-                    report.warnings += [f"{change.name}: {m}" for m in verdict.messages]
-                record = store.put(
-                    _write(change, desired[change.name.casefold()], actor, git_revision),
-                    expected_version=change.store_version,
-                )
-                report.applied.append({"action": change.action, "name": change.name,
-                                       "version": record.version})
-            elif change.action == "delete":
-                assert change.store_version is not None
-                store.delete(change.name, expected_version=change.store_version, actor=actor,
-                             git_revision=git_revision)
-                report.applied.append({"action": "delete", "name": change.name})
-            elif change.action == "conflict":
-                report.failed.append({
-                    "name": change.name, "action": "conflict",
-                    "error": "exists in the store but is not managed by connsync; "
-                    "pass --adopt to take it over",
-                })
-            elif change.resync and change.file and change.digest and change.store_version is not None:
-                store.record_source(change.name, expected_version=change.store_version,
-                                    source=change.file, source_digest=change.digest)
-        except StoreError as exc:
-            report.failed.append({"name": change.name, "action": change.action, "error": exc.message})
+    try:
+        for change in plan.changes:
+            _carry_out(change, desired, verdicts, store, report, actor, git_revision)
+    except KeyboardInterrupt:
+        # Each write is one transaction: the one under way when ^C came is rolled back, whole.
+        report.interrupted = True
+        raise ApplyInterrupted(report) from None
     return report
+
+
+def _carry_out(change: Change, desired: Mapping[str, Desired], verdicts: Mapping[str, Verdict],
+               store: Store, report: ApplyReport, actor: str, git_revision: str | None) -> None:
+    try:
+        if change.action in ("create", "update"):
+            verdict = verdicts.get(change.name.casefold())
+            if verdict is not None and verdict.status == "failed":
+                report.failed.append({"name": change.name, "action": change.action,
+                                      "error": "verification failed: " + "; ".join(verdict.messages)})
+                return
+            if verdict is not None and verdict.status == "warning":
+                report.warnings += [f"{change.name}: {m}" for m in verdict.messages]
+            record = store.put(
+                _write(change, desired[change.name.casefold()], actor, git_revision),
+                expected_version=change.store_version,
+            )
+            report.applied.append({"action": change.action, "name": change.name,
+                                   "version": record.version})
+        elif change.action == "delete":
+            assert change.store_version is not None
+            store.delete(change.name, expected_version=change.store_version, actor=actor,
+                         git_revision=git_revision)
+            report.applied.append({"action": "delete", "name": change.name})
+        elif change.action == "conflict":
+            report.failed.append({
+                "name": change.name, "action": "conflict",
+                "error": "exists in the store but is not managed by connsync; "
+                "pass --adopt to take it over",
+            })
+        elif change.resync and change.file and change.digest and change.store_version is not None:
+            store.record_source(change.name, expected_version=change.store_version,
+                                source=change.file, source_digest=change.digest)
+    except StoreError as exc:
+        report.failed.append({"name": change.name, "action": change.action, "error": exc.message})
 
 
 def _write(change: Change, desired: Desired, actor: str, git_revision: str | None) -> Write:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +43,43 @@ class App:
 
 pass_app = click.make_pass_decorator(App)
 
+
+def _late_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the command (``connsync verify --no-color``) counts the same."""
+    app = ctx.find_object(App)
+    if app is None or value in (None, False):
+        return
+    if param.name == "no_color":
+        app.color = False
+    elif param.name == "verbose":
+        app.verbose = True  # main() has already seen -v for tracebacks
+    else:
+        setattr(app, param.name or "", value)
+
+
+def global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The group's options, accepted after the command too (hidden from its --help)."""
+    options = [
+        click.option("--config", "config_path", metavar="PATH", hidden=True, expose_value=False,
+                     callback=_late_global),
+        click.option("--store", metavar="URL", hidden=True, expose_value=False, callback=_late_global),
+        click.option("--workspace", metavar="NAME", hidden=True, expose_value=False, callback=_late_global),
+        click.option("--no-color", is_flag=True, hidden=True, expose_value=False, callback=_late_global),
+        click.option("-v", "--verbose", is_flag=True, hidden=True, expose_value=False, callback=_late_global),
+    ]
+    for option in options:
+        command = option(command)
+    return command
+
+
+def json_errors(command: str, fmt: str) -> None:
+    """From here on, an error of ``command`` in JSON format is printed as JSON too."""
+    if fmt == "json":
+        render.json_command.set(command)
+
 # --help lists the commands in the order of the work, not alphabetically.
-COMMAND_ORDER = ("init", "new", "validate", "verify", "plan", "apply", "list", "import", "unlock", "schema")
+COMMAND_ORDER = ("init", "new", "validate", "verify", "plan", "show", "apply", "list", "import", "unlock",
+                 "schema")
 
 
 class OrderedGroup(click.Group):
@@ -72,12 +107,15 @@ def cli(ctx: click.Context, config_path: str | None, store: str | None, workspac
     provider's JSON Schema, with secret fields encrypted by SOPS. connsync
     validates the files, verifies the credentials, and makes the platform's
     store match them: plan, then apply.
+
+    The global options may also follow the command (connsync verify --no-color).
     """
     color = not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
     ctx.obj = App(config_path, store, workspace, color, verbose)
 
 
 @cli.command()
+@global_options
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
               show_default=True, help="github prints ::error annotations for pull requests.")
@@ -91,10 +129,12 @@ def validate(app: App, paths: tuple[str, ...], fmt: str) -> int:
     """
     from connsync.commands.validate import validate as run
 
+    json_errors("validate", fmt)
     return run(paths, app.config, fmt=fmt, style=app.style)
 
 
 @cli.command(short_help="Print a provider's JSON Schema.")
+@global_options
 @click.argument("provider", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the providers and their secret fields.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
@@ -102,10 +142,12 @@ def schema(provider: str | None, list_only: bool, fmt: str) -> int:
     """Print the JSON Schema of PROVIDER (default: the connection envelope)."""
     from connsync.commands.schema import show_schema
 
+    json_errors("schema", fmt)
     return show_schema(provider, list_only=list_only, fmt=fmt)
 
 
 @cli.command()
+@global_options
 @click.option("--age-recipient", "age_recipients", multiple=True, metavar="AGE_PUBLIC_KEY",
               help="Encrypt secrets to this age public key (repeatable).")
 @click.option("--kms", "kms_arns", multiple=True, metavar="ARN",
@@ -114,9 +156,11 @@ def schema(provider: str | None, list_only: bool, fmt: str) -> int:
               help="Create an age key in sops's default location if none exists, and use it.")
 @click.option("--github", is_flag=True,
               help="Also write the GitHub workflows: PR checks and plan comment, apply on merge, drift.")
+@click.option("--environment", default="connections", show_default=True, metavar="NAME",
+              help="With --github: the GitHub environment of the apply job; plans run in NAME-plan.")
 @click.option("--force", is_flag=True, help="Overwrite existing connsync.yaml and .sops.yaml.")
 def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], generate_age_key: bool,
-         github: bool, force: bool) -> int:
+         github: bool, environment: str, force: bool) -> int:
     """Start a connections repository in the current directory.
 
     Writes connsync.yaml, connections/, schemas/ (for editors), a .sops.yaml
@@ -128,10 +172,12 @@ def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], generate_ag
     from connsync.commands.init import InitOptions
     from connsync.commands.init import init as run
 
-    return run(Path.cwd(), InitOptions(age_recipients, kms_arns, generate_age_key, force, github))
+    return run(Path.cwd(), InitOptions(age_recipients, kms_arns, generate_age_key, force, github,
+                                       environment))
 
 
 @cli.command()
+@global_options
 @click.argument("provider")
 @click.option("--name", help="The connection's Name, unique in the workspace (asked for if missing).")
 @click.option("--description", help="Optional description.")
@@ -170,6 +216,7 @@ def new(app: App, provider: str, name: str | None, description: str | None, labe
 
 
 @cli.command(short_help="Check each credential with its provider.")
+@global_options
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
@@ -183,39 +230,49 @@ def verify(app: App, paths: tuple[str, ...], fmt: str) -> int:
     """
     from connsync.commands.verify import verify as run
 
+    json_errors("verify", fmt)
     return run(app.config, paths, fmt=fmt, style=app.style)
 
 
 @cli.command()
+@global_options
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--prune", is_flag=True, help="Plan to delete managed records that no file declares.")
+@click.option("--prune/--no-prune", default=None,
+              help="Plan to delete managed records that no file declares (default: apply.prune, off).")
 @click.option("--adopt", is_flag=True, help="Take over records made outside connsync (in the UI).")
-@click.option("--out", metavar="FILE", help="Save the plan (no secrets in it) for 'apply FILE'.")
+@click.option("--out", metavar="FILE",
+              help="Save the plan (0600, signed, no secrets in it) for 'apply FILE'; e.g. changes.plan.")
 @click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 when there are no changes, 2 when changes are pending, 1 on error.")
+              help="Exit 0 when apply would change nothing, 2 when it would, 1 on error.")
+@click.option("--base", metavar="DIR",
+              help="Compare with the files of another checkout (e.g. the base branch) instead of the "
+              "store; needs no key and no store, compares clear fields only (fork pull requests).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
               show_default=True, help="markdown is a summary and a table for a pull-request comment.")
 @pass_app
-def plan(app: App, paths: tuple[str, ...], prune: bool, adopt: bool, out: str | None,
-         detailed_exitcode: bool, fmt: str) -> int:
+def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out: str | None,
+         detailed_exitcode: bool, base: str | None, fmt: str) -> int:
     """Show what apply would change in the store. Read-only.
 
     Compares each file with the store's record by name: create, update (with
     before/after for clear fields; secrets only as "sensitive, changed"),
     noop, conflict (a record made outside connsync), orphan (a managed record
-    whose file is gone). Files unchanged since the last apply are not even
-    decrypted. With PATHS, only those files are planned and orphans are not
-    looked for.
+    whose file is gone; kept, with a warning, unless prune is on). Files
+    unchanged since the last apply are not even decrypted. With PATHS, only
+    those files are planned and orphans are not looked for.
     """
     from connsync.commands.plan import plan as run
 
+    json_errors("plan", fmt)
     return run(app.config, paths, prune=prune, adopt=adopt, out=out,
-               detailed_exitcode=detailed_exitcode, fmt=fmt, style=app.style)
+               detailed_exitcode=detailed_exitcode, fmt=fmt, style=app.style, base=base)
 
 
 @cli.command()
+@global_options
 @click.argument("planfile", required=False)
-@click.option("--prune", is_flag=True, help="Delete managed records that no file declares.")
+@click.option("--prune/--no-prune", default=None,
+              help="Delete managed records that no file declares (default: apply.prune, off).")
 @click.option("--adopt", is_flag=True, help="Take over records made outside connsync (in the UI).")
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (for CI).")
 @click.option("--skip-verify", is_flag=True, help="Write without verifying the credentials first.")
@@ -225,35 +282,59 @@ def plan(app: App, paths: tuple[str, ...], prune: bool, adopt: bool, out: str | 
               metavar="SECONDS", help="How long to wait for another apply's workspace lock.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
-def apply(app: App, planfile: str | None, prune: bool, adopt: bool, auto_approve: bool,
+def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_approve: bool,
           skip_verify: bool, max_deletes: int | None, lock_timeout: float, fmt: str) -> int:
     """Make the store match the files, under the workspace lock.
 
-    Plans afresh (or checks that PLANFILE is not stale), verifies every
-    connection it creates or updates, and writes each one atomically. One
-    that fails is not written; the others are, and the exit code is 1.
-    Without --auto-approve it asks on a terminal and refuses otherwise.
+    Plans afresh (or checks that PLANFILE is not stale and not edited),
+    verifies every connection it creates or updates, and writes each one
+    atomically. One that fails is not written; the others are, and the exit
+    code is 1. Without --auto-approve it asks on a terminal (deletes only
+    after typing 'yes') and refuses otherwise. A saved plan is applied as it
+    was made: --prune, --no-prune and --adopt are refused with it.
     """
     from connsync.commands.apply import ApplyOptions
     from connsync.commands.apply import apply as run
     from connsync.verification import verifier_for
 
+    json_errors("apply", fmt)
     options = ApplyOptions(planfile, prune, adopt, auto_approve, skip_verify, max_deletes, lock_timeout)
     config = app.config
     return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
 
 
 @cli.command(name="list", short_help="List what the store holds (never secrets).")
+@global_options
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
 def list_(app: App, fmt: str) -> int:
     """List the connections the store holds in this workspace (never secrets)."""
     from connsync.commands.listing import list_connections
 
+    json_errors("list", fmt)
     return list_connections(app.config, fmt=fmt)
 
 
+@cli.command(short_help="Show a saved plan file.")
+@global_options
+@click.argument("planfile")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True)
+@pass_app
+def show(app: App, planfile: str, fmt: str) -> int:
+    """Show the plan saved in PLANFILE by 'plan --out', as plan prints it.
+
+    Reads only the file: no key, no store. Whether the plan is still fresh
+    and unedited is checked by 'apply PLANFILE'.
+    """
+    from connsync.commands.show import show as run
+
+    json_errors("show", fmt)
+    return run(planfile, fmt=fmt, style=app.style)
+
+
 @cli.command(name="import", short_help="Turn store records into encrypted files.")
+@global_options
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_records", is_flag=True, help="Import every record not yet managed.")
 @click.option("--dir", "directory", metavar="DIR", help="Where to write (default: connections/).")
@@ -274,6 +355,7 @@ def import_(app: App, names: tuple[str, ...], all_records: bool, directory: str 
 
 
 @cli.command()
+@global_options
 @click.argument("lock_id")
 @pass_app
 def unlock(app: App, lock_id: str) -> int:

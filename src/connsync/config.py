@@ -27,6 +27,7 @@ class Config:
     connections_dir: Path = Path("connections")
     verify: VerifySettings = field(default_factory=VerifySettings)
     max_deletes: int = 10
+    prune: bool = False  # apply.prune: plan and apply delete records whose file is gone
 
 
 def _read(path: Path) -> Mapping[str, Any]:
@@ -62,6 +63,13 @@ def _number(section: Mapping[str, Any], key: str, default: float, where: str) ->
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ConfigError(f"{where}: '{key}' must be a non-negative number")
+    return value
+
+
+def _flag(section: Mapping[str, Any], key: str, where: str) -> bool:
+    value = section.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be true or false")
     return value
 
 
@@ -116,4 +124,5 @@ def load_config(
             timeout_seconds=float(_number(verify, "timeout_seconds", 10, where)),
         ),
         max_deletes=int(_number(apply_, "max_deletes", 10, where)),
+        prune=_flag(apply_, "prune", where),
     )

@@ -36,6 +36,7 @@ def error_handler(verbose: bool = False) -> Iterator[Outcome]:
     except ConnsyncError as exc:
         from connsync.render import text_lines  # messages quote names, paths and config values
 
+        _json_error(exc)
         click.echo(f"connsync: error: {text_lines(exc.message)}", err=True)
         if exc.hint:
             click.echo(f"hint: {text_lines(exc.hint)}", err=True)
@@ -53,12 +54,23 @@ def error_handler(verbose: bool = False) -> Iterator[Outcome]:
         outcome.code = EXIT_INTERRUPTED
     except Exception as exc:  # a bug: keep the traceback off the terminal
         where = _write_log(exc)
+        _json_error(ConnsyncError(f"internal error ({type(exc).__name__}); details in {where}"),
+                    EXIT_INTERNAL)
         click.echo(
             f"connsync: internal error ({type(exc).__name__}); details in {where}", err=True
         )
         if verbose:
             traceback.print_exception(exc, file=sys.stderr)
         outcome.code = EXIT_INTERNAL
+
+
+def _json_error(exc: ConnsyncError, exit_code: int | None = None) -> None:
+    """With --format json the error is also the command's JSON output, on stdout."""
+    from connsync import render
+
+    command = render.json_command.get()
+    if command is not None:
+        click.echo(render.error_envelope(command, exc, exit_code))
 
 
 def _write_log(exc: BaseException) -> str:

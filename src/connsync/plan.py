@@ -14,6 +14,7 @@ from connsync.errors import StalePlan
 from connsync.model import ACTIONS, Action, Declaration, StoredConnection
 
 PLAN_FORMAT = 1
+PENDING_ACTIONS = frozenset({"create", "update", "delete", "conflict"})
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class Plan:
     prune: bool = False
     adopt: bool = False
     partial: bool = False  # only some files were planned: no orphans are looked for
+    # False when planned without the key (plan --base): secret changes were not compared.
+    secrets_compared: bool = True
+    notes: tuple[str, ...] = ()  # said beside the plan, e.g. what could not be compared
 
     @property
     def summary(self) -> dict[str, int]:
@@ -89,24 +93,44 @@ class Plan:
         return counts
 
     @property
+    def pending(self) -> bool:
+        """Whether apply with the same settings would act: what --detailed-exitcode's 2 means.
+
+        Orphans that prune is not asked to delete are settled, not pending (else a kept orphan
+        keeps a PR label and a drift issue red forever); a conflict is pending, since apply
+        fails on it until someone adopts the record or renames the file.
+        """
+        return any(c.action in PENDING_ACTIONS for c in self.changes)
+
+    @property
     def has_changes(self) -> bool:
         return any(c.action != "noop" for c in self.changes)
+
+    @property
+    def warnings(self) -> list[str]:
+        kept = [repr(c.name) for c in self.changes if c.action == "orphan"]
+        orphans = [f"{len(kept)} managed record(s) no longer declared by any file are kept, because "
+                   f"prune is off (apply.prune in connsync.yaml, or --prune): {', '.join(kept)}"]
+        return [*self.notes, *(orphans if kept else [])]
 
     def as_json(self) -> dict[str, Any]:
         return {
             "format": PLAN_FORMAT, "workspace": self.workspace,
             "changes": [c.as_json() for c in self.changes], "summary": self.summary,
             "ignored": self.ignored, "prune": self.prune, "adopt": self.adopt, "partial": self.partial,
+            "pending": self.pending, "secrets_compared": self.secrets_compared, "warnings": self.warnings,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        """A plan from its JSON; the caller has checked ``data`` against the plan-file schema."""
         if data.get("format") != PLAN_FORMAT:
             raise ValueError(f"unsupported plan format {data.get('format')!r}")
         return cls(
             workspace=data["workspace"], changes=tuple(Change.from_json(c) for c in data["changes"]),
             ignored=int(data.get("ignored", 0)), prune=bool(data.get("prune")),
             adopt=bool(data.get("adopt")), partial=bool(data.get("partial")),
+            secrets_compared=bool(data.get("secrets_compared", True)),
         )
 
 
@@ -195,19 +219,36 @@ def diff(
     return Plan(workspace, tuple(changes), ignored, prune, adopt, partial)
 
 
+def _version(version: int | None) -> str:
+    return "no record" if version is None else f"version {version}"
+
+
 def check_stale(saved: Plan, fresh: Plan) -> None:
-    """Refuse a saved plan whose inputs (file digests, store versions) have moved."""
+    """Refuse a saved plan whose inputs moved, saying what moved: a file or the store, and for whom.
+
+    ``fresh`` is re-derived from the current files and store with the saved plan's settings, so every
+    decision apply takes is one the files and flags make now, never one read from the plan file.
+    """
+    again = "run 'connsync plan --out FILE' again and review the new plan"
     if saved.workspace != fresh.workspace:
-        raise StalePlan(f"stale plan: it was made for workspace {saved.workspace!r}")
+        raise StalePlan(f"stale plan: it was made for workspace {saved.workspace!r}, "
+                        f"not {fresh.workspace!r}", hint=again)
     fresh_by_name = {c.name.casefold(): c for c in fresh.changes}
     for old in saved.changes:
         new = fresh_by_name.pop(old.name.casefold(), None)
-        if new is None or new.action != old.action or new.digest != old.digest:
-            raise StalePlan(f"stale plan: {old.file or old.name} changed since the plan was made",
-                            hint="run plan again")
-        if new.store_version != old.store_version:
-            raise StalePlan(f"stale plan: {old.name!r} changed in the store since the plan was made",
-                            hint="run plan again")
-    added = [c.name for c in fresh_by_name.values() if c.action != "noop"]
+        if new is not None and new.store_version != old.store_version:
+            raise StalePlan(
+                f"stale plan: {old.name!r} changed in the store since the plan was made "
+                f"({_version(old.store_version)} then, {_version(new.store_version)} now)", hint=again)
+        if new is None or new.digest != old.digest:
+            what = "was removed or renamed" if new is None else "changed"
+            raise StalePlan(f"stale plan: the file {old.file or '?'} of {old.name!r} {what} since the "
+                            "plan was made", hint=again)
+        if new.action != old.action:
+            raise StalePlan(f"stale plan: {old.name!r} would now be {new.action}, not {old.action}",
+                            hint=again)
+    added = [c for c in fresh_by_name.values() if c.action != "noop"]
     if added:
-        raise StalePlan(f"stale plan: {', '.join(added)} not in the saved plan", hint="run plan again")
+        names = ", ".join(f"{c.name!r} (file {c.file})" if c.action == "create" and c.file
+                          else f"{c.name!r} (in the store)" for c in added)
+        raise StalePlan(f"stale plan: {names} appeared since the plan was made", hint=again)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -132,7 +133,7 @@ def findings_text(findings: Sequence[Finding], files: int, style: Style) -> str:
 
 def findings_json(findings: Sequence[Finding], files: int) -> str:
     ok = not any(f.severity == "error" for f in findings)
-    return dumps({"ok": ok, "files": files, "findings": [f.as_json() for f in findings]})
+    return json_output("validate", ok, {"files": files, "findings": [f.as_json() for f in findings]})
 
 
 def _escape_data(value: str) -> str:
@@ -296,6 +297,7 @@ def record_json(record: StoredConnection) -> dict[str, Any]:
         "source": record.source, "version": record.version, "spec": dict(record.spec),
         "secrets": sorted(record.fingerprints), "updated_at": record.updated_at,
         "updated_by": record.updated_by, "drift": record.drifted,
+        "description": record.description, "labels": dict(record.labels),
     }
 
 
@@ -330,3 +332,45 @@ def verify_summary(verdicts: Sequence[Verdict]) -> str:
     counts = {s: sum(v.status == s for v in verdicts) for s in ("ok", "warning", "failed")}
     return (f"{plural(len(verdicts), 'connection')} verified: {counts['ok']} ok, "
             f"{plural(counts['warning'], 'warning')}, {counts['failed']} failed")
+
+
+# --- the JSON envelope (format_version 1) -----------------------------------------
+# Every --format json output is one object: the version, the command, ok, and the command's
+# own fields at the top level (what scripts read stays where it was). Errors too, on stdout.
+# The JSON Schemas are in connsync/outputs/<command>.schema.json (and docs/schemas/).
+
+JSON_FORMAT_VERSION = 1
+# Set by a command running with --format json, so that its errors come out as JSON too.
+json_command: ContextVar[str | None] = ContextVar("json_command", default=None)
+
+
+def envelope(command: str, ok: bool, payload: Mapping[str, Any]) -> dict[str, Any]:
+    return {"format_version": JSON_FORMAT_VERSION, "command": command, "ok": ok,
+            **{k: v for k, v in payload.items() if k != "ok"}}
+
+
+def json_output(command: str, ok: bool, payload: Mapping[str, Any]) -> str:
+    return dumps(envelope(command, ok, payload))
+
+
+def error_envelope(command: str, error: ConnsyncError, exit_code: int | None = None) -> str:
+    payload: dict[str, Any] = {"error": {"message": error.message, "hint": error.hint,
+                                         "exit_code": error.exit_code if exit_code is None else exit_code}}
+    findings = getattr(error, "findings", None)
+    if findings is not None:
+        payload["findings"] = [f.as_json() for f in findings]
+    return json_output(command, False, payload)
+
+
+# --- notes beside a plan (orphans kept, secrets not compared) ---------------------
+
+
+def plan_notes_text(plan: Plan) -> list[str]:
+    return list(plan.warnings)
+
+
+def plan_notes_markdown(plan: Plan) -> str:
+    """Notes under the plan's table, so a kept orphan is visible without turning the PR red."""
+    if not plan.warnings:
+        return ""
+    return "\n\n" + "\n".join(f"> **Note:** {_md(w)}" for w in plan.warnings)

@@ -1,18 +1,16 @@
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 
-from connsync import render
-from connsync.apply import Verifier, check_deletes, execute
+from connsync import planfile, render
+from connsync.apply import ApplyInterrupted, ApplyReport, Verifier, check_deletes, execute
 from connsync.commands.plan import explain_invalid, plan_or_explain
 from connsync.config import Config
-from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
+from connsync.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConnsyncError, UsageError
 from connsync.identity import actor, git_revision
 from connsync.plan import Plan, check_stale
 from connsync.reconcile import load_valid
@@ -22,7 +20,7 @@ from connsync.store import opened
 @dataclass(frozen=True)
 class ApplyOptions:
     planfile: str | None
-    prune: bool
+    prune: bool | None  # None: apply.prune from connsync.yaml
     adopt: bool
     auto_approve: bool
     skip_verify: bool
@@ -30,62 +28,91 @@ class ApplyOptions:
     lock_timeout: float
 
 
-def load_saved_plan(path: str) -> tuple[Plan, list[str]]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return Plan.from_json(data), list(data.get("paths") or [])
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read plan file: {exc.strerror}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConnsyncError(f"{path}: not a connsync plan file ({exc})") from None
+def _refuse_plan_changing_flags(options: ApplyOptions) -> None:
+    """A saved plan is applied as it was made and reviewed; a flag that would change it is an error."""
+    given = [flag for flag, on in (("--prune", options.prune is True), ("--no-prune", options.prune is False),
+                                   ("--adopt", options.adopt)) if on]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)} cannot be used with a saved plan: it would change the plan",
+            hint="make a new plan with these flags ('connsync plan --out FILE ...') and apply that",
+        )
 
 
 def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifier: Verifier | None,
           fmt: str, style: render.Style) -> int:
-    saved: Plan | None = None
     if options.planfile:
-        saved, paths = load_saved_plan(options.planfile)
-    prune = saved.prune if saved else options.prune
-    adopt = saved.adopt if saved else options.adopt
+        _refuse_plan_changing_flags(options)
+        paths = planfile.read(options.planfile).paths  # checked again, with its MAC, under the lock
     # The files first: broken input must not even create a store.
-    with explain_invalid(style):
+    with explain_invalid(style, fmt):
         declarations = load_valid(config, paths)
     with opened(config.store_url, config.workspace) as store:
+        saved: Plan | None = None
+        if options.planfile:
+            saved = planfile.verify(options.planfile, store).plan
+        prune = saved.prune if saved else (config.prune if options.prune is None else options.prune)
+        adopt = saved.adopt if saved else options.adopt
         lock = store.acquire_lock(timeout=options.lock_timeout)
         if lock.replaced:
             click.echo(lock.takeover_note(), err=True)
         try:
-            # Planned afresh under the lock: whatever ran before us is already in the store.
+            # Planned afresh under the lock: whatever ran before us is already in the store, and
+            # every decision comes from the files and the settings, not from the plan file.
             planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style,
-                                      declarations=declarations)
+                                      declarations=declarations, fmt=fmt)
             if saved is not None:
                 check_stale(saved, planned.plan)
             check_deletes(planned.plan, config.max_deletes if options.max_deletes is None
                           else options.max_deletes)
             if fmt == "text":
                 click.echo(render.plan_text(planned.plan, style))
-            actionable = any(c.action in ("create", "update", "delete", "conflict")
-                             for c in planned.plan.changes)
-            if actionable and saved is None and not options.auto_approve:
-                _confirm()
-            report = execute(planned.plan, planned.desired, store,
-                             verifier=None if options.skip_verify else verifier,
-                             actor=actor(), git_revision=git_revision(config.root))
+                for warning in render.plan_notes_text(planned.plan):
+                    click.echo(style(f"Warning: {warning}", fg="yellow"), err=True)
+            if planned.plan.pending and not options.auto_approve:
+                _confirm(planned.plan)
+            try:
+                report = execute(planned.plan, planned.desired, store,
+                                 verifier=None if options.skip_verify else verifier,
+                                 actor=actor(), git_revision=git_revision(config.root))
+            except ApplyInterrupted as interrupted:
+                return _report_interrupted(interrupted.report, fmt, style)
         finally:
             store.release_lock(lock)
-    if fmt == "json":
-        click.echo(render.dumps(report.as_json()))
-    elif actionable or report.failed:
-        click.echo("")
-        click.echo(render.apply_text(report, style))
+    _print_report(report, fmt, style)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _confirm() -> None:
+def _print_report(report: ApplyReport, fmt: str, style: render.Style) -> None:
+    if fmt == "json":
+        click.echo(render.json_output("apply", report.ok, report.as_json()))
+    elif report.plan.pending or report.failed or report.interrupted:
+        click.echo("")
+        click.echo(render.apply_text(report, style))
+
+
+def _report_interrupted(report: ApplyReport, fmt: str, style: render.Style) -> int:
+    """^C: say exactly what was written; each record is whole, and a re-run converges."""
+    _print_report(report, fmt, style)
+    planned = sum(report.plan.summary[a] for a in ("create", "update", "delete"))
+    click.echo(f"Interrupted (^C) after {len(report.applied)} of {planned} write(s); each record is "
+               "whole, the rest were not written. Run apply again to finish.", err=True)
+    return EXIT_INTERRUPTED
+
+
+def _confirm(plan: Plan) -> None:
     if not sys.stdin.isatty():
         raise ConnsyncError(
             "refusing to apply without confirmation: standard input is not a terminal",
-            hint="review the plan, then pass --auto-approve (or apply a saved plan file)",
+            hint="review the plan, then pass --auto-approve",
         )
-    if not click.confirm("\nApply these changes?", default=False, err=True):
+    deletes = plan.summary["delete"]
+    if deletes:
+        # As Terraform does for destroys: a y typed by habit is not enough to delete.
+        answer = click.prompt(f"\nThis deletes {deletes} connection(s) from the store. "
+                              "Only 'yes' will be accepted to approve", default="", show_default=False,
+                              err=True)
+        if answer.strip() != "yes":
+            raise ConnsyncError("apply cancelled; nothing was changed")
+    elif not click.confirm("\nApply these changes?", default=False, err=True):
         raise ConnsyncError("apply cancelled; nothing was changed")

@@ -29,14 +29,15 @@ verify:
   per_account_concurrency: 8   # at most this many at once for one account/tenant/project
   timeout_seconds: 10
 apply:
-  max_deletes: 10        # --prune never deletes more than this in one apply
+  prune: false           # true: plan and apply delete records whose file was deleted
+  max_deletes: 10        # a prune never deletes more than this in one apply
 """
 
 
-# What the workflows that `init --github` writes use; pin it to a commit SHA
-# in your repository if your policy asks for that.
-ACTION_REF = "connsync/connsync@v0"
 WORKFLOWS = ("connections-pr.yml", "connections-apply.yml")
+DEFAULT_ENVIRONMENT = "connections"
+# Lines init adds to .gitignore: the embedded store and its key, and saved plans.
+GITIGNORE = (".connsync/", "*.plan")
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,25 @@ class InitOptions:
     generate_age_key: bool
     force: bool
     github: bool = False
+    environment: str = DEFAULT_ENVIRONMENT
 
 
-def workflow_text(name: str, action_ref: str = ACTION_REF) -> str:
+def pinned_requirement() -> str:
+    """The generated workflows install exactly this connsync, never whatever is newest."""
+    from connsync import __version__
+
+    return f"connsync=={__version__}"
+
+
+def workflow_text(name: str, *, install: str | None = None, environment: str = DEFAULT_ENVIRONMENT,
+                  connections: str = "connections") -> str:
+    """A workflow template filled in. The plan jobs (PR plan, drift) run in ENVIRONMENT-plan, so
+    that the key that writes the store lives only where apply runs."""
     template = (resources.files("connsync") / "templates" / name).read_text(encoding="utf-8")
-    return template.replace("__CONNSYNC_ACTION__", action_ref)
+    return (template.replace("__CONNSYNC_INSTALL__", install or pinned_requirement())
+            .replace("__PLAN_ENVIRONMENT__", f"{environment}-plan")
+            .replace("__ENVIRONMENT__", environment)
+            .replace("__CONNECTIONS__", connections))
 
 
 def sops_config_text(connections: str, age: Sequence[str], kms: Sequence[str]) -> str:
@@ -123,7 +138,8 @@ def init(root: Path, options: InitOptions) -> int:
         files[root / "schemas" / f"{name}.schema.json"] = (json.dumps(document, indent=2) + "\n").encode()
     if options.github:
         for name in WORKFLOWS:
-            files[root / ".github" / "workflows" / name] = workflow_text(name).encode()
+            files[root / ".github" / "workflows" / name] = workflow_text(
+                name, environment=options.environment).encode()
     existing = [p for p in files if p.exists() and p.read_bytes() != files[p]]
     if existing and not options.force:
         names = ", ".join(str(p.relative_to(root)) for p in existing)
@@ -134,14 +150,27 @@ def init(root: Path, options: InitOptions) -> int:
     _ensure_gitignore(root / ".gitignore")
     click.echo(f"Initialised connsync in {root}")
     if options.github:
-        click.echo("Wrote .github/workflows/connections-pr.yml and connections-apply.yml; add the "
-                   "SOPS_AGE_KEY secret (or set AWS_ROLE_ARN for KMS) and the CONNSYNC_STORE variable.")
+        click.echo(github_next_steps(options.environment))
     click.echo("Next: connsync new aws --name 'AWS Prod'   (then: connsync validate, plan, apply)")
     return EXIT_OK
 
 
+def github_next_steps(environment: str) -> str:
+    plan_environment = f"{environment}-plan"
+    return f"""\
+Wrote .github/workflows/connections-pr.yml and connections-apply.yml. In the repository's
+Settings > Environments, create two environments and give each these secrets:
+  {environment:<20} apply on merge to main (restrict it to main; add required reviewers)
+  {plan_environment:<20} pull-request plans and the daily drift check (read-only is enough)
+  secret SOPS_AGE_KEY        the age identity that decrypts the files (or KMS: variable AWS_ROLE_ARN)
+  secret CONNSYNC_STORE      the shared store, postgresql://user@host/db (a secret: it may hold a
+                             password); the embedded sqlite: store is thrown away with the runner
+  secret CONNSYNC_STORE_KEY  the key that seals the store's secrets
+Pull requests from forks get no secrets: they are validated and planned on their clear fields."""
+
+
 def _ensure_gitignore(path: Path) -> None:
     lines = path.read_text().splitlines() if path.exists() else []
-    if ".connsync/" not in lines:
-        lines.append(".connsync/")
-        path.write_text("\n".join(lines) + "\n")
+    missing = [entry for entry in GITIGNORE if entry not in lines]
+    if missing:
+        path.write_text("\n".join([*lines, *missing]) + "\n")

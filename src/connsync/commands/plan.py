@@ -6,48 +6,70 @@ from pathlib import Path
 
 import click
 
-from connsync import render
+from connsync import planfile, render
 from connsync.config import Config
-from connsync.errors import EXIT_CHANGES, EXIT_OK
-from connsync.fsutil import write_atomic
+from connsync.errors import EXIT_CHANGES, EXIT_OK, UsageError
 from connsync.model import Declaration
+from connsync.plan import Plan
 from connsync.reconcile import InvalidDeclarations, Planned, make_plan
 from connsync.store import Store, opened
 
 
 @contextlib.contextmanager
-def explain_invalid(style: render.Style) -> Iterator[None]:
-    """Print the findings (to stderr) when the files are invalid; the error itself is one line."""
+def explain_invalid(style: render.Style, fmt: str = "text") -> Iterator[None]:
+    """Print the findings (to stderr) when the files are invalid; the error itself is one line.
+
+    In JSON the findings travel in the error envelope instead (see error_handler).
+    """
     try:
         yield
     except InvalidDeclarations as exc:
-        click.echo(render.findings_text(exc.findings, len({f.file for f in exc.findings}), style),
-                   err=True)
+        if fmt != "json":
+            click.echo(render.findings_text(exc.findings, len({f.file for f in exc.findings}), style),
+                       err=True)
         raise
 
 
 def plan_or_explain(config: Config, store: Store, paths: Sequence[str], *, prune: bool, adopt: bool,
-                    style: render.Style, declarations: list[Declaration] | None = None) -> Planned:
-    with explain_invalid(style):
+                    style: render.Style, declarations: list[Declaration] | None = None,
+                    fmt: str = "text") -> Planned:
+    with explain_invalid(style, fmt):
         return make_plan(config, store, paths, prune=prune, adopt=adopt, declarations=declarations)
 
 
-def plan(config: Config, paths: Sequence[str], *, prune: bool, adopt: bool, out: str | None,
-         detailed_exitcode: bool, fmt: str, style: render.Style) -> int:
-    with opened(config.store_url, config.workspace, create=False) as store:
-        planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style)
-    result = planned.plan
+def print_plan(plan: Plan, fmt: str, style: render.Style, *, command: str = "plan",
+               extra: dict[str, object] | None = None) -> None:
+    """One plan in one of the three formats; text warnings go to stderr, the rest to stdout."""
     if fmt == "json":
-        click.echo(render.dumps(result.as_json()))
+        click.echo(render.json_output(command, True, {**plan.as_json(), **(extra or {})}))
     elif fmt == "markdown":
-        click.echo(render.plan_markdown(result))
+        click.echo(render.plan_markdown(plan) + render.plan_notes_markdown(plan))
     else:
-        click.echo(render.plan_text(result, style))
-    if out:
-        saved = {**result.as_json(), "paths": list(paths)}
-        write_atomic(Path(out), (render.dumps(saved) + "\n").encode(), overwrite=True)
-        if fmt == "text":
-            click.echo(f"Saved the plan to {out}; apply it with: connsync apply {out}")
-    if detailed_exitcode and result.has_changes:
-        return EXIT_CHANGES
-    return EXIT_OK
+        click.echo(render.plan_text(plan, style))
+        for warning in render.plan_notes_text(plan):
+            click.echo(style(f"Warning: {warning}", fg="yellow"), err=True)
+
+
+def plan(config: Config, paths: Sequence[str], *, prune: bool | None, adopt: bool, out: str | None,
+         detailed_exitcode: bool, fmt: str, style: render.Style, base: str | None = None) -> int:
+    prune = config.prune if prune is None else prune
+    if base is not None:
+        from connsync.baseline import plan_against_files
+
+        if out:
+            raise UsageError("--out cannot be used with --base: a plan without the store cannot be applied")
+
+        with explain_invalid(style, fmt):
+            result = plan_against_files(config, Path(base), paths, prune=prune)
+        print_plan(result, fmt, style)
+        return EXIT_CHANGES if detailed_exitcode and result.pending else EXIT_OK
+    with opened(config.store_url, config.workspace, create=False) as store:
+        planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style, fmt=fmt)
+        if out:
+            planfile.save(Path(out), planned.plan, paths, store)
+    result = planned.plan
+    print_plan(result, fmt, style)
+    if out and fmt == "text":
+        click.echo(f"Saved the plan to {out}; review it with 'connsync show {out}', "
+                   f"apply it with 'connsync apply {out}'")
+    return EXIT_CHANGES if detailed_exitcode and result.pending else EXIT_OK

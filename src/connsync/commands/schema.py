@@ -1,21 +1,35 @@
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from connsync import render, schema
 from connsync.errors import EXIT_OK
 
 
+def provider_summary(name: str) -> dict[str, Any]:
+    document = schema.get_schema(name)
+    return {"name": name, "title": str(document.get("title", "")),
+            "fields": list(document.get("properties", {})), "required": list(document.get("required", [])),
+            "secret_fields": sorted(schema.secret_fields(name))}
+
+
 def show_schema(provider: str | None, *, list_only: bool, fmt: str) -> int:
     if list_only:
-        names = schema.provider_names()
+        providers = [provider_summary(name) for name in schema.provider_names()]
         if fmt == "json":
-            click.echo(render.dumps(names))
+            click.echo(render.json_output("schema", True, {"providers": providers}))
         else:
-            for name in names:
-                title = schema.get_schema(name).get("title", "")
-                secrets = ", ".join(sorted(schema.secret_fields(name))) or "-"
-                click.echo(f"{name:<8} {title}  (secret: {secrets})")
+            for p in providers:
+                click.echo(f"{p['name']:<8} {p['title']}")
+                click.echo(f"         fields: {', '.join(p['fields'])}")
+                click.echo(f"         secret: {', '.join(p['secret_fields']) or '-'}")
         return EXIT_OK
-    click.echo(render.dumps(schema.get_schema(provider or schema.ENVELOPE)))
+    name = provider or schema.ENVELOPE
+    document = schema.get_schema(name)
+    if fmt == "json":
+        click.echo(render.json_output("schema", True, {"name": name, "schema": document}))
+    else:
+        click.echo(render.dumps(document))  # the document itself, for editors and validators
     return EXIT_OK

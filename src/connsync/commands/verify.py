@@ -46,7 +46,7 @@ def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Styl
 
     if fmt == "json":
         ok = not any(v.status == "failed" for v in verdicts)
-        click.echo(render.dumps({"ok": ok, "results": [v.as_json() for v in verdicts]}))
+        click.echo(render.json_output("verify", ok, {"results": [v.as_json() for v in verdicts]}))
     else:
         if show_bar:
             for verdict in verdicts:

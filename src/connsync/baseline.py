@@ -1,0 +1,53 @@
+"""A plan with neither key nor store: the clear fields of the files against another checkout's.
+
+For pull requests from forks, which GitHub runs without secrets: the base branch's files stand in
+for the store. Secrets cannot be compared without the key (re-encrypting the same value changes the
+ciphertext), so they are left out of the diff, and the plan says so and names the connections whose
+encrypted values differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from connsync import rules, schema
+from connsync.config import Config
+from connsync.model import Declaration, StoredConnection
+from connsync.plan import Intent, Plan, diff
+from connsync.reconcile import load_valid
+
+
+def _record(decl: Declaration) -> StoredConnection:
+    intent = Intent.from_declaration(decl, schema.secret_fields(decl.provider))
+    # Same bytes as the base file: a noop without looking further (synced, digest recorded).
+    return StoredConnection(decl.name, decl.provider, intent.spec, {}, 1, True, decl.file, decl.digest, 1,
+                            labels=intent.labels, description=intent.description)
+
+
+def _ciphertexts(decl: Declaration) -> dict[str, object]:
+    return {k: v for k, v in decl.spec.items() if k in schema.secret_fields(decl.provider)}
+
+
+def plan_against_files(config: Config, base_root: Path, paths: Sequence[str], *, prune: bool) -> Plan:
+    head = load_valid(config, paths)
+    base_dir = base_root / config.connections_dir.relative_to(config.root)
+    # The base branch is what the store was made from; its own findings are not this PR's to fix.
+    base = rules.validate_files((), base_dir).declarations if base_dir.is_dir() else []
+    intents = [replace(Intent.from_declaration(d, schema.secret_fields(d.provider)), fingerprints={})
+               for d in head]
+    result = diff(config.workspace, intents, [_record(d) for d in base], prune=prune, partial=bool(paths))
+    base_by_name = {d.name.casefold(): d for d in base}
+    reencrypted = sorted(
+        d.name for d in head
+        if d.name.casefold() in base_by_name and d.digest != base_by_name[d.name.casefold()].digest
+        and _ciphertexts(d) != _ciphertexts(base_by_name[d.name.casefold()])
+    )
+    notes = ["secret fields were not compared: this run has no decryption key (a pull request from a "
+             "fork gets no secrets), so the plan covers the clear fields only"]
+    if reencrypted:
+        notes.append("the encrypted values of " + ", ".join(repr(n) for n in reencrypted)
+                     + " differ from the base branch; whether the secrets changed cannot be told without "
+                     "the key")
+    return replace(result, secrets_compared=False, notes=tuple(notes))

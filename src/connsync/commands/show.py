@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import click
+
+from connsync import planfile, render
+from connsync.errors import EXIT_OK
+
+
+def show(path: str, *, fmt: str, style: render.Style) -> int:
+    saved = planfile.read(path)
+    plan = saved.plan
+    if fmt == "json":
+        click.echo(render.json_output("show", True, {**plan.as_json(), "paths": list(saved.paths),
+                                                      "signed": saved.signed}))
+        return EXIT_OK
+    if fmt == "markdown":
+        click.echo(render.plan_markdown(plan) + render.plan_notes_markdown(plan))
+        return EXIT_OK
+    settings = [f"prune {'on' if plan.prune else 'off'}", f"adopt {'on' if plan.adopt else 'off'}"]
+    if saved.paths:
+        settings.append(f"only {len(saved.paths)} path(s)")
+    click.echo(f"Saved plan {path} ({', '.join(settings)}; "
+               f"{'signed by the store' if saved.signed else 'unsigned: made before the store existed'})")
+    click.echo(render.plan_text(plan, style))
+    for warning in render.plan_notes_text(plan):
+        click.echo(style(f"Warning: {warning}", fg="yellow"), err=True)
+    return EXIT_OK
