@@ -43,7 +43,7 @@ def test_kept_orphans_settle_and_are_reported(applied: Path, run: Run) -> None:
     assert report["pending"] is False and report["summary"]["orphan"] == 1
     assert "prune is off" in report["warnings"][0]
     markdown = run("plan", "--format", "markdown").out
-    assert "> **Note:** 1 managed record(s) no longer declared" in markdown
+    assert "**Note:** 1 managed record(s) no longer declared" in markdown and '`AWS Dev`' in markdown
     assert run("apply", "--auto-approve", "--skip-verify").code == 0
     assert store_of(applied).get("AWS Dev") is not None
 
@@ -75,7 +75,7 @@ def test_saved_plan_is_private_signed_and_shown(applied: Path, run: Run) -> None
     text = run("show", "changes.plan")
     assert text.code == 0 and "prune on" in text.out and "- delete   AWS Dev" in text.out
     assert "signed by the store" in text.out
-    assert "| - | delete | AWS Dev |" in run("show", "changes.plan", "--format", "markdown").out
+    assert "| - | delete | `AWS Dev` |" in run("show", "changes.plan", "--format", "markdown").out
     shown = json.loads(run("show", "changes.plan", "--format", "json").out)
     assert shown["command"] == "show" and shown["prune"] is True and shown["signed"] is True
 
@@ -209,8 +209,8 @@ def test_plan_against_the_base_branch_needs_no_key_and_no_store(
                  "--store", "sqlite:/nonexistent/dir/store.db")
     assert result.code == 2, result.err
     assert "secret fields were not compared" in result.out
-    assert "encrypted values of 'AWS Dev' differ from the base branch" in result.out
-    assert "| + | create | AWS New |" in result.out
+    assert "encrypted values of `AWS Dev` differ from the base branch" in result.out
+    assert "| + | create | `AWS New` |" in result.out
     assert 'default_region: "us-east-1" -> "eu-west-1"' in result.out
     report = json.loads(run("plan", "--base", str(base), "--format", "json").out)
     assert report["secrets_compared"] is False

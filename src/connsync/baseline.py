@@ -44,10 +44,4 @@ def plan_against_files(config: Config, base_root: Path, paths: Sequence[str], *,
         if d.name.casefold() in base_by_name and d.digest != base_by_name[d.name.casefold()].digest
         and _ciphertexts(d) != _ciphertexts(base_by_name[d.name.casefold()])
     )
-    notes = ["secret fields were not compared: this run has no decryption key (a pull request from a "
-             "fork gets no secrets), so the plan covers the clear fields only"]
-    if reencrypted:
-        notes.append("the encrypted values of " + ", ".join(repr(n) for n in reencrypted)
-                     + " differ from the base branch; whether the secrets changed cannot be told without "
-                     "the key")
-    return replace(result, secrets_compared=False, notes=tuple(notes))
+    return replace(result, secrets_compared=False, reencrypted=tuple(reencrypted))

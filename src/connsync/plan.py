@@ -6,7 +6,7 @@ Nothing here does I/O. Secrets are compared by fingerprint only, and a plan
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -83,7 +83,7 @@ class Plan:
     partial: bool = False  # only some files were planned: no orphans are looked for
     # False when planned without the key (plan --base): secret changes were not compared.
     secrets_compared: bool = True
-    notes: tuple[str, ...] = ()  # said beside the plan, e.g. what could not be compared
+    reencrypted: tuple[str, ...] = ()  # plan --base: names whose encrypted values differ
 
     @property
     def summary(self) -> dict[str, int]:
@@ -108,10 +108,24 @@ class Plan:
 
     @property
     def warnings(self) -> list[str]:
-        kept = [repr(c.name) for c in self.changes if c.action == "orphan"]
-        orphans = [f"{len(kept)} managed record(s) no longer declared by any file are kept, because "
-                   f"prune is off (apply.prune in connsync.yaml, or --prune): {', '.join(kept)}"]
-        return [*self.notes, *(orphans if kept else [])]
+        return self.warning_sentences(repr)
+
+    def warning_sentences(self, quote: Callable[[str], str]) -> list[str]:
+        """What to say beside the plan; ``quote`` makes a name safe for the medium it goes to."""
+        sentences = []
+        if not self.secrets_compared:
+            sentences.append("secret fields were not compared: this run has no decryption key (a pull "
+                             "request from a fork gets no secrets), so the plan covers the clear fields only")
+        if self.reencrypted:
+            sentences.append("the encrypted values of " + ", ".join(quote(n) for n in self.reencrypted)
+                             + " differ from the base branch; whether the secrets changed cannot be told "
+                             "without the key")
+        kept = [quote(c.name) for c in self.changes if c.action == "orphan"]
+        if kept:
+            sentences.append(f"{len(kept)} managed record(s) no longer declared by any file are kept, "
+                             "because prune is off (apply.prune in connsync.yaml, or --prune): "
+                             + ", ".join(kept))
+        return sentences
 
     def as_json(self) -> dict[str, Any]:
         return {

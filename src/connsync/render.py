@@ -366,11 +366,10 @@ def error_envelope(command: str, error: ConnsyncError, exit_code: int | None = N
 
 
 def plan_notes_text(plan: Plan) -> list[str]:
-    return list(plan.warnings)
+    return plan.warning_sentences(lambda name: text(repr(name)))
 
 
 def plan_notes_markdown(plan: Plan) -> str:
     """Notes under the plan's table, so a kept orphan is visible without turning the PR red."""
-    if not plan.warnings:
-        return ""
-    return "\n\n" + "\n".join(f"> **Note:** {_md(w)}" for w in plan.warnings)
+    notes = plan.warning_sentences(md_code)
+    return "".join(f"\n\n**Note:** {note}" for note in notes)

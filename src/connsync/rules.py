@@ -54,19 +54,21 @@ def validate_files(paths: Sequence[str | Path], default_dir: Path, root: Path | 
         else:
             declarations.append(item)
             findings.extend(check_declaration(item))
-    findings.extend(_cross_file(declarations, files, default_dir) if paths else duplicate_names(declarations))
+    findings.extend(_cross_file(declarations, files, default_dir, root) if paths
+                    else duplicate_names(declarations))
     findings.sort(key=Finding.sort_key)
     # What could not be looked at counts as checked too: it is in the findings.
     return Validation(len(files) + len({f.file for f in found.findings}), declarations, findings)
 
 
-def _cross_file(declarations: list[Declaration], files: list[Path], default_dir: Path) -> list[Finding]:
+def _cross_file(declarations: list[Declaration], files: Sequence[Path], default_dir: Path,
+                root: Path | None) -> list[Finding]:
     """Cross-file rules for some PATHS see every file of the directory (a pre-commit run passes only
     the staged files); findings are reported on the files that were asked about."""
     if not default_dir.is_dir():
         return duplicate_names(declarations)
     asked = {p.resolve() for p in files}
-    others = [item for item in loader.load_all([p for p in loader.discover((), default_dir)
+    others = [item for item in loader.load_all([p for p in discovery.discover((), default_dir, root).files
                                                 if p.resolve() not in asked])
               if isinstance(item, Declaration)]
     wanted = {d.file for d in declarations}
