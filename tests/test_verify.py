@@ -255,14 +255,6 @@ def test_partitions_pick_their_endpoints(monkeypatch: pytest.MonkeyPatch) -> Non
                     "https://sts.eu-west-1.amazonaws.com/"]
 
 
-def test_azure_and_gcp_are_not_supported_yet() -> None:
-    from connsync.verification import verify_one
-
-    decl = Declaration("connections/az.yaml", {"provider": "azure", "metadata": {"name": "Az"}}, "d")
-    verdict = verify_one(Desired(decl, {}, {"client_secret": Secret("a-long-enough-secret")}), FAST)
-    assert verdict.status == "warning" and "not supported yet" in verdict.messages[0]
-
-
 # --- the CLI against a moto server with credential checking on -------------------------------
 
 

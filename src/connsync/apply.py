@@ -28,6 +28,7 @@ class ApplyReport:
     warnings: list[str] = field(default_factory=list)
     verified: int = 0  # connections checked with their provider before writing
     interrupted: bool = False  # ^C between two writes: what is in applied was written, whole
+    unverified: list[str] = field(default_factory=list)  # written, but their provider cannot verify them
 
     @property
     def ok(self) -> bool:
@@ -35,7 +36,8 @@ class ApplyReport:
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "applied": self.applied, "failed": self.failed,
-                "summary": self.plan.summary, "warnings": self.warnings, "interrupted": self.interrupted}
+                "summary": self.plan.summary, "warnings": self.warnings, "interrupted": self.interrupted,
+                "unverified": self.unverified}
 
 
 class ApplyInterrupted(Exception):
@@ -68,7 +70,7 @@ def execute(
     report = ApplyReport(plan)
     writes = [c for c in plan.changes if c.action in ("create", "update")]
     verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
-    report.verified = len(verdicts)
+    report.verified = sum(v.status != "skipped" for v in verdicts.values())
 
     try:
         for change in plan.changes:
@@ -89,8 +91,10 @@ def _carry_out(change: Change, desired: Mapping[str, Desired], verdicts: Mapping
                 report.failed.append({"name": change.name, "action": change.action,
                                       "error": "verification failed: " + "; ".join(verdict.messages)})
                 return
-            if verdict is not None and verdict.status == "warning":
+            if verdict is not None and verdict.status in ("warning", "skipped"):
                 report.warnings += [f"{change.name}: {m}" for m in verdict.messages]
+            if verdict is not None and verdict.status == "skipped":
+                report.unverified.append(change.name)
             record = store.put(
                 _write(change, desired[change.name.casefold()], actor, git_revision),
                 expected_version=change.store_version,

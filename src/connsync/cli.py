@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -13,6 +14,7 @@ import click
 from connsync import render
 from connsync.config import Config, load_config
 from connsync.error_handler import error_handler
+from connsync.errors import UsageError
 
 FORMATS = click.Choice(["text", "json"])
 
@@ -215,23 +217,38 @@ def new(app: App, provider: str, name: str | None, description: str | None, labe
     return run(app.config, options, app.style)
 
 
+REQUIRE_VERIFIED = click.option(
+    "--require-verified", is_flag=True,
+    help="Fail connections whose provider cannot verify them, instead of counting them as skipped.")
+
+
+def _requiring_verified(config: Config, require_verified: bool) -> Config:
+    if not require_verified:
+        return config
+    return dataclasses.replace(config, verify=dataclasses.replace(config.verify, require_verified=True))
+
+
 @cli.command(short_help="Check each credential with its provider.")
 @global_options
 @click.argument("paths", nargs=-1, type=click.Path())
+@REQUIRE_VERIFIED
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
-def verify(app: App, paths: tuple[str, ...], fmt: str) -> int:
+def verify(app: App, paths: tuple[str, ...], require_verified: bool, fmt: str) -> int:
     """Decrypt the files and check each credential with its provider (network).
 
     AWS: STS GetCallerIdentity with the connection's own key proves the key
     works, belongs to account_id and is not the root user's; IAM
     ListAccessKeys (best effort) warns when the key is inactive or older than
-    verify.max_key_age_days. Exit 0 when none failed (warnings allowed), else 1.
+    verify.max_key_age_days. Azure: a token for the service principal, then
+    its subscription. GCP: a token for the key, then its project; the key's
+    age (best effort). Exit 0 when none failed (warnings and skipped allowed,
+    unless --require-verified), else 1.
     """
     from connsync.commands.verify import verify as run
 
     json_errors("verify", fmt)
-    return run(app.config, paths, fmt=fmt, style=app.style)
+    return run(_requiring_verified(app.config, require_verified), paths, fmt=fmt, style=app.style)
 
 
 @cli.command()
@@ -276,6 +293,7 @@ def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out:
 @click.option("--adopt", is_flag=True, help="Take over records made outside connsync (in the UI).")
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation (for CI).")
 @click.option("--skip-verify", is_flag=True, help="Write without verifying the credentials first.")
+@REQUIRE_VERIFIED
 @click.option("--max-deletes", type=click.IntRange(min=0), metavar="N",
               help="Refuse to delete more than N records (default: apply.max_deletes, 10).")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
@@ -283,7 +301,8 @@ def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
 def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_approve: bool,
-          skip_verify: bool, max_deletes: int | None, lock_timeout: float, fmt: str) -> int:
+          skip_verify: bool, require_verified: bool, max_deletes: int | None, lock_timeout: float,
+          fmt: str) -> int:
     """Make the store match the files, under the workspace lock.
 
     Plans afresh (or checks that PLANFILE is not stale and not edited),
@@ -299,7 +318,9 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
 
     json_errors("apply", fmt)
     options = ApplyOptions(planfile, prune, adopt, auto_approve, skip_verify, max_deletes, lock_timeout)
-    config = app.config
+    if skip_verify and require_verified:
+        raise UsageError("--skip-verify and --require-verified contradict each other")
+    config = _requiring_verified(app.config, require_verified)
     return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
 
 

@@ -73,6 +73,42 @@ def _flag(section: Mapping[str, Any], key: str, where: str) -> bool:
     return value
 
 
+def _text(section: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = section.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where}: '{key}' must be a string")
+    return value
+
+
+def _verify_settings(verify: Mapping[str, Any], where: str, root: Path) -> VerifySettings:
+    defaults = VerifySettings()
+    azure, gcp = verify.get("azure") or {}, verify.get("gcp") or {}
+    for name, section in (("verify.azure", azure), ("verify.gcp", gcp)):
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: '{name}' must be a mapping")
+    for name, flag in (("require_verified", verify.get("require_verified")),
+                       ("azure.instance_discovery", azure.get("instance_discovery"))):
+        if flag is not None and not isinstance(flag, bool):
+            raise ConfigError(f"{where}: 'verify.{name}' must be true or false")
+    ca_bundle = _text(verify, "ca_bundle", where)
+    return VerifySettings(
+        max_key_age_days=int(_number(verify, "max_key_age_days", defaults.max_key_age_days, where)),
+        concurrency=max(1, int(_number(verify, "concurrency", defaults.concurrency, where))),
+        per_account_concurrency=max(1, int(_number(
+            verify, "per_account_concurrency", defaults.per_account_concurrency, where))),
+        timeout_seconds=float(_number(verify, "timeout_seconds", defaults.timeout_seconds, where)),
+        require_verified=bool(verify.get("require_verified", False)),
+        ca_bundle=str(root / ca_bundle) if ca_bundle else None,
+        azure_authority_host=_text(azure, "authority_host", where),
+        azure_management_endpoint=_text(azure, "management_endpoint", where),
+        azure_instance_discovery=bool(azure.get("instance_discovery", True)),
+        gcp_token_uri=_text(gcp, "token_uri", where),
+        gcp_resource_manager_endpoint=_text(gcp, "resource_manager_endpoint", where),
+        gcp_iam_endpoint=_text(gcp, "iam_endpoint", where),
+        gcp_certificates_endpoint=_text(gcp, "certificates_endpoint", where),
+    )
+
+
 def resolve_store_url(url: str, base: Path) -> str:
     """Make a ``sqlite:`` path absolute against ``base``; other schemes pass through."""
     scheme, sep, rest = url.partition(":")
@@ -116,13 +152,7 @@ def load_config(
         workspace=str(workspace or env.get("CONNSYNC_WORKSPACE") or data.get("workspace", "default")),
         store_url=store_url,
         connections_dir=root / str(data.get("connections", "connections")),
-        verify=VerifySettings(
-            max_key_age_days=int(_number(verify, "max_key_age_days", 90, where)),
-            concurrency=max(1, int(_number(verify, "concurrency", VerifySettings.concurrency, where))),
-            per_account_concurrency=max(1, int(_number(
-                verify, "per_account_concurrency", VerifySettings.per_account_concurrency, where))),
-            timeout_seconds=float(_number(verify, "timeout_seconds", 10, where)),
-        ),
+        verify=_verify_settings(verify, where, root),
         max_deletes=int(_number(apply_, "max_deletes", 10, where)),
         prune=_flag(apply_, "prune", where),
     )

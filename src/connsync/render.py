@@ -317,21 +317,24 @@ def records_text(records: Sequence[StoredConnection]) -> str:
 
 # --- verify -------------------------------------------------------------------
 
-_STATUS_COLOUR = {"ok": "green", "warning": "yellow", "failed": "red"}
+_STATUS_COLOUR = {"ok": "green", "warning": "yellow", "failed": "red", "skipped": "cyan"}
 
 
 def verdict_line(verdict: Verdict, style: Style) -> str:
     status = style(f"{verdict.status:<7}", fg=_STATUS_COLOUR[verdict.status], bold=True)
-    who = f"  {text(verdict.identity['arn'])}" if verdict.identity.get("arn") else ""
+    principal = verdict.identity.get("arn") or verdict.identity.get("principal")
+    who = f"  {text(principal)}" if principal else ""
     lines = [f"{status}  {text(verdict.name)} ({text(verdict.provider)}, {text(verdict.file)}){who}"]
     lines += [f"         - {text(message, 4 * MAX_SHOWN)}" for message in verdict.messages]
     return "\n".join(lines)
 
 
 def verify_summary(verdicts: Sequence[Verdict]) -> str:
-    counts = {s: sum(v.status == s for v in verdicts) for s in ("ok", "warning", "failed")}
-    return (f"{plural(len(verdicts), 'connection')} verified: {counts['ok']} ok, "
-            f"{plural(counts['warning'], 'warning')}, {counts['failed']} failed")
+    counts = {s: sum(v.status == s for v in verdicts) for s in ("ok", "warning", "failed", "skipped")}
+    # Skipped connections were not verified: they are never in the verified count.
+    skipped = f"; {counts['skipped']} skipped (not verifiable)" if counts["skipped"] else ""
+    return (f"{plural(len(verdicts) - counts['skipped'], 'connection')} verified: {counts['ok']} ok, "
+            f"{plural(counts['warning'], 'warning')}, {counts['failed']} failed{skipped}")
 
 
 # --- the JSON envelope (format_version 1) -----------------------------------------

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
+from dataclasses import replace
 
 from connsync import providers
 from connsync.model import Desired
@@ -41,6 +42,14 @@ def _guarded(desired: Desired, verify: Verify) -> Verdict:
     except Exception as exc:  # a verifier bug must not take the others down
         return Verdict(desired.name, desired.declaration.file, desired.provider, "failed",
                        messages=(f"verifier error: {type(exc).__name__}",))
+
+
+def _required(verdict: Verdict, settings: VerifySettings) -> Verdict:
+    if verdict.status != "skipped" or not settings.require_verified:
+        return verdict
+    return replace(verdict, status="failed",
+                   messages=(*verdict.messages, "not verified, and verification is required "
+                             "(--require-verified or verify.require_verified)"))
 
 
 def verify_one(desired: Desired, settings: VerifySettings) -> Verdict:
@@ -91,9 +100,9 @@ def verify_all(
         def one(item: Desired) -> Verdict:
             semaphore = limit(item)
             if semaphore is None:
-                return _guarded(item, verifiers[item.provider])
+                return _required(_guarded(item, verifiers[item.provider]), settings)
             with semaphore:
-                return _guarded(item, verifiers[item.provider])
+                return _required(_guarded(item, verifiers[item.provider]), settings)
 
         workers = max(1, min(settings.concurrency, len(desired)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:

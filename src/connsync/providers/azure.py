@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from connsync.providers.base import Provider
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from connsync.model import Desired
+from connsync.providers.base import Provider, Verdict, VerifySettings
 
 
 class AzureProvider(Provider):
@@ -18,3 +23,18 @@ class AzureProvider(Provider):
         if field == "client_secret" and (len(value) < 8 or value != value.strip()):
             return "does not look like an Azure client secret (too short, or surrounding spaces)"
         return None
+
+    def rate_scope(self, spec: Mapping[str, Any]) -> str | None:
+        return str(spec.get("tenant_id"))  # Entra ID throttles token requests per tenant
+
+    @contextmanager
+    def verifying(self, settings: VerifySettings) -> Iterator[Callable[[Desired], Verdict]]:
+        from connsync.providers.azure_verify import run_for
+
+        with run_for(settings) as verifier:
+            yield verifier
+
+    def verify(self, desired: Desired, settings: VerifySettings) -> Verdict:
+        from connsync.providers.azure_verify import verify
+
+        return verify(desired, settings)

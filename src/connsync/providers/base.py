@@ -2,7 +2,7 @@
 
 A provider is a schema file plus, optionally, one of these. Providers without
 code get :class:`Provider` itself: schema checks only, verification reported as
-not supported yet.
+"skipped" (never as ok).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from connsync.model import Desired
 
-Status = Literal["ok", "warning", "failed"]
+# skipped: the provider cannot verify this connection (no verifier); never counted as ok.
+Status = Literal["ok", "warning", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,19 @@ class VerifySettings:
     # team's many keys cannot trip its request limits.
     per_account_concurrency: int = 8
     timeout_seconds: float = 10.0
+    # A connection whose provider cannot verify it fails instead of being skipped.
+    require_verified: bool = False
+    # Where the Azure and GCP verifiers send their requests: the public clouds unless
+    # set (private endpoints, proxies, and the tests' fakes). A CA bundle (PEM) replaces
+    # the default trust store for those requests.
+    ca_bundle: str | None = None
+    azure_authority_host: str | None = None
+    azure_management_endpoint: str | None = None
+    azure_instance_discovery: bool = True
+    gcp_token_uri: str | None = None
+    gcp_resource_manager_endpoint: str | None = None
+    gcp_iam_endpoint: str | None = None
+    gcp_certificates_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,6 @@ class Provider:
             desired.name,
             desired.declaration.file,
             self.name,
-            "warning",
-            messages=(f"verification of {self.name} connections is not supported yet",),
+            "skipped",
+            messages=(f"connsync cannot verify {self.name} connections (no verifier for this provider)",),
         )

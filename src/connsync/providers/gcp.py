@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from connsync.providers.base import Issue, Provider
+from connsync.model import Desired
+from connsync.providers.base import Issue, Provider, Verdict, VerifySettings
 
 # A service account key JSON carries a PKCS#8 key in PEM armour.
 _PEM_LABEL = "PRIVATE KEY"
@@ -49,3 +51,18 @@ class GcpProvider(Provider):
                     "(paste the key JSON's private_key with its newlines)"
                 )
         return None
+
+    def rate_scope(self, spec: Mapping[str, Any]) -> str | None:
+        return str(spec.get("project_id"))  # Google's API quotas are per project
+
+    @contextmanager
+    def verifying(self, settings: VerifySettings) -> Iterator[Callable[[Desired], Verdict]]:
+        from connsync.providers.gcp_verify import run_for
+
+        with run_for(settings) as verifier:
+            yield verifier
+
+    def verify(self, desired: Desired, settings: VerifySettings) -> Verdict:
+        from connsync.providers.gcp_verify import verify
+
+        return verify(desired, settings)
