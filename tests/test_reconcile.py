@@ -340,7 +340,7 @@ def test_decryption_failures_name_each_file(two: Path, run: Run, monkeypatch: py
     one = run("plan", "connections/aws-prod.yaml")
     assert one.code == 1
     assert one.err.startswith("connsync: error: connections/aws-prod.yaml: no key could decrypt")
-    assert "hint: sops looked in SOPS_AGE_KEY_FILE" in one.err
+    assert "hint: sops looked in SOPS_AGE_KEY (not set); SOPS_AGE_KEY_FILE=" in one.err
 
 
 def test_a_store_failure_on_one_write_spares_the_others(two: Path, run: Run) -> None:

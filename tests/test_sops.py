@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -184,7 +185,64 @@ def test_wrong_key_lists_recipients_and_key_sources(
     message = caught.value.message
     assert message.startswith("connections/aws-prod.yaml: no key could decrypt")
     assert age_key.public in message
-    assert "SOPS_AGE_KEY_FILE" in str(caught.value.hint)
+    hint = str(caught.value.hint)
+    other = tmp_path / "other" / "keys.txt"
+    default = tmp_path.parent / "nowhere" / "sops" / "age" / "keys.txt"
+    assert f"SOPS_AGE_KEY (not set); SOPS_AGE_KEY_FILE={other} (read, but no key in it opens this file)" \
+        in hint
+    assert "XDG_CONFIG_HOME" in hint and "sops/age/keys.txt" in hint and "AWS" not in hint
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path.parent / "nowhere"))
+    monkeypatch.setenv("SOPS_AGE_KEY", "AGE-SECRET-KEY-1NOTAKEY")
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(tmp_path / "missing.txt"))
+    with pytest.raises(SopsError) as caught:
+        sops.decrypt(load(encrypted), encrypted)
+    hint = str(caught.value.hint)
+    assert "SOPS_AGE_KEY (set)" in hint and "NOTAKEY" not in hint
+    assert f"SOPS_AGE_KEY_FILE={tmp_path / 'missing.txt'} (no such file)" in hint
+    assert f"{default} (default key file via XDG_CONFIG_HOME; no such file)" in hint
+
+
+def test_a_missing_kms_key_names_the_aws_credentials(encrypted: Path) -> None:
+    meta = {"kms": [{"arn": "arn:aws:kms:us-east-1:111122223333:key/x"}]}
+    error = sops.decrypt_error("x.yaml", sops.EXIT_NO_KEY, b"", meta)
+    assert "KMS arn:aws:kms:us-east-1:111122223333:key/x" in error.message
+    assert "AWS credentials for KMS (no AWS_* credential variables set" in str(error.hint)
+
+
+@pytest.mark.parametrize("which", ["SOPS_AGE_KEY_FILE", "default"])
+def test_a_fifo_as_the_key_file_is_a_clear_error_not_a_hang(
+    encrypted: Path, run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, which: str
+) -> None:
+    fifo = tmp_path / "keys.fifo"
+    if which == "default":
+        monkeypatch.delenv("SOPS_AGE_KEY_FILE")
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+        fifo = tmp_path / "config" / "sops" / "age" / "keys.txt"
+        fifo.parent.mkdir(parents=True)
+    else:
+        monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(fifo))
+    os.mkfifo(fifo)
+    result = run("plan")
+    assert result.code == 1
+    assert f"{fifo} is a FIFO (named pipe), not a file" in result.err
+    assert "hint: point SOPS_AGE_KEY_FILE at a regular file" in result.err
+
+
+def test_the_binary_engine_reads_inf_and_nan(repo: Path, age_key: AgeKey,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """sops's JSON output cannot hold them; its YAML output can."""
+    target = repo / "connections" / "floats.yaml"
+    doc = ("apiVersion: connsync/v1\nprovider: aws\nmetadata:\n  name: F\n  labels: {a: .inf, b: -.inf}\n"
+           "spec:\n  ratio: .nan\n  whole: 100.0\n  big: 1e+06\n  secret_access_key: 1.0\n")
+    target.write_bytes(sops.encrypt(doc.encode(), target))
+    monkeypatch.setenv("CONNSYNC_SOPS_ENGINE", "binary")
+    desired = sops.decrypt(load(target), target)
+    assert math.isnan(desired.spec["ratio"]) and desired.spec["whole"] == 100
+    assert type(desired.spec["whole"]) is int and desired.spec["big"] == 1e6
+    assert desired.secrets["secret_access_key"].reveal() == "1"
+    monkeypatch.setenv("CONNSYNC_SOPS_ENGINE", "auto")
+    native = sops.decrypt(load(target), target)
+    assert native.secrets == desired.secrets and repr(native.spec) == repr(desired.spec)
 
 
 def test_hand_edit_of_a_clear_field_still_decrypts(encrypted: Path) -> None:

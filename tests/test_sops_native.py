@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from connsync import sops, sops_native
+from connsync import sops, sops_keys, sops_native, sops_yaml
 from connsync.model import Declaration, Secret
 from connsync.sops_native import NeedsBinary, decrypt_text
 from tests.conftest import CANARY, AgeKey, MotoServer, run_process
@@ -79,7 +79,7 @@ def binary_decrypt(tmp_path: Path, text: str) -> subprocess.CompletedProcess[byt
 
 
 def as_sops_reads_it(output: bytes) -> list[Any]:
-    return list(yaml.load_all(output, Loader=sops_native._Yaml12Loader))
+    return sops_yaml.load_all(output.decode())
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -207,7 +207,7 @@ def test_kms_in_process(tmp_path: Path, age_key: AgeKey, aws_endpoint: MotoServe
     assert result.returncode == 0, result.stderr
     monkeypatch.delenv("SOPS_AGE_KEY_FILE")
     assert decrypt_text(result.stdout.decode()) == [{"secret": CANARY, "region": "us-east-1"}]
-    sops_native._kms_client.cache_clear()
+    sops_keys._kms_client.cache_clear()
 
 
 def test_the_data_key_never_leaves_in_an_error(tmp_path: Path, age_key: AgeKey) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from connsync import sops_yaml
 from connsync.model import Declaration, Finding
 
 # Connection files are a few hundred bytes; anything this big is a mistake or an
@@ -65,6 +67,23 @@ class StrictLoader(yaml.CSafeLoader):
                 )
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
+
+    def construct_plain_scalar(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return sops_yaml.read_plain(str(node.value))
+        except sops_yaml.Unsupported:
+            raise _RefusedNode("yaml", f"{node.value!r} may be read differently by sops; quote it",
+                               node.start_mark) from None
+
+
+# One YAML typing (YAML 1.2, as sops's yaml.v3 reads it) for validation and
+# decryption alike, so that what was validated is what is applied: PyYAML's
+# YAML 1.1 resolvers are replaced by one that hands every untagged plain
+# scalar to connsync.sops_yaml.
+_PLAIN_TAG = "tag:connsync.dev,2026:plain"
+StrictLoader.yaml_implicit_resolvers = {}
+StrictLoader.add_implicit_resolver(_PLAIN_TAG, re.compile(r"(?s:.*)"), None)
+StrictLoader.add_constructor(_PLAIN_TAG, StrictLoader.construct_plain_scalar)
 
 
 class YamlProblem(Exception):

@@ -14,7 +14,6 @@ file and says what to do.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -23,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from connsync import schema, sops_native
+from connsync import schema, sops_keys, sops_native, sops_yaml
 from connsync.errors import SopsError
 from connsync.fsutil import find_upward
 from connsync.model import Declaration, Desired, Secret
@@ -119,11 +118,12 @@ def _recipients(sops_meta: Mapping[str, Any]) -> list[str]:
 
 def decrypt_error(shown: str, code: int, stderr: bytes, sops_meta: Mapping[str, Any]) -> SopsError:
     if code == EXIT_NO_KEY:
-        recipients = ", ".join(_recipients(sops_meta)) or "none listed"
+        recipients = _recipients(sops_meta)
+        listed = ", ".join(recipients) or "none listed"
         return SopsError(
-            f"{shown}: no key could decrypt the data key (recipients: {recipients})",
-            hint="sops looked in SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, ~/.config/sops/age/keys.txt "
-            "and, for KMS, your AWS credentials; provide the private key of one recipient",
+            f"{shown}: no key could decrypt the data key (recipients: {listed})",
+            hint=f"sops looked in {sops_keys.key_sources(recipients)}; "
+            "provide the private key of one recipient there",
         )
     if code == EXIT_MAC_MISMATCH:
         hint = "restore the file from git, or make the change with 'sops edit FILE'"
@@ -147,6 +147,7 @@ def decrypt_error(shown: str, code: int, stderr: bytes, sops_meta: Mapping[str, 
 
 def decrypt(decl: Declaration, path: Path) -> Desired:
     """Decrypt one connection file; secret fields come back as Secret values."""
+    sops_keys.check_key_file()
     return _decrypt_in_process(decl) or decrypt_with_binary(decl, path)
 
 
@@ -164,12 +165,20 @@ def _decrypt_in_process(decl: Declaration) -> Desired | None:
 def decrypt_with_binary(decl: Declaration, path: Path) -> Desired:
     meta = decl.data.get("sops")
     meta = meta if isinstance(meta, Mapping) else {}
-    result = run_sops(["decrypt", "--input-type", "yaml", "--output-type", "json", str(path)],
+    # YAML, not JSON: sops's JSON output cannot hold .inf or .nan. It is read
+    # with the same YAML 1.2 typing as everything else sops decrypts.
+    result = run_sops(["decrypt", "--input-type", "yaml", "--output-type", "yaml", str(path)],
                       shown=decl.file)
     if result.returncode != 0:
         raise decrypt_error(decl.file, result.returncode, result.stderr, meta)
-    document = json.loads(result.stdout)
-    return to_desired(decl, document)
+    try:
+        documents = sops_yaml.load_all(result.stdout.decode("utf-8"))
+    except (sops_yaml.Unsupported, UnicodeDecodeError):
+        raise SopsError(f"{decl.file}: sops decrypted the file into YAML connsync cannot read",
+                        hint="a value may be binary or use an alias; check it with 'sops decrypt'") from None
+    if len(documents) != 1 or not isinstance(documents[0], Mapping):
+        raise SopsError(f"{decl.file}: a connection file holds exactly one YAML document (a mapping)")
+    return to_desired(decl, documents[0])
 
 
 def to_desired(decl: Declaration, document: Mapping[str, Any]) -> Desired:
@@ -186,6 +195,7 @@ def decrypt_many(items: Iterable[tuple[Declaration, Path]]) -> list[Desired | So
     In process first, one after another (it is CPU-bound and fast); whatever
     is left goes to the binary in a bounded pool.
     """
+    sops_keys.check_key_file()
     work = list(items)
     results: list[Desired | SopsError | None] = [_decrypt_in_process(decl) for decl, _ in work]
     pending = [i for i, result in enumerate(results) if result is None]

@@ -1,164 +1,204 @@
 """In-process decryption of SOPS YAML files: the fast path.
 
-Handles files whose data key is wrapped for age (X25519 identities, via
-pyrage) or AWS KMS (via boto3), values in AES-256-GCM, and verifies the MAC
-before any value is returned, with and without ``mac_only_encrypted``.
+A port of what sops 3.11 does when it decrypts a YAML file (getsops/sops
+``stores/yaml/store.go``, ``stores/stores.go``, ``sops.go``, ``aes/cipher.go``,
+``cmd/sops/common``), for the files that matter here: the data key wrapped for
+age X25519 identities (pyrage) or AWS KMS (boto3), values in AES-256-GCM, the
+MAC verified before any value is returned, with and without
+``mac_only_encrypted``. Values come back as sops's YAML output reads back
+(:mod:`connsync.sops_yaml`): whole floats below 1e6 as ints, times as RFC 3339
+text.
 
-Anything else -- PGP, GCP KMS, Azure Key Vault, Vault, Shamir key groups,
-comment-regex rules, SSH or plugin age identities, SOPS_AGE_KEY_CMD, KMS
-with a role or profile -- raises :class:`NeedsBinary`, and so does every
-failure here, MAC mismatches included: the sops binary then gives the
-authoritative answer (and its error message). This engine is an
-accelerator; it never has the last word on a refusal.
+Wherever sops would refuse a file, and wherever matching it exactly is not
+worth it (PGP, GCP KMS, Azure Key Vault, Vault, key groups, comment rules,
+SSH or plugin identities, SOPS_AGE_KEY_CMD, KMS with a role or a profile,
+aliases, explicit tags, ``bytes`` values, ...), :class:`NeedsBinary` is
+raised and the sops binary gives the authoritative answer and its message.
+This engine is an accelerator: it never has the last word on a refusal.
+Regexes from the metadata run on RE2, the engine Go's regexp implements, so
+a hostile ``encrypted_regex`` costs linear time.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
+import binascii
 import hashlib
 import hmac
-import math
-import os
 import re
-from collections.abc import Iterator, Mapping
-from decimal import Decimal
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import yaml
+import re2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-# sops initialises the MAC with these bytes under mac_only_encrypted (sha256 of "sops").
+from connsync import sops_keys, sops_yaml
+from connsync.sops_keys import NeedsBinary
+from connsync.sops_yaml import GoTime, GoUint, Scalar, Sequence, Unsupported
+
+__all__ = ["NeedsBinary", "decrypt_text", "decrypt_value", "go_bytes"]
+
+# sops's MACOnlyEncryptedInitialization (sops.go): sha256("sops").
 _MAC_ONLY_ENCRYPTED_INIT = hashlib.sha256(b"sops").digest()
-_ENC = re.compile(r"^ENC\[AES256_GCM,data:(.*),iv:(.+),tag:(.+),type:(.+)\]$")
-_UNSUPPORTED_KEYS = ("pgp", "gcp_kms", "azure_kv", "hc_vault", "key_groups", "shamir_threshold",
-                     "unencrypted_comment_regex", "encrypted_comment_regex")
-
-
-class NeedsBinary(Exception):
-    """This file (or this failure) is for the sops binary to handle."""
-
-
-class _Yaml12Loader(yaml.CSafeLoader):
-    """Scalars typed as sops's yaml.v3 types them (YAML 1.2 core schema), not as YAML 1.1.
-
-    PyYAML would read ``yes`` as a bool and ``2024-01-01`` as a date; sops reads
-    both as strings, and the MAC is over sops's reading.
-    """
-
-    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 - PyYAML's class-level registry
-
-
-def _resolver(tag: str, pattern: str, first: str) -> None:
-    _Yaml12Loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
-
-
-_resolver("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF")
-_resolver("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789")
-_resolver("tag:yaml.org,2002:float",
-          r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
-          r"|\.(?:nan|NaN|NAN))$", "-+0123456789.")
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"),
-                                    ["~", "n", "N", ""])
-
-
-def _construct_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
-    return str(node.value).lower() == "true"
-
-
-def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    value = str(node.value)
-    if value.startswith("0o"):
-        return int(value[2:], 8)
-    return int(value, 0) if value.startswith("0x") else int(value)
-
-
-def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
-    value = str(node.value).lower()
-    if value.endswith("inf"):
-        return -math.inf if value.startswith("-") else math.inf
-    return math.nan if value.endswith("nan") else float(value)
-
-
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
-def _construct_str(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
-    return str(node.value)
-
-
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_str)
+# aes/cipher.go's encre: not anchored at the end, greedy groups.
+_ENC = re.compile(r"ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]")
+# A comment sops would decrypt (the text right after '#'), whatever its type.
+_ENC_COMMENT = re.compile(r"#ENC\[AES256_GCM,data:.+,iv:.+,tag:.+,type:(.+)\]")
+_DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
+_CRYPT_RULES = ("unencrypted_suffix", "encrypted_suffix", "unencrypted_regex", "encrypted_regex",
+                "unencrypted_comment_regex", "encrypted_comment_regex")
+_STRING_FIELDS = ("lastmodified", "mac", "version", *_CRYPT_RULES)
+_BINARY_ONLY = ("pgp", "gcp_kms", "azure_kv", "hc_vault", "key_groups", "shamir_threshold")
+# yaml.v3 accepts YAML 1.1 spellings when it decodes into a Go bool (decode.go).
+_GO_YAML_BOOLS = {**dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "on", "On", "ON"), True),
+                  **dict.fromkeys(("n", "N", "no", "No", "NO", "off", "Off", "OFF"), False)}
+_GO_PARSE_BOOL = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+                  **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
 
 
 def go_bytes(value: Any) -> bytes:
-    """sops's ToBytes: how a value enters the MAC (Go's formatting of bools and floats)."""
+    """sops's ToBytes: how a value enters the MAC (Go's spelling of bools and floats)."""
     if isinstance(value, bool):
         return b"True" if value else b"False"
-    if isinstance(value, str):
+    if isinstance(value, str):  # GoTime included: its text is MarshalText's
         return value.encode()
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, GoUint):
         return str(value).encode()
     if isinstance(value, float):
-        return _go_float(value).encode()
-    raise NeedsBinary(f"cannot hash a {type(value).__name__}")
+        return sops_yaml.go_format_float(value).encode()
+    raise NeedsBinary(f"sops cannot hash a {type(value).__name__}")
 
 
-def _go_float(value: float) -> str:
-    """strconv.FormatFloat(v, 'f', -1, 64): shortest round-trip digits, never an exponent."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    text = format(Decimal(repr(value)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+# --- metadata (stores.Metadata, decoded by yaml.v3, then ToInternal) ---------------
+
+
+def _string_field(node: sops_yaml.Node | None) -> str:
+    """yaml.v3 decoding a node into a Go string: any scalar's text, null as ''."""
+    if node is None:
+        return ""
+    if not isinstance(node, Scalar):
+        raise NeedsBinary("a metadata field that should be text is not")
+    return "" if node.value is None and not node.quoted else node.raw
+
+
+def _bool_field(node: sops_yaml.Node | None) -> bool:
+    if node is None or (isinstance(node, Scalar) and node.value is None and not node.quoted):
+        return False
+    if isinstance(node, Scalar):
+        if isinstance(node.value, bool):
+            return node.value
+        if isinstance(node.value, str) and not isinstance(node.value, GoTime) \
+                and node.value in _GO_YAML_BOOLS:
+            return _GO_YAML_BOOLS[node.value]
+    raise NeedsBinary("mac_only_encrypted is not a bool (sops refuses the file)")
+
+
+def _fields(node: sops_yaml.Node | None) -> dict[str, sops_yaml.Node | None]:
+    if node is None:
+        return {}
+    if not isinstance(node, sops_yaml.Mapping):
+        raise NeedsBinary("a metadata entry that should be a mapping is not")
+    return {key.raw: value for key, value in node.pairs if isinstance(key, Scalar)}
+
+
+def _entries(node: sops_yaml.Node | None) -> list[dict[str, sops_yaml.Node | None]]:
+    if node is None or (isinstance(node, Scalar) and node.value is None and not node.quoted):
+        return []
+    if not isinstance(node, Sequence):
+        raise NeedsBinary("a key list that is not a list")
+    return [_fields(item) for item in node.items]
 
 
 class _Metadata:
-    def __init__(self, meta: Mapping[str, Any]) -> None:
-        for key in _UNSUPPORTED_KEYS:
-            if meta.get(key):
-                raise NeedsBinary(f"{key} is handled by the sops binary")
-        mac, lastmodified = meta.get("mac"), meta.get("lastmodified")
-        if not isinstance(mac, str) or not isinstance(lastmodified, str):
-            raise NeedsBinary("incomplete sops metadata")
-        self.mac: str = mac
-        self.lastmodified: str = lastmodified
-        self.mac_only_encrypted = bool(meta.get("mac_only_encrypted"))
-        self.unencrypted_suffix = str(meta.get("unencrypted_suffix") or "")
-        self.encrypted_suffix = str(meta.get("encrypted_suffix") or "")
+    def __init__(self, node: sops_yaml.Node | None) -> None:
+        if node is None or (isinstance(node, Scalar) and node.value is None):
+            raise NeedsBinary("no sops metadata")
+        fields = _fields(node)
+        for name in _BINARY_ONLY:
+            value = fields.get(name)
+            if value is not None and not (isinstance(value, Scalar) and value.value is None
+                                          and not value.quoted) \
+                    and not (isinstance(value, Sequence) and not value.items):
+                raise NeedsBinary(f"{name} is handled by the sops binary")
+        text = {name: _string_field(fields.get(name)) for name in _STRING_FIELDS}
+        self.mac_only_encrypted = _bool_field(fields.get("mac_only_encrypted"))
+        self.age = [{k: _string_field(v) for k, v in entry.items() if k in ("recipient", "enc")}
+                    for entry in _entries(fields.get("age"))]
+        self.kms = [_kms_entry(entry) for entry in _entries(fields.get("kms"))]
         try:
-            self.unencrypted_regex = _regex(meta.get("unencrypted_regex"))
-            self.encrypted_regex = _regex(meta.get("encrypted_regex"))
-        except re.error as exc:
-            raise NeedsBinary("a regex Python reads differently from Go") from exc
-        self.age = list(meta.get("age") or [])
-        self.kms = list(meta.get("kms") or [])
+            self.mac_additional_data = sops_yaml.rfc3339_seconds(text["lastmodified"])
+        except Unsupported as exc:
+            raise NeedsBinary("lastmodified is not an RFC 3339 time") from exc
+        rules = [name for name in _CRYPT_RULES if text[name]]
+        if len(rules) > 1:
+            raise NeedsBinary("more than one crypt rule (sops refuses the file)")
+        if "unencrypted_comment_regex" in rules or "encrypted_comment_regex" in rules:
+            raise NeedsBinary("comment rules are handled by the sops binary")
+        self.mac = text["mac"]
+        self.unencrypted_suffix = text["unencrypted_suffix"] or ("" if rules else _DEFAULT_UNENCRYPTED_SUFFIX)
+        self.encrypted_suffix = text["encrypted_suffix"]
+        self.unencrypted_regex = _regex(text["unencrypted_regex"])
+        self.encrypted_regex = _regex(text["encrypted_regex"])
 
     def should_encrypt(self, path: list[str]) -> bool:
-        """sops's shouldBeEncrypted, without the comment rules (those go to the binary)."""
-        encrypted = True
-        if self.unencrypted_suffix and any(p.endswith(self.unencrypted_suffix) for p in path):
-            encrypted = False
+        """sops's shouldBeEncrypted without the comment rules (those go to the binary)."""
+        if self.unencrypted_suffix:
+            return not any(p.endswith(self.unencrypted_suffix) for p in path)
         if self.encrypted_suffix:
-            encrypted = any(p.endswith(self.encrypted_suffix) for p in path)
-        if self.unencrypted_regex and any(self.unencrypted_regex.search(p) for p in path):
-            encrypted = False
-        if self.encrypted_regex:
-            encrypted = any(self.encrypted_regex.search(p) for p in path)
-        return encrypted
+            return any(p.endswith(self.encrypted_suffix) for p in path)
+        if self.unencrypted_regex is not None:
+            return not any(self.unencrypted_regex(p) for p in path)
+        if self.encrypted_regex is not None:
+            return any(self.encrypted_regex(p) for p in path)
+        return True
 
 
-def _regex(value: Any) -> re.Pattern[str] | None:
-    return re.compile(str(value)) if value else None
+def _kms_entry(entry: dict[str, sops_yaml.Node | None]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: _string_field(entry.get(k))
+                           for k in ("arn", "role", "aws_profile", "created_at", "enc")}
+    try:
+        sops_yaml.parse_rfc3339(out["created_at"])  # ToInternal refuses a bad created_at
+    except Unsupported as exc:
+        raise NeedsBinary("a KMS created_at sops cannot read") from exc
+    context: dict[str, str] = {}
+    for name, value in _fields(entry.get("context")).items():
+        if not isinstance(value, Scalar) or (value.value is None and not value.quoted):
+            raise NeedsBinary("a KMS context value that is not text")
+        context[name] = value.raw
+    out["context"] = context
+    return out
+
+
+def _regex(pattern: str) -> Callable[[str], bool] | None:
+    """Go's regexp.Match through RE2, which Go's regexp implements: linear time."""
+    if not pattern:
+        return None
+    if "\\C" in pattern:
+        raise NeedsBinary(r"\C means one thing to RE2 and nothing to Go")
+    try:
+        compiled = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error:
+        # Go's regexp.Match reports the error and sops reads it as "no match";
+        # the engines may disagree on what is valid, so the binary decides.
+        raise NeedsBinary("a regex RE2 does not accept") from None
+    return lambda text: compiled.search(text) is not None
+
+
+# --- values (aes/cipher.go Decrypt) -------------------------------------------------
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise NeedsBinary("a value that is not base64") from None
 
 
 def decrypt_value(text: str, key: bytes, additional_data: str) -> Any:
+    """One ENC[...] value, typed as sops types it; NeedsBinary where sops fails."""
     if text == "":
         return ""  # sops leaves empty strings unencrypted
     match = _ENC.match(text)
@@ -166,115 +206,47 @@ def decrypt_value(text: str, key: bytes, additional_data: str) -> Any:
         raise NeedsBinary("a value that should be encrypted is not")
     data, iv, tag, kind = match.groups()
     try:
-        plain = AESGCM(key).decrypt(base64.b64decode(iv), base64.b64decode(data) + base64.b64decode(tag),
-                                    additional_data.encode())
+        plain = AESGCM(key).decrypt(_b64(iv), _b64(data) + _b64(tag), additional_data.encode())
     except (InvalidTag, ValueError) as exc:
         raise NeedsBinary("a value does not decrypt") from exc
     try:
-        match kind:
-            case "str":
-                return plain.decode()
-            case "int":
-                return int(plain)
-            case "float":
-                return float(plain)
-            case "bool":
-                return plain == b"True"
-            case "bytes":
-                return plain
-    except ValueError:
-        # Not chained: the ValueError's message quotes the plaintext.
-        raise NeedsBinary(f"a value does not read as {kind}") from None
-    raise NeedsBinary(f"value type {kind}")
+        return _typed(plain, kind)
+    except (UnicodeDecodeError, ValueError, Unsupported):
+        # Not chained: these messages can quote the plaintext.
+        raise NeedsBinary(f"a value sops would not read as {kind}") from None
 
 
-# --- the data key ---------------------------------------------------------------
+def _typed(plain: bytes, kind: str) -> Any:
+    text = plain.decode()  # sops would print invalid UTF-8 as !!binary: not here
+    if kind == "str":
+        return text
+    if kind == "int":  # strconv.Atoi: decimal, optional sign, int64
+        if re.fullmatch(r"[+-]?[0-9]+", text) is None or not -(2**63) <= int(text) < 2**63:
+            raise ValueError
+        return int(text)
+    if kind == "float":
+        value = sops_yaml.go_parse_float(text)
+        if value is None:
+            raise ValueError
+        return value
+    if kind == "bool":
+        if text not in _GO_PARSE_BOOL:
+            raise ValueError
+        return _GO_PARSE_BOOL[text]
+    if kind == "time":
+        return sops_yaml.parse_rfc3339(text)
+    if kind == "comment":
+        return _Comment(text)
+    raise Unsupported(kind)  # bytes (sops panics), comment as a value, unknown types
 
 
-def _age_identity_lines() -> Iterator[str]:
-    if os.environ.get("SOPS_AGE_KEY_CMD"):
-        raise NeedsBinary("SOPS_AGE_KEY_CMD")
-    sources: list[str] = []
-    if os.environ.get("SOPS_AGE_KEY"):
-        sources.append(os.environ["SOPS_AGE_KEY"])
-    key_file = os.environ.get("SOPS_AGE_KEY_FILE")
-    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    for path in (key_file, str(Path(config_home) / "sops" / "age" / "keys.txt")):
-        if path and os.path.isfile(path):
-            sources.append(Path(path).read_text(encoding="utf-8"))
-    for source in sources:
-        for line in source.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                yield line
+class _Comment(str):
+    """sops.Comment: what a ``type:comment`` value decrypts to."""
+
+    __slots__ = ()
 
 
-@functools.cache
-def _age_identities(_cache_key: tuple[str | None, ...]) -> tuple[Any, ...]:
-    import pyrage
-
-    identities = []
-    for line in _age_identity_lines():
-        if line.startswith("AGE-SECRET-KEY-1"):
-            identities.append(pyrage.x25519.Identity.from_str(line))
-        # Plugin, post-quantum and other identities are left to the binary.
-    return tuple(identities)
-
-
-def _identities() -> tuple[Any, ...]:
-    # Keyed on the settings that decide where keys come from, so tests and
-    # long-lived processes see changes.
-    names = ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "XDG_CONFIG_HOME", "HOME")
-    return _age_identities(tuple(os.environ.get(n) for n in names))
-
-
-def _data_key(meta: _Metadata) -> bytes:
-    if meta.age:
-        import pyrage
-
-        identities = _identities()
-        if identities:
-            for entry in meta.age:
-                try:
-                    key = pyrage.decrypt(str(entry.get("enc", "")).encode(), list(identities))
-                except (pyrage.DecryptError, ValueError, TypeError):
-                    continue
-                if len(key) == 32:
-                    return bytes(key)
-    for entry in meta.kms:
-        key = _kms_data_key(entry)
-        if key is not None:
-            return key
-    raise NeedsBinary("no key available in process")
-
-
-def _kms_data_key(entry: Mapping[str, Any]) -> bytes | None:
-    if entry.get("role") or entry.get("aws_profile"):
-        raise NeedsBinary("KMS with a role or a profile")
-    arn = str(entry.get("arn", ""))
-    parts = arn.split(":")
-    if len(parts) < 6:
-        return None
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        response = _kms_client(parts[3]).decrypt(
-            CiphertextBlob=base64.b64decode(str(entry.get("enc", ""))),
-            EncryptionContext={str(k): str(v) for k, v in (entry.get("context") or {}).items()},
-        )
-    except (ClientError, BotoCoreError, ValueError):
-        return None
-    key = response.get("Plaintext")
-    return bytes(key) if isinstance(key, bytes) and len(key) == 32 else None
-
-
-@functools.cache
-def _kms_client(region: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("kms", region_name=region,
-                        config=Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard"}))
+_DROP = object()  # a list item that is a comment once decrypted
 
 
 # --- the document -----------------------------------------------------------------
@@ -282,47 +254,66 @@ def _kms_client(region: str) -> Any:
 
 def decrypt_text(text: str) -> list[dict[str, Any]]:
     """Every document of a SOPS YAML file, decrypted, MAC verified; or NeedsBinary."""
+    for match in _ENC_COMMENT.finditer(text):
+        if match.group(1) != "comment":
+            # sops would decrypt it into a value (a list item, a hashed string).
+            raise NeedsBinary("an encrypted comment of another type")
     try:
-        documents = list(yaml.load_all(text, Loader=_Yaml12Loader))
-    except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError, KeyError, IndexError,
-            RecursionError):
-        raise NeedsBinary("YAML the binary should judge") from None
-    if not documents or not all(isinstance(d, dict) for d in documents):
-        raise NeedsBinary("not a mapping")
-    meta_block = documents[0].get("sops")
-    if not isinstance(meta_block, Mapping):
+        documents = sops_yaml.compose(text)
+    except Unsupported as exc:
+        raise NeedsBinary(str(exc)) from None
+    if not documents or not all(d is None or isinstance(d, sops_yaml.Mapping) for d in documents):
+        raise NeedsBinary("a document that is not a mapping")
+    first = documents[0]
+    pairs = first.pairs if isinstance(first, sops_yaml.Mapping) else []
+    meta_nodes = [v for k, v in pairs if isinstance(k, Scalar) and k.raw == "sops"]
+    if len(meta_nodes) != 1:
         raise NeedsBinary("no sops metadata")
-    meta = _Metadata(meta_block)
-    key = _data_key(meta)
+    meta = _Metadata(meta_nodes[0])
+    key = sops_keys.data_key(meta.age, meta.kms)
 
     digest = hashlib.sha512()
     if meta.mac_only_encrypted:
         digest.update(_MAC_ONLY_ENCRYPTED_INIT)
 
-    def walk(value: Any, path: list[str]) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for name, item in value.items():
-                if not isinstance(name, str):
-                    raise NeedsBinary("a non-string key")
-                out[name] = walk(item, [*path, name])
-            return out
-        if isinstance(value, list):
-            return [walk(item, path) for item in value]
-        if value is None:
+    def walk(node: sops_yaml.Node | None, path: list[str], in_list: bool = False) -> Any:
+        if node is None:
             return None
+        if isinstance(node, sops_yaml.Mapping):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.pairs:
+                name = key_node.value if isinstance(key_node, Scalar) else None
+                if not isinstance(name, str) or isinstance(name, GoTime):
+                    raise NeedsBinary("a non-string key (sops refuses the file)")
+                if not path and name == "sops":
+                    continue
+                out[name] = walk(value_node, [*path, name])
+            return out
+        if isinstance(node, Sequence):
+            # sops writes a comment inside an encrypted list as an item of type
+            # comment; decrypted, it is a comment again, outside the values and the MAC.
+            return [v for v in (walk(item, path, in_list=True) for item in node.items) if v is not _DROP]
+        value = node.value
+        if value is None:
+            return None  # sops neither decrypts nor hashes a null
+        if isinstance(value, GoUint):
+            raise NeedsBinary("an integer above int64 (sops refuses the file)")
         encrypted = meta.should_encrypt(path)
         if encrypted:
-            if not isinstance(value, str):
+            if not isinstance(value, str) or isinstance(value, GoTime):
                 raise NeedsBinary("a clear value where a secret belongs")
             value = decrypt_value(value, key, ":".join(path) + ":")
+            if isinstance(value, _Comment):
+                if not in_list:
+                    raise NeedsBinary("a comment where a value belongs")
+                return _DROP
         if encrypted or not meta.mac_only_encrypted:
             digest.update(go_bytes(value))
-        return value
+        return sops_yaml.as_value(value)
 
-    decrypted = [walk({k: v for k, v in doc.items() if k != "sops"}, []) for doc in documents]
-    stored_mac = decrypt_value(meta.mac, key, meta.lastmodified)
-    if not isinstance(stored_mac, str) or not hmac.compare_digest(stored_mac,
-                                                                  digest.hexdigest().upper()):
+    # sops writes the metadata into every document and drops it from each on reading.
+    decrypted = [walk(document, []) or {} for document in documents]
+    stored_mac = decrypt_value(meta.mac, key, meta.mac_additional_data)
+    if type(stored_mac) is not str or not hmac.compare_digest(stored_mac, digest.hexdigest().upper()):
         raise NeedsBinary("MAC mismatch")
     return decrypted
