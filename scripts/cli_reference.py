@@ -22,11 +22,17 @@ def reference() -> str:
     root = click.Context(cli, info_name="connsync", terminal_width=100, max_content_width=100,
                          help_option_names=["-h", "--help"])
     sections = [("connsync", root.get_help())]
-    for name in cli.list_commands(root):
-        command = cli.commands[name]
-        context = click.Context(command, info_name=name, parent=root, terminal_width=100,
-                                max_content_width=100, help_option_names=["-h", "--help"])
-        sections.append((f"connsync {name}", context.get_help()))
+
+    def add(group: click.Group, parent: click.Context) -> None:
+        for name in group.list_commands(parent):
+            command = group.commands[name]
+            context = click.Context(command, info_name=name, parent=parent, terminal_width=100,
+                                    max_content_width=100, help_option_names=["-h", "--help"])
+            sections.append((context.command_path, context.get_help()))
+            if isinstance(command, click.Group):
+                add(command, context)
+
+    add(cli, root)
     for title, text in sections:
         parts += [f"## {title}", "", "```", text.rstrip(), "```", ""]
     return "\n".join(parts)

@@ -312,7 +312,7 @@ def test_store_that_cannot_be_opened(two: Path, run: Run, monkeypatch: pytest.Mo
     else:
         import base64
 
-        monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(b"k" * 32).decode())
+        (two / ".connsync/store.db.key").write_text(base64.b64encode(b"k" * 32).decode())
     path = two / "connections/aws-prod.yaml"
     path.write_text(path.read_text().replace("us-east-1", "us-west-2"))
     for args in (["plan"], ["apply", "--auto-approve", "--skip-verify"], ["list"]):

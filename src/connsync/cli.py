@@ -81,7 +81,7 @@ def json_errors(command: str, fmt: str) -> None:
 
 # --help lists the commands in the order of the work, not alphabetically.
 COMMAND_ORDER = ("init", "new", "validate", "verify", "plan", "show", "apply", "list", "import", "unlock",
-                 "schema")
+                 "store", "schema")
 
 
 class OrderedGroup(click.Group):
@@ -298,11 +298,13 @@ def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out:
               help="Refuse to delete more than N records (default: apply.max_deletes, 10).")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
               metavar="SECONDS", help="How long to wait for another apply's workspace lock.")
+@click.option("--allow-embedded-store", is_flag=True,
+              help="Apply to an embedded (sqlite:) store even in CI, where the runner throws it away.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
 def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_approve: bool,
           skip_verify: bool, require_verified: bool, max_deletes: int | None, lock_timeout: float,
-          fmt: str) -> int:
+          allow_embedded_store: bool, fmt: str) -> int:
     """Make the store match the files, under the workspace lock.
 
     Plans afresh (or checks that PLANFILE is not stale and not edited),
@@ -317,7 +319,8 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
     from connsync.verification import verifier_for
 
     json_errors("apply", fmt)
-    options = ApplyOptions(planfile, prune, adopt, auto_approve, skip_verify, max_deletes, lock_timeout)
+    options = ApplyOptions(planfile, prune, adopt, auto_approve, skip_verify, max_deletes, lock_timeout,
+                           allow_embedded_store)
     if skip_verify and require_verified:
         raise UsageError("--skip-verify and --require-verified contradict each other")
     config = _requiring_verified(app.config, require_verified)
@@ -373,6 +376,41 @@ def import_(app: App, names: tuple[str, ...], all_records: bool, directory: str 
 
     return import_connections(app.config, names, all_records=all_records, directory=directory,
                               lock_timeout=lock_timeout, style=app.style)
+
+
+@cli.group(short_help="Work with whole stores: copy a workspace from one to another.")
+def store() -> None:
+    """Work with whole stores."""
+
+
+@store.command(name="copy", short_help="Copy a workspace between stores (e.g. SQLite to PostgreSQL).")
+@click.argument("from_url", metavar="FROM_URL")
+@click.argument("to_url", metavar="TO_URL")
+@click.option("--replace", "overwrite", is_flag=True,
+              help="Overwrite the workspace in TO_URL if it already holds records.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
+              metavar="SECONDS", help="How long to wait for each store's workspace lock.")
+@click.option("--from-key-env", metavar="VAR",
+              help="Environment variable with FROM_URL's store key, when it is not CONNSYNC_STORE_KEY.")
+@click.option("--to-key-env", metavar="VAR",
+              help="Environment variable with TO_URL's store key, when it is not CONNSYNC_STORE_KEY.")
+@pass_app
+def store_copy(app: App, from_url: str, to_url: str, overwrite: bool, lock_timeout: float,
+               from_key_env: str | None, to_key_env: str | None) -> int:
+    """Copy the workspace's records, versions, managed flags and audit from FROM_URL to TO_URL.
+
+    Holds both stores' workspace locks while it copies. Secrets are opened with
+    FROM_URL's key and sealed again with TO_URL's; fingerprints are made anew
+    under TO_URL's salt. Refuses a target that already holds records unless
+    --replace. From a laptop's store (which has its key file) to the team's:
+
+      CONNSYNC_STORE_KEY=... connsync store copy sqlite:.connsync/store.db \
+        postgresql://connsync@db.example.com/platform
+    """
+    from connsync.commands.store_copy import copy_store
+
+    return copy_store(from_url, to_url, app.config.workspace, overwrite=overwrite,
+                      lock_timeout=lock_timeout, from_key_env=from_key_env, to_key_env=to_key_env)
 
 
 @cli.command()

@@ -27,6 +27,11 @@ def ci_run_id() -> str | None:
     return None
 
 
+def in_ci() -> bool:
+    """True on a CI runner: GitHub Actions, GitLab, CircleCI, Buildkite and others set CI."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def actor() -> str:
     ci = ci_run_id()
     return f"{user_at_host()} ({ci})" if ci else user_at_host()

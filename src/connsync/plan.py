@@ -84,6 +84,8 @@ class Plan:
     # False when planned without the key (plan --base): secret changes were not compared.
     secrets_compared: bool = True
     reencrypted: tuple[str, ...] = ()  # plan --base: names whose encrypted values differ
+    # What the store said of itself (in CI and embedded; not created yet): connsync's own words.
+    store_warnings: tuple[str, ...] = ()
 
     @property
     def summary(self) -> dict[str, int]:
@@ -112,7 +114,7 @@ class Plan:
 
     def warning_sentences(self, quote: Callable[[str], str]) -> list[str]:
         """What to say beside the plan; ``quote`` makes a name safe for the medium it goes to."""
-        sentences = []
+        sentences = list(self.store_warnings)
         if not self.secrets_compared:
             sentences.append("secret fields were not compared: this run has no decryption key (a pull "
                              "request from a fork gets no secrets), so the plan covers the clear fields only")

@@ -9,8 +9,9 @@ from pathlib import Path
 from connsync import plan, rules, schema, sops
 from connsync.config import Config
 from connsync.errors import ConnsyncError
+from connsync.identity import in_ci
 from connsync.model import Declaration, Desired, Finding
-from connsync.store import Store
+from connsync.store import Store, ephemeral_store_warnings
 
 
 class InvalidDeclarations(ConnsyncError):
@@ -78,4 +79,5 @@ def make_plan(
     ]
     result = plan.diff(store.workspace, fingerprinted, records.values(), prune=prune, adopt=adopt,
                        partial=bool(paths))
-    return Planned(result, desired)
+    warnings = ephemeral_store_warnings(store, config.store_url, in_ci=in_ci())
+    return Planned(replace(result, store_warnings=tuple(warnings)), desired)

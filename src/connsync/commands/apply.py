@@ -11,10 +11,10 @@ from connsync.apply import ApplyInterrupted, ApplyReport, Verifier, check_delete
 from connsync.commands.plan import explain_invalid, plan_or_explain
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConnsyncError, UsageError
-from connsync.identity import actor, git_revision
+from connsync.identity import actor, git_revision, in_ci
 from connsync.plan import Plan, check_stale
 from connsync.reconcile import load_valid
-from connsync.store import opened
+from connsync.store import opened, refuse_ephemeral_store
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ApplyOptions:
     skip_verify: bool
     max_deletes: int | None
     lock_timeout: float
+    allow_embedded_store: bool = False
 
 
 def _refuse_plan_changing_flags(options: ApplyOptions) -> None:
@@ -41,6 +42,7 @@ def _refuse_plan_changing_flags(options: ApplyOptions) -> None:
 
 def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifier: Verifier | None,
           fmt: str, style: render.Style) -> int:
+    refuse_ephemeral_store(config.store_url, in_ci=in_ci(), allowed=options.allow_embedded_store)
     if options.planfile:
         _refuse_plan_changing_flags(options)
         paths = planfile.read(options.planfile).paths  # checked again, with its MAC, under the lock

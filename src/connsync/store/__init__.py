@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from connsync.errors import StoreError
+from connsync.errors import ConnsyncError, StoreError
 from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Store, Write
 
-__all__ = ["AuditEntry", "EmptyStore", "LockInfo", "Snapshot", "Store", "Write", "open_store", "opened"]
+__all__ = ["AuditEntry", "EmptyStore", "LockInfo", "Snapshot", "Store", "Write", "ephemeral_store_warnings",
+           "is_embedded", "open_store", "opened", "refuse_ephemeral_store"]
 
 
 def open_store(url: str, workspace: str, *, create: bool = True) -> Store:
@@ -55,3 +56,34 @@ def opened(url: str, workspace: str, *, create: bool = True) -> Iterator[Store]:
     finally:
         store.close()
 
+
+
+def is_embedded(url: str) -> bool:
+    """A store that is a file on this machine (gone with an ephemeral CI runner)."""
+    return url.partition(":")[0] == "sqlite"
+
+
+def ephemeral_store_warnings(store: Store, url: str, *, in_ci: bool) -> list[str]:
+    """Why a plan against this store may not mean what it seems to."""
+    # No URL in these words: connsync.yaml (and so the URL) may come from a pull request.
+    warnings = []
+    if in_ci and is_embedded(url):
+        warnings.append(
+            "the store is an embedded (sqlite:) file on this CI runner: it starts empty in every job and "
+            "is lost when the job ends, so this plan is not against your team's store; set CONNSYNC_STORE "
+            "to a shared store (postgresql://...)")
+    if isinstance(store, EmptyStore):
+        warnings.append("the store does not exist yet, so every connection plans as create; if it should "
+                        "exist, check the store URL (--store, CONNSYNC_STORE or store: in connsync.yaml)")
+    return warnings
+
+
+def refuse_ephemeral_store(url: str, *, in_ci: bool, allowed: bool) -> None:
+    """In CI, writing to an embedded store writes to a file the runner throws away."""
+    if in_ci and is_embedded(url) and not allowed:
+        raise ConnsyncError(
+            f"refusing to write to the embedded store {url} on a CI runner: it is a file on this "
+            "runner and is lost when the job ends, so nothing applied here would last",
+            hint="set CONNSYNC_STORE to a shared store (postgresql://..., see the README's 'Teams and "
+            "CI'); if a throwaway store is really what you want, pass --allow-embedded-store",
+        )

@@ -109,10 +109,10 @@ class PostgresStore:
         key = key_from_environment(f"the PostgreSQL store {target.shown}")
         conn = connect(target)
         try:
-            if not _schema_exists(conn, target.schema) and not create:
-                conn.close()
-                return EmptyStore(workspace, target.shown)
-            with _errors(target, "prepare the schema"):
+            with _errors(target, "open the store"):
+                if not create and not _schema_exists(conn, target.schema):
+                    conn.close()
+                    return EmptyStore(workspace, target.shown)
                 salt = _prepare(conn, target, Sealer(key))
         except BaseException:
             conn.close()
@@ -401,7 +401,9 @@ def _prepare(conn: psycopg.Connection[Any], target: ConnectionTarget, sealer: Se
     with conn.transaction():
         if not _schema_exists(conn, target.schema):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(target.schema, "\0init"),))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {s}").format(s=schema))
+            namespace = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (target.schema,))
+            if namespace.fetchone() is None:  # CREATE SCHEMA needs rights on the database itself
+                conn.execute(sql.SQL("CREATE SCHEMA {s}").format(s=schema))
             conn.execute(sql.SQL(_TABLES).format(s=schema))
             conn.execute(sql.SQL("INSERT INTO {s}.meta (key, value) VALUES ('schema_version', %s), "
                                  "('salt', %s) ON CONFLICT DO NOTHING").format(s=schema),

@@ -434,19 +434,26 @@ def _key_file(db_path: Path) -> Path:
 
 
 def _load_key(db_path: Path) -> tuple[bytes, str]:
-    """CONNSYNC_STORE_KEY, else the key file beside the database; never a new key for old data."""
-    encoded = os.environ.get(KEY_VARIABLE)
-    if encoded:
-        return decode_key(encoded, KEY_VARIABLE), KEY_VARIABLE
+    """The key file beside the database, else CONNSYNC_STORE_KEY; never a new key for old data.
+
+    A key file, where there is one, is the key the store was created with: it wins
+    over the environment, so a CONNSYNC_STORE_KEY meant for a shared store (as in
+    ``connsync store copy`` from this file to PostgreSQL) never opens this one wrongly.
+    """
     key_file = _key_file(db_path)
     try:
         fd = os.open(key_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
+        encoded = os.environ.get(KEY_VARIABLE)
+        if encoded:
+            return decode_key(encoded, KEY_VARIABLE), KEY_VARIABLE
         raise StoreError(
             f"the key file {key_file} of the store {db_path} is missing",
             hint=f"restore it from where you keep it, or set {KEY_VARIABLE}; without the key the "
             "store's secrets cannot be opened (connsync never makes a new key for an existing store)",
         ) from None
+    except OSError as exc:
+        raise StoreError(f"cannot read the store key file {key_file}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise StoreError(f"the store key file {key_file} is not a regular file")
