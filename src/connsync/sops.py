@@ -14,6 +14,7 @@ file and says what to do.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
