@@ -71,6 +71,8 @@ class FakeGcp:
     projects: dict[str, set[str]] = field(default_factory=dict)  # project id -> emails that may read it
     key_readers: set[str] = field(default_factory=set)  # emails allowed serviceAccounts.keys.get
     token_failures: list[int] = field(default_factory=list)
+    project_failures: list[int] = field(default_factory=list)  # statuses projects.get answers first
+    project_requests: int = 0
     hang: float = 0.0
     url: str = ""
     token_requests: int = 0
@@ -155,6 +157,11 @@ def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
             if caller is None:
                 return self.reply(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
             if parts[:2] == ["v3", "projects"] and len(parts) == 3:
+                with fake._lock:
+                    fake.project_requests += 1
+                    failure = fake.project_failures.pop(0) if fake.project_failures else None
+                if failure:
+                    return self.reply(failure, {"error": {"code": failure, "status": "UNAVAILABLE"}})
                 if caller not in fake.projects.get(parts[2], set()):
                     return self.reply(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}})
                 return self.reply(

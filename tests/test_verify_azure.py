@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -92,6 +93,16 @@ def test_each_failure_in_plain_words(azure: FakeAzure, spec: dict[str, str], mes
     assert verdict.status == "failed"
     assert verdict.messages[0].startswith(message), verdict.messages
     assert CANARY not in repr(verdict)
+
+
+def test_no_secret_or_token_reaches_a_log(azure: FakeAzure, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert verify(desired(), settings_for(azure)).status == "ok"
+    assert verify(desired(CANARY[:-1] + "x"), settings_for(azure)).status == "failed"
+    assert caplog.records  # the libraries did log, at DEBUG
+    assert (
+        CANARY not in caplog.text and CANARY[:-1] not in caplog.text and "fake-arm-token" not in caplog.text
+    )
 
 
 def test_an_expired_secret(azure: FakeAzure) -> None:

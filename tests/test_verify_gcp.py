@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -103,6 +104,22 @@ def test_busy_token_endpoint_is_retried(gcp: FakeGcp, key: Key) -> None:
     verdict = verify(desired(key.pem), settings_for(gcp))
     assert verdict.status == "ok", verdict.messages
     assert gcp.token_requests == 2
+
+
+def test_busy_resource_manager_is_retried(gcp: FakeGcp, key: Key) -> None:
+    gcp.project_failures[:] = [429, 503]
+    verdict = verify(desired(key.pem), settings_for(gcp))
+    assert verdict.status == "ok", verdict.messages
+    assert gcp.project_requests == 3
+
+
+def test_no_token_or_assertion_reaches_a_log(
+    gcp: FakeGcp, key: Key, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert verify(desired(key.pem), settings_for(gcp)).status == "ok"
+    assert "ya29.fake" not in caplog.text and "assertion" not in caplog.text
+    assert key.pem.splitlines()[1] not in caplog.text
 
 
 def test_a_silent_token_endpoint_times_out(gcp: FakeGcp, key: Key) -> None:
