@@ -80,8 +80,8 @@ def json_errors(command: str, fmt: str) -> None:
         render.json_command.set(command)
 
 # --help lists the commands in the order of the work, not alphabetically.
-COMMAND_ORDER = ("init", "new", "validate", "verify", "plan", "show", "apply", "list", "import", "unlock",
-                 "store", "schema")
+COMMAND_ORDER = ("init", "new", "set", "edit", "validate", "verify", "plan", "show", "apply", "rotate",
+                 "list", "import", "unlock", "store", "schema")
 
 
 class OrderedGroup(click.Group):
@@ -325,6 +325,56 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
         raise UsageError("--skip-verify and --require-verified contradict each other")
     config = _requiring_verified(app.config, require_verified)
     return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
+
+
+@cli.command(short_help="Rotate AWS access keys: new key in the file, then retire the old one.")
+@global_options
+@click.argument("names", nargs=-1)
+@click.option("--older-than", type=click.IntRange(min=0), metavar="DAYS",
+              help="Rotate every AWS connection whose key is more than DAYS days old.")
+@click.option("--finish", is_flag=True,
+              help="Deactivate the old key, once the store holds the new one.")
+@click.option("--delete", is_flag=True,
+              help="With --finish: delete the old key once it is inactive and unused since.")
+@click.option("--apply", "apply_", is_flag=True,
+              help="Local mode: also store the new key (verified) and deactivate the old one, now.")
+@click.option("--auto-approve", is_flag=True, help="With --apply: do not ask for confirmation.")
+@click.option("--delete-inactive", is_flag=True,
+              help="If the user already has two keys, delete the second one when it is inactive.")
+@click.option("--admin-profile", metavar="PROFILE",
+              help="Make the IAM calls with this AWS profile instead of the connection's own key.")
+@click.option("--admin-env", is_flag=True,
+              help="Make the IAM calls with the standard AWS environment (AWS_ACCESS_KEY_ID, ...).")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=60, show_default=True,
+              metavar="SECONDS", help="How long to wait for AWS to accept the new key.")
+@click.option("--dry-run", is_flag=True, help="Show the steps; change nothing.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
+              metavar="SECONDS")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@pass_app
+def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: bool, delete: bool,
+           apply_: bool, auto_approve: bool, delete_inactive: bool, admin_profile: str | None,
+           admin_env: bool, wait_seconds: float, dry_run: bool, lock_timeout: float, fmt: str) -> int:
+    """Rotate the AWS access key of each connection NAME, the way AWS documents it, made safe.
+
+    Finds the IAM user behind the key (root and temporary keys are refused),
+    creates a second key, waits until AWS accepts it, and writes it into the
+    file through sops, keeping every other field and comment. The old key
+    stays active. GitOps (default): commit, let the apply job store the new
+    key, then 'rotate --finish NAME' deactivates the old key, refusing while
+    the store still holds it; 'rotate --finish --delete NAME' deletes it once
+    unused since. --apply does it all now, against the store. Every step is
+    in the store's audit log. The IAM calls are signed with the connection's
+    own key (see the README's least-privilege policy) unless --admin-profile
+    or --admin-env is given.
+    """
+    from connsync.commands.rotate import RotateCommand
+    from connsync.commands.rotate import rotate as run
+
+    json_errors("rotate", fmt)
+    command = RotateCommand(names, older_than, finish, delete, apply_, auto_approve, delete_inactive,
+                            admin_profile, admin_env, wait_seconds, dry_run, lock_timeout)
+    return run(app.config, command, fmt=fmt, style=app.style)
 
 
 @cli.command(name="list", short_help="List what the store holds (never secrets).")

@@ -68,13 +68,14 @@ def write_connection(document: Mapping[str, Any], secrets: Mapping[str, Secret],
 
 
 def update_fields(path: Path, values: Mapping[str, str | Secret], *, shown: str,
-                  sops_meta: Mapping[str, Any], check: Callable[[bytes], None] | None = None) -> str:
+                  sops_meta: Mapping[str, Any], check: Callable[[bytes, Path], None] | None = None) -> str:
     """Change ``spec`` fields of an encrypted file, keeping everything else; returns the new sha256.
 
     The change is made on a copy beside the file and renamed into place, so a
     reader (or a failure half-way) sees the old file or the new one, never a
     file with the new key id and the old secret. ``check`` sees the new
-    encrypted bytes before they replace the file, and may raise to stop it.
+    encrypted bytes (and the copy holding them) before they replace the file,
+    and may raise to stop it.
     """
     plain = {k: v.reveal() if isinstance(v, Secret) else v for k, v in values.items()}
     redact = [v.reveal() for v in values.values() if isinstance(v, Secret)]
@@ -87,7 +88,7 @@ def update_fields(path: Path, values: Mapping[str, str | Secret], *, shown: str,
         sops.set_values(temp, plain, shown=shown, sops_meta=sops_meta, redact=redact)
         data = temp.read_bytes()
         if check is not None:
-            check(data)
+            check(data, temp)
         os.replace(temp, path)
     except OSError as exc:
         raise ConnsyncError(f"{shown}: cannot write: {exc.strerror}") from None

@@ -129,6 +129,14 @@ class Store(Protocol):
 
     def read_secrets(self, name: str) -> dict[str, Secret]: ...
 
+    def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
+                     source: str | None) -> None:
+        """An audit entry for something done outside the store (an IAM key created by rotate, ...).
+
+        The record, if any, is not touched: version_before and version_after are its current version.
+        """
+        ...
+
     def acquire_lock(self, *, timeout: float) -> LockInfo: ...
 
     def release_lock(self, lock: LockInfo) -> None: ...
@@ -182,6 +190,10 @@ class EmptyStore:
         raise self._refuse()
 
     def read_secrets(self, name: str) -> dict[str, Secret]:
+        raise self._refuse()
+
+    def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
+                     source: str | None) -> None:
         raise self._refuse()
 
     def acquire_lock(self, *, timeout: float) -> LockInfo:

@@ -265,6 +265,16 @@ class PostgresStore:
             if not updated:
                 raise VersionConflict(f"{name!r} changed in the store meanwhile", hint="run plan again")
 
+    def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
+                     source: str | None) -> None:
+        with self._write() as cursor:
+            self._run(cursor, "SELECT version FROM {s}.connections WHERE workspace = %s AND name_key = %s",
+                      (self.workspace, name.casefold()))
+            row = cursor.fetchone()
+            version = row[0] if row else None
+            self._audit(cursor, AuditEntry(now(), self.workspace, name, action, version, version, actor,
+                                           git_revision, source))
+
     def _audit(self, cursor: psycopg.Cursor[Any], entry: AuditEntry) -> None:
         self._run(cursor, "INSERT INTO {s}.audit (at, workspace, name, action, version_before, "
                   "version_after, actor, git_revision, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",

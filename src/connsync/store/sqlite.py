@@ -263,6 +263,14 @@ class SqliteStore:
             if not updated:
                 raise VersionConflict(f"{name!r} changed in the store meanwhile", hint="run plan again")
 
+    def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
+                     source: str | None) -> None:
+        with self._write():
+            current = self._row(name)
+            version = current[4] if current else None
+            self._audit(AuditEntry(now(), self.workspace, name, action, version, version, actor,
+                                   git_revision, source))
+
     def _audit(self, entry: AuditEntry) -> None:
         self._conn.execute(
             "INSERT INTO audit (at, workspace, name, action, version_before, version_after, actor, "

@@ -205,6 +205,21 @@ class StoreContract:
             ("create", None, 1, "contract"), ("update", 1, 2, "contract"), ("delete", 2, None, "remover")]
         assert store.audit()[-1].git_revision == "abc" and store.audit()[-1].source
 
+    def test_an_event_is_audited_without_touching_the_record(self, store: Store) -> None:
+        """What rotate does in IAM (a key created, deactivated) is audited beside the writes."""
+        store.put(write(), expected_version=None)
+        store.record_event("aws prod", "rotate-create-key AKIAIOSFODNN7EXAMPLE", actor="rotator",
+                           git_revision="abc", source="connections/x.yaml")
+        store.record_event("Gone", "rotate-delete-key AKIAIOSFODNN7EXAMPLE", actor="rotator",
+                           git_revision=None, source=None)
+        record = store.get("AWS Prod")
+        assert record is not None and record.version == 1
+        assert [(a.name, a.action, a.version_before, a.version_after, a.actor, a.git_revision, a.source)
+                for a in store.audit()[1:]] == [
+            ("aws prod", "rotate-create-key AKIAIOSFODNN7EXAMPLE", 1, 1, "rotator", "abc",
+             "connections/x.yaml"),
+            ("Gone", "rotate-delete-key AKIAIOSFODNN7EXAMPLE", None, None, "rotator", None, None)]
+
     # --- the workspace lock ----------------------------------------------------
 
     def test_the_lock_names_its_holder_and_times_out(self, url: str) -> None:

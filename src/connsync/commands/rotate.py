@@ -1,0 +1,145 @@
+"""``connsync rotate``: a new AWS key in the file (GitOps), or in the store too (``--apply``).
+
+The procedure and its invariants live in :mod:`connsync.rotation`; this
+command chooses the connections, asks before acting, holds the workspace
+lock while the store is read or written, and reports.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import click
+
+from connsync import render, rotation
+from connsync.config import Config
+from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
+from connsync.model import Declaration
+from connsync.providers.aws_keys import Credentials
+from connsync.store import Store, opened
+
+
+@dataclass(frozen=True)
+class RotateCommand:
+    names: Sequence[str]
+    older_than: int | None = None
+    finish: bool = False
+    delete: bool = False
+    apply: bool = False
+    auto_approve: bool = False
+    delete_inactive: bool = False
+    admin_profile: str | None = None
+    admin_env: bool = False
+    wait_seconds: float = 60.0
+    dry_run: bool = False
+    lock_timeout: float = 60.0
+
+
+def _check_flags(command: RotateCommand) -> None:
+    if bool(command.names) == (command.older_than is not None):
+        raise UsageError("name the connections to rotate, or pass --older-than DAYS (not both)")
+    if command.delete and not command.finish:
+        raise UsageError("--delete belongs to --finish: the old key is deleted only after it was retired")
+    if command.finish and (command.apply or command.older_than is not None or command.delete_inactive):
+        raise UsageError("--finish takes connection names and --delete only")
+    if command.admin_profile and command.admin_env:
+        raise UsageError("choose one of --admin-profile and --admin-env")
+    if command.apply and not command.auto_approve and not command.dry_run and not sys.stdin.isatty():
+        raise ConnsyncError("refusing to rotate into the store without confirmation: standard input is "
+                            "not a terminal", hint="pass --auto-approve, or leave out --apply (GitOps)")
+
+
+def _admin(command: RotateCommand) -> Credentials | None:
+    if command.admin_profile:
+        return Credentials(profile=command.admin_profile)
+    return Credentials() if command.admin_env else None
+
+
+def rotate(config: Config, command: RotateCommand, *, fmt: str, style: render.Style) -> int:
+    _check_flags(command)
+    options = rotation.RotateOptions(admin=_admin(command), delete_inactive=command.delete_inactive,
+                                     wait_seconds=command.wait_seconds, dry_run=command.dry_run,
+                                     timeout=config.verify.timeout_seconds)
+    echo = click.echo if fmt == "text" else None
+    skipped: list[str] = []
+    if command.older_than is not None:
+        chosen, skipped = rotation.due(config, command.older_than, options)
+        if echo:
+            for line in skipped:
+                echo(f"skip {render.text_lines(line)}")
+    else:
+        chosen = [rotation.find(config, name) for name in command.names]
+
+    results: list[rotation.Rotation] = []
+    with opened(config.store_url, config.workspace, create=not command.dry_run) as store:
+        for decl in chosen:
+            results.append(_one(config, store, decl, command, options, echo, style))
+    failed = [r for r in results if r.error]
+    if fmt == "json":
+        click.echo(render.json_output("rotate", not failed, {
+            "dry_run": command.dry_run, "rotations": [r.as_json() for r in results], "skipped": skipped}))
+    elif not chosen:
+        click.echo("Nothing to rotate.")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _one(config: Config, store: Store, decl: Declaration, command: RotateCommand,
+         options: rotation.RotateOptions, echo: rotation.Echo | None,
+         style: render.Style) -> rotation.Rotation:
+    what = "Finishing the rotation of" if command.finish else "Rotating"
+    if echo:
+        echo(style(f"{what} {render.text(decl.name)} ({render.text(decl.file)})"
+                   + (" — dry run, nothing changes" if command.dry_run else ""), bold=True))
+    result = rotation.Rotation(decl.name, decl.file)
+    try:
+        if command.finish:
+            lock = None if command.dry_run else store.acquire_lock(timeout=command.lock_timeout)
+            try:
+                rotation.finish(config, decl, store, options, delete=command.delete, echo=echo,
+                                rotation=result)
+            finally:
+                if lock is not None:
+                    store.release_lock(lock)
+        else:
+            if command.apply and not command.auto_approve and not command.dry_run:
+                _confirm(decl)
+            rotation.start(config, decl, store, options, echo, result)
+            if command.dry_run:
+                result.next_steps.append("store the new key: the pull request's apply job, or --apply; "
+                                         "then deactivate the old key: --finish")
+            elif command.apply:
+                _store_and_retire(config, store, decl, command, options, echo, result)
+            else:
+                result.next_steps = rotation.gitops_next_steps(result)
+    except ConnsyncError as exc:
+        result.error = exc.message
+        if echo:
+            click.echo(style(f"  ✗ {render.text_lines(exc.message)}", fg="red"), err=True)
+            if exc.hint:
+                click.echo(f"  hint: {render.text_lines(exc.hint)}", err=True)
+    if echo and result.next_steps:
+        echo("Next:")
+        for line in result.next_steps:
+            echo(f"  {render.text(line, limit=400)}")
+    return result
+
+
+def _store_and_retire(config: Config, store: Store, decl: Declaration, command: RotateCommand,
+                      options: rotation.RotateOptions, echo: rotation.Echo | None,
+                      result: rotation.Rotation) -> None:
+    lock = store.acquire_lock(timeout=command.lock_timeout)
+    try:
+        rotation.store_new_key(config, rotation.find(config, decl.file), store, result, echo)
+        rotation.finish(config, rotation.find(config, decl.file), store, options, delete=False, echo=echo,
+                        rotation=result)
+    finally:
+        store.release_lock(lock)
+
+
+def _confirm(decl: Declaration) -> None:
+    question = (f"Create a new key for {render.text(decl.name)}, write it into {render.text(decl.file)}, "
+                "store it, then deactivate the old key?")
+    if not click.confirm(question, default=False, err=True):
+        raise ConnsyncError("rotation cancelled; nothing was changed")

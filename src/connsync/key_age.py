@@ -1,0 +1,53 @@
+"""The one key-age rule, shared by verify, plan, list and ``rotate --older-than``.
+
+A key is due for rotation once it is *more than* ``verify.max_key_age_days``
+whole days old. IAM knows every key's CreateDate (verify and rotate ask it);
+offline, the store's audit log knows the keys that ``connsync rotate``
+created, which is how ``plan`` and ``list`` can say something without calling AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from connsync.store import AuditEntry
+
+# The audit action of a key that connsync created: "rotate-create-key AKIA...".
+CREATED_ACTION = "rotate-create-key"
+
+
+def age_days(created: datetime, now: datetime | None = None) -> int:
+    """Whole days since ``created``."""
+    return max(0, ((now or datetime.now(UTC)) - created).days)
+
+
+def overdue(created: datetime, max_days: int, now: datetime | None = None) -> bool:
+    return age_days(created, now) > max_days
+
+
+def overdue_message(created: datetime, max_days: int, now: datetime | None = None) -> str | None:
+    """The warning verify and plan print for an overdue key, else None."""
+    age = age_days(created, now)
+    if age <= max_days:
+        return None
+    return f"the key is {age} days old, past max_key_age_days ({max_days}): rotate it"
+
+
+def describe(age: int | None) -> str:
+    return "unknown" if age is None else f"{age} day" + ("" if age == 1 else "s")
+
+
+def created_from_audit(entries: Iterable[AuditEntry]) -> dict[str, datetime]:
+    """access key id -> when connsync created it, from ``rotate-create-key`` audit entries."""
+    found: dict[str, datetime] = {}
+    for entry in entries:
+        action, _, key_id = entry.action.partition(" ")
+        if action != CREATED_ACTION or not key_id:
+            continue
+        try:
+            at = datetime.fromisoformat(entry.at.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        found[key_id] = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return found
