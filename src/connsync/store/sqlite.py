@@ -14,8 +14,6 @@ import fcntl
 import json
 import os
 import sqlite3
-import stat
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,58 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from connsync.errors import LockError, StoreError, VersionConflict
-from connsync.fsutil import write_atomic
 from connsync.model import Secret, StoredConnection
 from connsync.store.base import AuditEntry, LockInfo, Snapshot, Write, fingerprint, new_lock, now
-from connsync.store.sealing import KEY_VARIABLE, Sealer, decode_key, new_key_text
+from connsync.store.sealing import Sealer
 from connsync.store.sql import COLUMNS, record_from_row
+from connsync.store.sqlite_file import SCHEMA_VERSION, create, load_key, open_salt, read_meta, transaction
 
-SCHEMA_VERSION = 2  # 2: the fingerprint salt is sealed with the store key
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
 _LOCK_POLL_SECONDS = 0.1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS connections (
-    workspace TEXT NOT NULL,
-    name_key TEXT NOT NULL,           -- casefolded name: names are unique ignoring case
-    name TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    spec TEXT NOT NULL,               -- JSON of the clear fields
-    description TEXT,
-    labels TEXT NOT NULL DEFAULT '{}',
-    secrets BLOB NOT NULL,            -- AES-GCM nonce || ciphertext of a JSON object
-    fingerprints TEXT NOT NULL,       -- JSON field -> HMAC-SHA256
-    version INTEGER NOT NULL,
-    synced_version INTEGER,           -- the version connsync wrote last
-    managed INTEGER NOT NULL,
-    source TEXT,
-    source_digest TEXT,
-    git_revision TEXT,
-    updated_at TEXT NOT NULL,
-    updated_by TEXT NOT NULL,
-    PRIMARY KEY (workspace, name_key)
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    workspace TEXT NOT NULL,
-    name TEXT NOT NULL,
-    action TEXT NOT NULL,
-    version_before INTEGER,
-    version_after INTEGER,
-    actor TEXT NOT NULL,
-    git_revision TEXT,
-    source TEXT
-);
-CREATE TABLE IF NOT EXISTS locks (
-    workspace TEXT PRIMARY KEY,
-    id TEXT NOT NULL,
-    holder TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    ci_run TEXT,
-    acquired_at TEXT NOT NULL
-);
-"""
 
 
 class SqliteStore:
@@ -101,7 +56,7 @@ class SqliteStore:
         path = Path(raw).expanduser()
         try:
             if not path.exists():
-                _create(path)
+                create(path)
             if path.stat().st_size == 0:
                 raise StoreError(
                     f"cannot open store {path}: the file is empty, not a connsync store",
@@ -112,10 +67,10 @@ class SqliteStore:
             raise StoreError(f"cannot open store {path}: {exc.strerror}") from None
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
-            meta = _meta(conn, path)
-            key, key_source = _load_key(path)
+            meta = read_meta(conn, path)
+            key, key_source = load_key(path)
             sealer = Sealer(key)
-            salt = _salt(conn, meta, sealer, path, key_source)
+            salt = open_salt(conn, meta, sealer, path, key_source)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise _unopenable(path, exc) from None
@@ -179,7 +134,7 @@ class SqliteStore:
         """One write transaction; SQLite failures (disk full, I/O, a lock held too long)
         become a StoreError for the connection at hand, not a crash of the whole apply."""
         try:
-            with _transaction(self._conn):
+            with transaction(self._conn):
                 self._check_still_locked()
                 yield
         except sqlite3.Error as exc:
@@ -386,129 +341,6 @@ def _flock(path: Path) -> int:
     return fd
 
 
-def _create(path: Path) -> None:
-    """A new store appears whole or not at all: built under a temporary name, then linked.
-
-    So an empty file at ``path`` is never a store being born, always a broken one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key_file = _key_file(path)
-    if not os.environ.get(KEY_VARIABLE) and not key_file.exists():
-        _refuse_unignored(key_file)
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            write_atomic(key_file, (new_key_text() + "\n").encode(), mode=0o600)
-    key, _ = _load_key(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    temp.unlink(missing_ok=True)
-    # Created 0600 before SQLite sees it (SQLite would use the umask); -wal and -shm inherit it.
-    os.close(os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-    try:
-        conn = sqlite3.connect(temp, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            sealer = Sealer(key)
-            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                             [("schema_version", str(SCHEMA_VERSION)), ("salt", sealer.new_sealed_salt())])
-        finally:
-            conn.close()
-        with contextlib.suppress(FileExistsError):  # another process created the store first
-            os.link(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _refuse_unignored(key_file: Path) -> None:
-    """A key file must not land in a git work tree where a `git add .` would commit it."""
-    try:
-        inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=key_file.parent,
-                                capture_output=True, text=True, timeout=10, check=False)
-        if inside.returncode != 0 or inside.stdout.strip() != "true":
-            return
-        ignored = subprocess.run(["git", "check-ignore", "-q", key_file.name], cwd=key_file.parent,
-                                 capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return  # no git here: nothing to commit the key to
-    if ignored.returncode == 1:
-        raise StoreError(
-            f"the store's key file {key_file} would be created inside a git work tree and is not "
-            "git-ignored",
-            hint=f"add it to .gitignore (connsync init ignores .connsync/), or set {KEY_VARIABLE}",
-        )
-
-
-def _key_file(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".key")
-
-
-def _load_key(db_path: Path) -> tuple[bytes, str]:
-    """The key file beside the database, else CONNSYNC_STORE_KEY; never a new key for old data.
-
-    A key file, where there is one, is the key the store was created with: it wins
-    over the environment, so a CONNSYNC_STORE_KEY meant for a shared store (as in
-    ``connsync store copy`` from this file to PostgreSQL) never opens this one wrongly.
-    """
-    key_file = _key_file(db_path)
-    try:
-        fd = os.open(key_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        encoded = os.environ.get(KEY_VARIABLE)
-        if encoded:
-            return decode_key(encoded, KEY_VARIABLE), KEY_VARIABLE
-        raise StoreError(
-            f"the key file {key_file} of the store {db_path} is missing",
-            hint=f"restore it from where you keep it, or set {KEY_VARIABLE}; without the key the "
-            "store's secrets cannot be opened (connsync never makes a new key for an existing store)",
-        ) from None
-    except OSError as exc:
-        raise StoreError(f"cannot read the store key file {key_file}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise StoreError(f"the store key file {key_file} is not a regular file")
-        text = handle.read(4096).decode("ascii", "replace")
-    return decode_key(text, str(key_file)), str(key_file)
-
-
-def _meta(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
-    """The store's meta table: what tells a connsync store from any other SQLite file."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
-        raise StoreError(f"cannot open store {path}: it is an SQLite database but not a connsync store")
-    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    version = int(meta.get("schema_version", 0))
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"the store {path} has schema version {version}; this connsync knows up to {SCHEMA_VERSION}",
-            hint="upgrade connsync to the version that wrote it",
-        )
-    return meta
-
-
-def _salt(conn: sqlite3.Connection, meta: dict[str, Any], sealer: Sealer, path: Path,
-          key_source: str) -> bytes:
-    if int(meta.get("schema_version", 0)) < 2:
-        _upgrade_to_sealed_salt(conn, sealer, meta, path, key_source)
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    return sealer.open_salt(bytes(meta["salt"]), str(path), key_source)
-
-
-def _upgrade_to_sealed_salt(conn: sqlite3.Connection, sealer: Sealer, meta: dict[str, Any], path: Path,
-                            key_source: str) -> None:
-    """Schema 1 kept the salt in clear next to the fingerprints; schema 2 seals it."""
-    from cryptography.exceptions import InvalidTag
-
-    try:
-        check = bytes(meta["key_check"])
-        sealer.open(check, b"")
-    except (KeyError, InvalidTag):
-        raise StoreError(f"the store key does not open {path}",
-                         hint=f"set {key_source} to the key this store was created with") from None
-    with _transaction(conn):
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'salt'",
-                     (sealer.seal_salt(bytes(meta["salt"])),))
-        conn.execute("DELETE FROM meta WHERE key = 'key_check'")
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-
-
 def _unopenable(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
     return StoreError(
         f"cannot open store {path}: {exc}",
@@ -523,14 +355,3 @@ def _lock_error(held: LockInfo | None, timeout: float) -> LockError:
         f"workspace is still locked after {timeout:g}s by {holder}",
         hint=f"wait for it (--lock-timeout); if that apply is stuck: connsync unlock {lock_id}",
     )
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
