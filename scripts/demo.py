@@ -1,10 +1,13 @@
 """The main job end to end, on this machine, with no cloud account.
 
 Starts a moto server on 127.0.0.1 as the AWS endpoint, creates IAM users and
-keys there, makes a fresh connections repository with ``connsync init`` and a
-generated age key, adds two connections with ``connsync new``, then runs
-validate, verify, plan, apply into the embedded SQLite store, and a second
-plan that shows no changes. Run it with ``make demo``.
+keys there, and serves a fake Entra ID + ARM (over TLS) and a fake Google
+token endpoint + Resource Manager (tests/fake_azure.py, tests/fake_gcp.py: the
+real protocols, on 127.0.0.1). Makes a fresh connections repository with
+``connsync init`` and a generated age key, adds two AWS connections, an Azure
+and a GCP one with ``connsync new``, then runs validate, verify, plan, apply
+into the embedded SQLite store, and a second plan that shows no changes. Run
+it with ``make demo``.
 """
 
 from __future__ import annotations
@@ -13,13 +16,25 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.fake_azure import CLIENT, SUBSCRIPTION, TENANT, App, FakeAzure
+from tests.fake_azure import serve as serve_azure
+from tests.fake_gcp import FakeGcp, new_key
+from tests.fake_gcp import serve as serve_gcp
+
+GCP_EMAIL = "platform@analytics-demo-1.iam.gserviceaccount.com"
+GCP_KEY_ID = "0123456789abcdef0123456789abcdef01234567"
+AZURE_SECRET = secrets.token_urlsafe(30)  # made here, like the IAM keys
 
 KEY_ID = re.compile(r"^AKIA[A-Z2-7]{16}$")
 
@@ -69,7 +84,15 @@ def main() -> int:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     print(f"AWS endpoint: {endpoint}")
+    clouds = ExitStack()
     try:
+        gcp_key = new_key(GCP_KEY_ID)
+        azure = clouds.enter_context(serve_azure(FakeAzure(apps={CLIENT: App(AZURE_SECRET)}), work))
+        gcp = clouds.enter_context(serve_gcp(FakeGcp(
+            accounts={GCP_EMAIL: {GCP_KEY_ID: gcp_key}}, projects={"analytics-demo-1": {GCP_EMAIL}},
+            key_readers={GCP_EMAIL})))
+        print(f"Azure (Entra ID and ARM, TLS): {azure.url}\nGCP (token endpoint, Resource Manager, IAM): "
+              f"{gcp.url}")
         admin = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo-admin",
                  "AWS_SECRET_ACCESS_KEY": "demo-admin", "AWS_DEFAULT_REGION": "us-east-1"}
         os.environ.update(admin)
@@ -88,14 +111,24 @@ def main() -> int:
             "SOPS_AGE_KEY_FILE": str(work / "age" / "keys.txt"),  # keep the demo key out of ~/.config
             "PROD_SECRET": prod_secret,
             "DEV_SECRET": dev_secret,
+            "AZURE_SECRET": AZURE_SECRET,
+            "GCP_PRIVATE_KEY": gcp_key.pem,
             "AWS_EC2_METADATA_DISABLED": "true",
         })
         subprocess.run(["git", "init", "-q"], cwd=repo, check=False)
 
         banner("A fresh repository with a new age key")
         connsync("init", "--generate-age-key", env=env, cwd=repo)
+        # Where verify finds the local Azure and GCP endpoints (settings, as for a private cloud).
+        config = repo / "connsync.yaml"
+        config.write_text(config.read_text().replace("verify:\n", (
+            f"verify:\n  ca_bundle: {azure.ca_bundle}\n"
+            f"  azure: {{authority_host: '{azure.url}', management_endpoint: '{azure.url}', "
+            "instance_discovery: false}\n"
+            f"  gcp: {{token_uri: '{gcp.url}/token', resource_manager_endpoint: '{gcp.url}', "
+            f"iam_endpoint: '{gcp.url}', certificates_endpoint: '{gcp.url}/x509'}}\n"), 1))
 
-        banner("Two connections, secrets read from the environment and encrypted by SOPS")
+        banner("Four connections, secrets read from the environment and encrypted by SOPS")
         connsync("new", "aws", "--name", "AWS Prod", "--label", "env=prod", "--no-input",
                  "--set", "account_id=123456789012", "--set", "default_region=us-east-1",
                  "--set", f"access_key_id={prod_id}", "--secret-env", "secret_access_key=PROD_SECRET",
@@ -104,11 +137,18 @@ def main() -> int:
                  "--set", "account_id=123456789012", "--set", "default_region=eu-west-1",
                  "--set", f"access_key_id={dev_id}", "--secret-env", "secret_access_key=DEV_SECRET",
                  env=env, cwd=repo)
+        connsync("new", "azure", "--name", "Azure Prod", "--no-input", "--set", f"tenant_id={TENANT}",
+                 "--set", f"client_id={CLIENT}", "--set", f"subscription_id={SUBSCRIPTION}",
+                 "--secret-env", "client_secret=AZURE_SECRET", env=env, cwd=repo)
+        connsync("new", "gcp", "--name", "GCP Analytics", "--no-input",
+                 "--set", "project_id=analytics-demo-1",
+                 "--set", f"client_email={GCP_EMAIL}", "--set", f"private_key_id={GCP_KEY_ID}",
+                 "--secret-env", "private_key=GCP_PRIVATE_KEY", env=env, cwd=repo)
         print("\nconnections/aws-prod.yaml as committed (the secret is the only encrypted field):")
         print("\n".join("    " + line for line in
                         (repo / "connections/aws-prod.yaml").read_text().splitlines()[:10]))
 
-        banner("Validate (offline), then verify the keys against AWS STS")
+        banner("Validate (offline), then verify each credential with its cloud")
         connsync("validate", env=env, cwd=repo)
         connsync("verify", env=env, cwd=repo)
 
@@ -120,6 +160,7 @@ def main() -> int:
         connsync("plan", "--detailed-exitcode", env=env, cwd=repo)
         connsync("list", env=env, cwd=repo)
     finally:
+        clouds.close()
         server.stop()
     banner(f"Done in {time.monotonic() - started:.1f}s. The demo repository is in {repo}")
     return 0

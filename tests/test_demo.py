@@ -14,7 +14,7 @@ def test_demo_runs_end_to_end() -> None:
                             text=True, timeout=300, env=dict(os.environ), check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    assert "2 connections verified: 2 ok" in out
-    assert "Apply complete: 2 created" in out
-    assert "No changes. The store matches the files (2 connections)." in out
+    assert "4 connections verified: 4 ok" in out
+    assert "Apply complete: 4 created" in out
+    assert "No changes. The store matches the files (4 connections)." in out
     assert "Traceback" not in result.stderr
