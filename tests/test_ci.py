@@ -270,3 +270,33 @@ def test_markdown_allows_ordinary_values() -> None:
                                  "after": "a" * 40 + " 0123456789abcdef0123456789abcdef01234567"},
     })
     assert "AKIAI44QH8DHBEXAMPLE" in plan_markdown(Plan("default", (change,)))
+
+
+def test_steps_stop_when_the_shared_store_is_not_set(tmp_path: Path) -> None:
+    """A missing CONNSYNC_STORE secret is an error naming it, not a plan against a throwaway store."""
+    expression = re.compile(r"\$\{\{.*?\}\}")
+    for name, job_id, step_name in (("connections-apply.yml", "apply", "Apply"),
+                                    ("connections-apply.yml", "drift", "Plan"),
+                                    ("connections-pr.yml", "plan", "Plan")):
+        steps = yaml.safe_load(workflow_text(name))["jobs"][job_id]["steps"]
+        (step,) = [s for s in steps if s.get("name") == step_name]
+        assert step["env"]["CONNSYNC_STORE"] == "${{ secrets.CONNSYNC_STORE }}"
+        env = {"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(tmp_path / "out"), "CONNSYNC_STORE": ""}
+        proc = subprocess.run(["bash", "-e", "-c", expression.sub("x", step["run"])], env=env,
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 1
+        assert proc.stdout.startswith("::error::The secret CONNSYNC_STORE is not set"), proc.stdout
+
+
+def test_shell_completion_as_documented(tmp_path: Path) -> None:
+    assert 'eval "$(_CONNSYNC_COMPLETE=bash_source connsync)"' in (REPO / "README.md").read_text()
+    env = {**os.environ, "_CONNSYNC_COMPLETE": "bash_source"}
+    script = subprocess.run([str(BIN / "connsync")], env=env, capture_output=True, text=True, check=False)
+    assert script.returncode == 0 and "complete -o nosort -F _connsync_completion connsync" in script.stdout
+    env = {**os.environ, "_CONNSYNC_COMPLETE": "bash_complete", "COMP_WORDS": "connsync pl",
+           "COMP_CWORD": "1"}
+    words = subprocess.run([str(BIN / "connsync")], env=env, capture_output=True, text=True, check=False)
+    assert words.stdout.split() == ["plain,plan"]
+    env |= {"COMP_WORDS": "connsync plan --format ", "COMP_CWORD": "3"}
+    formats = subprocess.run([str(BIN / "connsync")], env=env, capture_output=True, text=True, check=False)
+    assert formats.stdout.split() == ["plain,text", "plain,json", "plain,markdown"]
