@@ -123,7 +123,8 @@ def test_init_github_writes_workflows_that_lint(workdir: Path, run: Run, age_key
     assert apply_["jobs"]["drift"]["environment"] == pr["jobs"]["plan"]["environment"] == "prod-plan"
     # Every variable and secret the workflows read is named in what init prints.
     needed = set(re.findall(r"(?:secrets|vars)\.([A-Z_]+)", "".join(p.read_text() for p in written)))
-    assert needed == {"SOPS_AGE_KEY", "CONNSYNC_STORE", "CONNSYNC_STORE_KEY", "AWS_ROLE_ARN", "AWS_REGION"}
+    assert needed == {"SOPS_AGE_KEY", "CONNSYNC_STORE", "CONNSYNC_STORE_KEY", "PGPASSWORD", "AWS_ROLE_ARN",
+                      "AWS_REGION"}
     for name in needed - {"AWS_REGION"}:
         assert name in result.out
     assert "secret CONNSYNC_STORE " in result.out and "postgresql://" in result.out

@@ -166,6 +166,7 @@ Settings > Environments, create two environments and give each these secrets:
   secret CONNSYNC_STORE      the shared store, postgresql://user@host/db (a secret: it may hold a
                              password); the embedded sqlite: store is thrown away with the runner
   secret CONNSYNC_STORE_KEY  the key that seals the store's secrets
+  secret PGPASSWORD          optional: the database password, if the URL does not carry it
 Pull requests from forks get no secrets: they are validated and planned on their clear fields."""
 
 
