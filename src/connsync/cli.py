@@ -228,6 +228,48 @@ def _requiring_verified(config: Config, require_verified: bool) -> Config:
     return dataclasses.replace(config, verify=dataclasses.replace(config.verify, require_verified=True))
 
 
+@cli.command(name="set", short_help="Change fields of a connection file in place.")
+@global_options
+@click.argument("name")
+@click.argument("assignments", nargs=-1, metavar="FIELD=VALUE...")
+@click.option("--secret-env", "secret_envs", multiple=True, metavar="FIELD=ENV_VAR",
+              help="Read a secret field from an environment variable (repeatable).")
+@click.option("--no-input", is_flag=True, help="Never prompt.")
+@pass_app
+def set_(app: App, name: str, assignments: tuple[str, ...], secret_envs: tuple[str, ...],
+         no_input: bool) -> int:
+    """Set fields of connection NAME (or of the file NAME), keeping everything else.
+
+    Clear fields as FIELD=VALUE; a secret field named alone is asked for on
+    the terminal (hidden), or read with --secret-env. The change is checked
+    with validate's rules before the file is touched; sops re-encrypts it, so
+    comments, description, labels and every other field stay as they were.
+
+    \b
+    Examples:
+      connsync set "AWS Prod" default_region=eu-west-1
+      connsync set "AWS Prod" access_key_id=AKIA... secret_access_key
+    """
+    from connsync.commands.edit import SetOptions, set_fields
+
+    return set_fields(app.config, SetOptions(name, assignments, secret_envs, no_input), app.style)
+
+
+@cli.command(short_help="Open a connection file in 'sops edit'.")
+@global_options
+@click.argument("name")
+@pass_app
+def edit(app: App, name: str) -> int:
+    """Open connection NAME (or the file NAME) decrypted in your $EDITOR through 'sops edit'.
+
+    sops re-encrypts on save; the file is then validated. Plaintext stays in
+    sops's temporary file only while the editor is open.
+    """
+    from connsync.commands.edit import edit as run
+
+    return run(app.config, name, app.style)
+
+
 @cli.command(short_help="Check each credential with its provider.")
 @global_options
 @click.argument("paths", nargs=-1, type=click.Path())

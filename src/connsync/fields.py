@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
-from connsync import providers, render, rules, schema
-from connsync.errors import UsageError
+from connsync import loader, providers, render, rules, schema
+from connsync.errors import ConnsyncError, UsageError
 from connsync.model import Declaration, Finding, Secret
 
 # Stands in for an encrypted value while a document is checked before encryption.
@@ -110,6 +111,23 @@ def problems(document: Mapping[str, Any], secrets: Mapping[str, Secret], shown: 
             findings.append(Finding("error", "secret-format", shown, 1, 1, f"$.spec.{field}",
                                     f"{field} {problem}"))
     return findings
+
+
+def find_connection(name: str, connections_dir: Path) -> Declaration:
+    """The file declaring connection ``name`` (names compare ignoring case), or the file at ``name``."""
+    declarations = rules.validate_files([], connections_dir).declarations if connections_dir.is_dir() else []
+    for decl in declarations:
+        metadata = decl.data.get("metadata")
+        if isinstance(metadata, Mapping) and str(metadata.get("name", "")).casefold() == name.casefold():
+            return decl
+    path = Path(name)
+    if path.is_file():
+        loaded = loader.load_file(path)
+        if isinstance(loaded, Declaration):
+            return loaded
+        raise ConnsyncError(f"{loaded.file}:{loaded.line}:{loaded.column}: {loaded.message}")
+    raise ConnsyncError(f"no connection named {name!r} under {loader.display_path(connections_dir)}",
+                        hint="'connsync validate' lists the files; names are compared ignoring case")
 
 
 def about(prop: Mapping[str, Any], secret: bool) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 from connsync import key_age, loader, rules, sops
 from connsync.config import Config
 from connsync.errors import ConnsyncError
+from connsync.fields import find_connection
 from connsync.identity import actor, git_revision
 from connsync.model import Declaration, Desired, Secret
 from connsync.providers.aws_keys import AccessKey, Credentials, Iam, Identity, identity, wait_until_accepted
@@ -110,19 +111,8 @@ class Journal:
 
 
 def find(config: Config, name: str) -> Declaration:
-    """The connection file declaring ``name`` (case-insensitive), or a file path."""
-    validation = rules.validate_files([], config.connections_dir)
-    by_name = {d.name.casefold(): d for d in validation.declarations
-               if isinstance(d.data.get("metadata"), dict)
-               and isinstance(d.data["metadata"].get("name"), str)}
-    decl = by_name.get(name.casefold())
-    if decl is None and Path(name).is_file():
-        loaded = loader.load_file(Path(name))
-        decl = loaded if isinstance(loaded, Declaration) else None
-    if decl is None:
-        where = loader.display_path(config.connections_dir)
-        raise ConnsyncError(f"no connection named {name!r} under {where}",
-                            hint="'connsync validate' lists the files; names are compared ignoring case")
+    """The AWS connection ``name`` (or the file at ``name``), valid, or an error saying why not."""
+    decl = find_connection(name, config.connections_dir)
     errors = [f for f in rules.check_declaration(decl) if f.severity == "error"]
     if errors:
         raise ConnsyncError(f"{decl.file} has errors ({errors[0].message}); nothing was rotated",
