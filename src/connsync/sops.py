@@ -166,20 +166,25 @@ def _decrypt_in_process(decl: Declaration) -> Desired | None:
 def decrypt_with_binary(decl: Declaration, path: Path) -> Desired:
     meta = decl.data.get("sops")
     meta = meta if isinstance(meta, Mapping) else {}
-    # YAML, not JSON: sops's JSON output cannot hold .inf or .nan. It is read
-    # with the same YAML 1.2 typing as everything else sops decrypts.
-    result = run_sops(["decrypt", "--input-type", "yaml", "--output-type", "yaml", str(path)],
-                      shown=decl.file)
-    if result.returncode != 0:
-        raise decrypt_error(decl.file, result.returncode, result.stderr, meta)
-    try:
-        documents = sops_yaml.load_all(result.stdout.decode("utf-8"))
-    except (sops_yaml.Unsupported, UnicodeDecodeError):
-        raise SopsError(f"{decl.file}: sops decrypted the file into YAML connsync cannot read",
-                        hint="a value may be binary or use an alias; check it with 'sops decrypt'") from None
-    if len(documents) != 1 or not isinstance(documents[0], Mapping):
-        raise SopsError(f"{decl.file}: a connection file holds exactly one YAML document (a mapping)")
-    return to_desired(decl, documents[0])
+    # YAML first: sops's JSON output cannot hold .inf or .nan, and YAML is read
+    # with the same YAML 1.2 typing as everything else sops decrypts. JSON is
+    # the fallback for the rare YAML go-yaml writes and libyaml rejects (a
+    # list item that starts with a newline, written as `- |4-`).
+    for output in ("yaml", "json"):
+        result = run_sops(["decrypt", "--input-type", "yaml", "--output-type", output, str(path)],
+                          shown=decl.file)
+        if result.returncode != 0:
+            raise decrypt_error(decl.file, result.returncode, result.stderr, meta)
+        try:
+            text = result.stdout.decode("utf-8")
+            documents = sops_yaml.load_all(text) if output == "yaml" else [json.loads(text)]
+        except (sops_yaml.Unsupported, ValueError):  # UnicodeDecodeError is a ValueError
+            continue
+        if len(documents) != 1 or not isinstance(documents[0], Mapping):
+            raise SopsError(f"{decl.file}: a connection file holds exactly one YAML document (a mapping)")
+        return to_desired(decl, documents[0])
+    raise SopsError(f"{decl.file}: sops decrypted the file into YAML connsync cannot read",
+                    hint="a value may be binary or a key may appear twice; check it with 'sops decrypt'")
 
 
 def to_desired(decl: Declaration, document: Mapping[str, Any]) -> Desired:
