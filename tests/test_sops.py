@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,20 @@ def test_broken_sops_metadata_goes_to_the_binary_not_a_crash(encrypted: Path) ->
     with pytest.raises(SopsError) as caught:
         sops.decrypt(load(encrypted), encrypted)
     assert caught.value.message.startswith("connections/aws-prod.yaml: ")
+
+
+def test_the_binary_engine_reads_yaml_libyaml_rejects(tmp_path: Path, age_key: AgeKey,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """go-yaml writes a list item that starts with a newline as `- |4-`, which libyaml
+    rejects inside an indented list: the binary engine then reads sops's JSON output."""
+    (tmp_path / ".sops.yaml").write_text(f"creation_rules:\n  - age: {age_key.public}\n")
+    target = tmp_path / "odd.yaml"
+    doc = ('apiVersion: connsync/v1\nprovider: aws\nmetadata:\n  name: O\n'
+           'spec:\n  regions: ["\\n0", b]\n  secret_access_key: x\n')
+    target.write_bytes(sops.encrypt(doc.encode(), target))
+    decl = load(target)
+    output = subprocess.run([sops.binary(), "decrypt", str(target)], capture_output=True, check=True).stdout
+    assert b"- |4-" in output
+    for engine in ("binary", "auto"):
+        monkeypatch.setenv("CONNSYNC_SOPS_ENGINE", engine)
+        assert sops.decrypt(decl, target).spec["regions"] == ["\n0", "b"]
