@@ -161,6 +161,14 @@ def test_deletes_need_a_typed_yes(applied: Path) -> None:
     assert store_of(applied).get("AWS Dev") is None
 
 
+def test_interrupt_at_the_prompt_says_nothing_was_changed(applied: Path) -> None:
+    prune_on(applied)
+    question = b"Only 'yes' will be accepted to approve"
+    code, transcript = run_in_terminal("apply", "--skip-verify", answers=((question, b"\x03"),))
+    assert code == 130 and b"apply cancelled at the prompt; nothing was changed" in transcript
+    assert store_of(applied).get("AWS Dev") is not None
+
+
 def test_sigint_during_apply_reports_what_was_written(repo: Path, run: Run,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS A", "AWS B", "AWS C"):

@@ -83,5 +83,7 @@ def test_errors_are_json_on_stdout_too(repo: Path, run: Run, monkeypatch: pytest
     checked("verify", run("verify", "--format", "json"), ok=False)
     unknown = run("schema", "oracle", "--format", "json")
     assert unknown.code == 64 and checked("schema", unknown, ok=False)["error"]["exit_code"] == 64
+    rotate = run("rotate", "No Such Connection", "--format", "json")
+    assert rotate.code == 1 and checked("rotate", rotate, ok=False)
     (repo / "bad.plan").write_text('{"format": 1, "paths": [123]}')
     assert checked("show", run("show", "bad.plan", "--format", "json"), ok=False)

@@ -109,12 +109,20 @@ def _confirm(plan: Plan) -> None:
             hint="review the plan, then pass --auto-approve",
         )
     deletes = plan.summary["delete"]
-    if deletes:
-        # As Terraform does for destroys: a y typed by habit is not enough to delete.
-        answer = click.prompt(f"\nThis deletes {deletes} connection(s) from the store. "
-                              "Only 'yes' will be accepted to approve", default="", show_default=False,
-                              err=True)
-        if answer.strip() != "yes":
-            raise ConnsyncError("apply cancelled; nothing was changed")
-    elif not click.confirm("\nApply these changes?", default=False, err=True):
+    try:
+        if deletes:
+            # As Terraform does for destroys: a y typed by habit is not enough to delete.
+            answer = click.prompt(f"\nThis deletes {deletes} connection(s) from the store. "
+                                  "Only 'yes' will be accepted to approve", default="", show_default=False,
+                                  err=True)
+            approved = answer.strip() == "yes"
+        else:
+            approved = click.confirm("\nApply these changes?", default=False, err=True)
+    except click.exceptions.Abort:  # ^C or ^D at the prompt: say so, not just "Aborted."
+        raise Cancelled("apply cancelled at the prompt; nothing was changed") from None
+    if not approved:
         raise ConnsyncError("apply cancelled; nothing was changed")
+
+
+class Cancelled(ConnsyncError):
+    exit_code = EXIT_INTERRUPTED
