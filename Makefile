@@ -26,6 +26,8 @@ bench: $(BIN)/.installed  ## figures next to check-jsonschema and the sops binar
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/verify.py --provider azure
+	$(BIN)/python bench/verify.py --provider gcp
 
 clean:
 	rm -rf $(VENV) .connsync build dist src/*.egg-info

@@ -95,12 +95,16 @@ def _handler(fake: FakeAws) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # listen()'s backlog: a run opens many connections at once
+
+
 @contextmanager
 def serve(fake: FakeAws) -> Iterator[FakeAws]:
     """Serve ``fake`` on a free loopback port for the duration of the block."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    server.request_queue_size = 1024
+    server = _Server(("127.0.0.1", 0), _handler(fake))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -105,7 +105,8 @@ class App:
 
 @dataclass
 class FakeAzure:
-    apps: dict[str, App] = field(default_factory=dict)  # client id -> app, all in TENANT
+    apps: dict[str, App] = field(default_factory=dict)  # client id -> app, in any of the tenants
+    tenants: set[str] = field(default_factory=lambda: {TENANT})
     subscriptions: dict[str, str] = field(default_factory=lambda: {SUBSCRIPTION: "Platform Prod"})
     token_failures: list[int] = field(default_factory=list)  # statuses answered first (429, 503...)
     arm_failures: list[int] = field(default_factory=list)
@@ -153,7 +154,7 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
             parts = url.path.strip("/").split("/")
             if parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
                 tenant = parts[0]
-                if tenant != TENANT:
+                if tenant not in fake.tenants:
                     return self.reply(
                         400, _aad_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
                     )
@@ -266,13 +267,18 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # listen()'s backlog: a run opens many connections at once
+
+
 @contextmanager
 def serve(fake: FakeAzure, directory: Path) -> Iterator[FakeAzure]:
     ca, cert, key = make_tls(directory)
     context = SSLContext(PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _handler(fake))
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -131,10 +131,17 @@ def test_a_silent_token_endpoint_times_out(gcp: FakeGcp, key: Key) -> None:
 
 
 def test_a_key_that_is_not_pem_fails_without_echo(gcp: FakeGcp) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    assert verify(desired(ec_pem), settings_for(gcp)).messages == (
+        "private_key is not a PEM RSA private key google-auth can sign with",)
     verdict = verify(
         desired("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"), settings_for(gcp)
     )
-    assert verdict.messages == ("private_key is not a PEM private key google-auth can sign with",)
+    assert verdict.messages == ("private_key is not a PEM RSA private key google-auth can sign with",)
 
 
 # --- through the CLI, settings from connsync.yaml ----------------------------------------------
