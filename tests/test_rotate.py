@@ -127,6 +127,8 @@ def test_gitops_cycle(repo: Path, aws: dict[str, str], run: Run) -> None:
 
     outputs.append(run("apply", "--auto-approve"))  # what the pull request's apply job does
     assert outputs[-1].code == 0, outputs[-1].err
+    listed = checked("list", run("list", "--format", "json"), ok=True)
+    assert listed["connections"][0]["key_age_days"] == 0  # connsync made this key: its age is known
     outputs.append(finished := run("rotate", "--finish", "AWS Prod"))
     assert finished.code == 0, finished.err
     assert iam_keys() == {aws["old_id"]: "Inactive", new_id: "Active"}
@@ -329,3 +331,27 @@ def test_flags_that_do_not_go_together(repo: Path, run: Run) -> None:
     assert run("rotate", "X", "--delete").code == 64
     assert run("rotate", "X", "--finish", "--apply").code == 64
     assert CANARY not in run("rotate", "Nope").err
+
+
+def test_key_age_from_the_audit_log_in_list_and_plan(repo: Path, run: Run,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    key_id = "AKIAIOSFODNN7EXAMPLE"
+    assert new_aws(run, monkeypatch, access_key_id=key_id).code == 0
+    assert new_aws(run, monkeypatch, name="AWS Dev", access_key_id=key_id).code == 0
+    assert run("apply", "--auto-approve", "--skip-verify").code == 0
+    listed = checked("list", run("list", "--format", "json"), ok=True)
+    assert [c["key_age_days"] for c in listed["connections"]] == [None, None]  # not known yet
+    store_of(repo).record_event("AWS Prod", f"rotate-create-key {key_id}", actor="t", git_revision=None,
+                                source=None)
+    old = (datetime.now(UTC) - timedelta(days=120)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    with sqlite3.connect(repo / ".connsync/store.db") as db:
+        db.execute("UPDATE audit SET at = ? WHERE action LIKE 'rotate-create-key%'", (old,))
+    listed = checked("list", run("list", "--format", "json"), ok=True)
+    assert [c["key_age_days"] for c in listed["connections"]] == [120, 120]
+    assert "120d" in run("list").out
+    planned = run("plan")
+    assert planned.code == 0
+    assert (f"Note: 'AWS Prod': access key {key_id} is 120 days old, past max_key_age_days (90): "
+            "connsync rotate 'AWS Prod'") in planned.err

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from connsync.store import AuditEntry
+from connsync.store import AuditEntry, Store
 
 # The audit action of a key that connsync created: "rotate-create-key AKIA...".
 CREATED_ACTION = "rotate-create-key"
@@ -31,7 +31,7 @@ def overdue_message(created: datetime, max_days: int, now: datetime | None = Non
     age = age_days(created, now)
     if age <= max_days:
         return None
-    return f"the key is {age} days old, past max_key_age_days ({max_days}): rotate it"
+    return f"the key is {age} days old, past max_key_age_days ({max_days}): rotate it ('connsync rotate')"
 
 
 def describe(age: int | None) -> str:
@@ -51,3 +51,27 @@ def created_from_audit(entries: Iterable[AuditEntry]) -> dict[str, datetime]:
             continue
         found[key_id] = at if at.tzinfo else at.replace(tzinfo=UTC)
     return found
+
+
+def known_ages(store: Store, now: datetime | None = None) -> dict[str, int]:
+    """Casefolded connection name -> age in days of its AWS key, where the audit log knows it."""
+    created = created_from_audit(store.audit())
+    ages = {}
+    for record in store.records():
+        key_id = record.spec.get("access_key_id") if record.provider == "aws" else None
+        if isinstance(key_id, str) and key_id in created:
+            ages[record.name.casefold()] = age_days(created[key_id], now)
+    return ages
+
+
+def plan_notes(store: Store, max_days: int) -> list[str]:
+    """Plan's notes: connections whose key is known to be past the limit."""
+    created = created_from_audit(store.audit())
+    notes = []
+    for record in store.records():
+        key_id = record.spec.get("access_key_id") if record.provider == "aws" else None
+        when = created.get(key_id) if isinstance(key_id, str) else None
+        if when is not None and overdue(when, max_days):
+            notes.append(f"{record.name!r}: access key {key_id} is {age_days(when)} days old, past "
+                         f"max_key_age_days ({max_days}): connsync rotate {record.name!r}")
+    return notes

@@ -301,13 +301,22 @@ def record_json(record: StoredConnection) -> dict[str, Any]:
     }
 
 
-def records_text(records: Sequence[StoredConnection]) -> str:
+def records_text(records: Sequence[StoredConnection], key_ages: Mapping[str, int] | None = None) -> str:
+    """``key_ages``: casefolded name -> days, for the AWS keys whose age is known."""
     if not records:
         return "The store holds no connections in this workspace."
-    header = ("NAME", "PROVIDER", "MANAGED", "VERSION", "SOURCE", "UPDATED")
+    ages = key_ages or {}
+
+    def age(r: StoredConnection) -> str:
+        if r.provider != "aws":
+            return "-"
+        days = ages.get(r.name.casefold())
+        return "unknown" if days is None else f"{days}d"
+
+    header = ("NAME", "PROVIDER", "MANAGED", "VERSION", "KEY AGE", "SOURCE", "UPDATED")
     rows = [header] + [
         (text(r.name), text(r.provider), "yes" + (" (drift)" if r.drifted else "") if r.managed else "no",
-         str(r.version), text(r.source or "-"), text(r.updated_at))
+         str(r.version), age(r), text(r.source or "-"), text(r.updated_at))
         for r in records
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

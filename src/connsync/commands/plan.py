@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from connsync import planfile, render
+from connsync import key_age, planfile, render
 from connsync.config import Config
 from connsync.errors import EXIT_CHANGES, EXIT_OK, UsageError
 from connsync.model import Declaration
@@ -67,8 +67,12 @@ def plan(config: Config, paths: Sequence[str], *, prune: bool | None, adopt: boo
         planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style, fmt=fmt)
         if out:
             planfile.save(Path(out), planned.plan, paths, store)
+        # The key-age rule, offline: keys whose creation connsync recorded (rotate) and that are due.
+        overdue = key_age.plan_notes(store, config.verify.max_key_age_days) if fmt == "text" else []
     result = planned.plan
     print_plan(result, fmt, style)
+    for note in overdue:
+        click.echo(style(f"Note: {render.text(note, 400)}", fg="yellow"), err=True)
     if out and fmt == "text":
         click.echo(f"Saved the plan to {out}; review it with 'connsync show {out}', "
                    f"apply it with 'connsync apply {out}'")

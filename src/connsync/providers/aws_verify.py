@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import botocore.session
@@ -35,6 +35,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from connsync import key_age
 from connsync.model import Desired, Secret
 from connsync.providers.base import Status, Verdict, VerifySettings
 
@@ -210,9 +211,8 @@ def _key_age_warnings(iam: Any, key: _Key, settings: VerifySettings) -> list[str
     if mine.get("Status") != "Active":
         warnings.append(f"the key is {str(mine.get('Status', 'inactive')).lower()}")
     created = mine.get("CreateDate")
-    if isinstance(created, datetime):
-        age = (datetime.now(UTC) - created).days
-        if age > settings.max_key_age_days:
-            warnings.append(f"the key is {age} days old, past max_key_age_days "
-                            f"({settings.max_key_age_days}): rotate it")
+    if isinstance(created, datetime):  # the one key-age rule, shared with plan, list and rotate
+        overdue = key_age.overdue_message(created, settings.max_key_age_days)
+        if overdue:
+            warnings.append(overdue)
     return warnings
