@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connsync import schema
 from connsync.errors import ConfigError
 from connsync.fsutil import find_upward
-from connsync.loader import YamlProblem, parse
+from connsync.loader import YamlProblem, locate, parse
 from connsync.providers.base import VerifySettings
 
 CONFIG_NAME = "connsync.yaml"
 DEFAULT_STORE = "sqlite:.connsync/store.db"
-_KEYS = {"workspace", "store", "connections", "verify", "apply"}
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,10 @@ class Config:
 
 
 def _read(path: Path) -> Mapping[str, Any]:
+    """The settings, checked against schemas/config.schema.json; every problem located."""
     try:
-        data = parse(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = parse(text)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -43,69 +45,58 @@ def _read(path: Path) -> Mapping[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping of settings")
-    unknown = set(data) - _KEYS
-    if unknown:
+    problems = schema.config_problems(data, text) or _path_problems(data, path, text)
+    if problems:
         raise ConfigError(
-            f"{path}: unknown setting(s): {', '.join(sorted(unknown))}",
-            hint=f"known settings: {', '.join(sorted(_KEYS))}",
+            "\n".join(f"{path}:{line}:{column}: {where}: {message}"
+                      for line, column, where, message in problems),
+            hint="the settings are described by schemas/config.schema.json ('connsync schema config')",
         )
     return data
 
 
-def _section(data: Mapping[str, Any], key: str, path: Path | None) -> Mapping[str, Any]:
-    value = data.get(key) or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: '{key}' must be a mapping")
-    return value
+def _path_problems(data: Mapping[str, Any], path: Path, text: str) -> list[tuple[int, int, str, str]]:
+    """``connections`` names a directory inside the repository: elsewhere, every record is orphaned."""
+    value = data.get("connections")
+    if not isinstance(value, str):
+        return []
+    root = Path(os.path.realpath(path.parent))
+    target = root / value
+    line, column = locate(text, ["connections"])
+    if not Path(os.path.realpath(target)).is_relative_to(root):
+        problem = (f"{value!r} is outside the repository (the directory of connsync.yaml); "
+                   "plan would see every record as orphaned")
+    elif not target.is_dir():
+        problem = f"{value!r} is not a directory (create it, or fix the setting)"
+    else:
+        return []
+    return [(line, column, "$.connections", problem)]
 
 
-def _number(section: Mapping[str, Any], key: str, default: float, where: str) -> Any:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{where}: '{key}' must be a non-negative number")
-    return value
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
 
 
-def _flag(section: Mapping[str, Any], key: str, where: str) -> bool:
-    value = section.get(key, False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: '{key}' must be true or false")
-    return value
-
-
-def _text(section: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = section.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{where}: '{key}' must be a string")
-    return value
-
-
-def _verify_settings(verify: Mapping[str, Any], where: str, root: Path) -> VerifySettings:
+def _verify_settings(verify: Mapping[str, Any], root: Path) -> VerifySettings:
+    # Types and ranges are the schema's business: what reaches here is checked.
     defaults = VerifySettings()
-    azure, gcp = verify.get("azure") or {}, verify.get("gcp") or {}
-    for name, section in (("verify.azure", azure), ("verify.gcp", gcp)):
-        if not isinstance(section, dict):
-            raise ConfigError(f"{where}: '{name}' must be a mapping")
-    for name, flag in (("require_verified", verify.get("require_verified")),
-                       ("azure.instance_discovery", azure.get("instance_discovery"))):
-        if flag is not None and not isinstance(flag, bool):
-            raise ConfigError(f"{where}: 'verify.{name}' must be true or false")
-    ca_bundle = _text(verify, "ca_bundle", where)
+    azure, gcp = _section(verify, "azure"), _section(verify, "gcp")
+    ca_bundle = verify.get("ca_bundle")
     return VerifySettings(
-        max_key_age_days=int(_number(verify, "max_key_age_days", defaults.max_key_age_days, where)),
-        concurrency=max(1, int(_number(verify, "concurrency", defaults.concurrency, where))),
-        per_account_concurrency=max(1, int(_number(
-            verify, "per_account_concurrency", defaults.per_account_concurrency, where))),
-        timeout_seconds=float(_number(verify, "timeout_seconds", defaults.timeout_seconds, where)),
+        max_key_age_days=int(verify.get("max_key_age_days", defaults.max_key_age_days)),
+        concurrency=int(verify.get("concurrency", defaults.concurrency)),
+        per_account_concurrency=int(verify.get("per_account_concurrency", defaults.per_account_concurrency)),
+        timeout_seconds=float(verify.get("timeout_seconds", defaults.timeout_seconds)),
         require_verified=bool(verify.get("require_verified", False)),
         ca_bundle=str(root / ca_bundle) if ca_bundle else None,
-        azure_authority_host=_text(azure, "authority_host", where),
-        azure_management_endpoint=_text(azure, "management_endpoint", where),
+        azure_authority_host=azure.get("authority_host"),
+        azure_management_endpoint=azure.get("management_endpoint"),
         azure_instance_discovery=bool(azure.get("instance_discovery", True)),
-        gcp_token_uri=_text(gcp, "token_uri", where),
-        gcp_resource_manager_endpoint=_text(gcp, "resource_manager_endpoint", where),
-        gcp_iam_endpoint=_text(gcp, "iam_endpoint", where),
-        gcp_certificates_endpoint=_text(gcp, "certificates_endpoint", where),
+        gcp_token_uri=gcp.get("token_uri"),
+        gcp_resource_manager_endpoint=gcp.get("resource_manager_endpoint"),
+        gcp_iam_endpoint=gcp.get("iam_endpoint"),
+        gcp_certificates_endpoint=gcp.get("certificates_endpoint"),
     )
 
 
@@ -137,9 +128,8 @@ def load_config(
         file = find_upward(cwd, CONFIG_NAME)
     data = _read(file) if file else {}
     root = file.resolve().parent if file else cwd
-    where = str(file)
-    verify = _section(data, "verify", file)
-    apply_ = _section(data, "apply", file)
+    verify = _section(data, "verify")
+    apply_ = _section(data, "apply")
 
     if store or env.get("CONNSYNC_STORE"):
         store_url = resolve_store_url(store or env["CONNSYNC_STORE"], cwd)
@@ -152,7 +142,7 @@ def load_config(
         workspace=str(workspace or env.get("CONNSYNC_WORKSPACE") or data.get("workspace", "default")),
         store_url=store_url,
         connections_dir=root / str(data.get("connections", "connections")),
-        verify=_verify_settings(verify, where, root),
-        max_deletes=int(_number(apply_, "max_deletes", 10, where)),
-        prune=_flag(apply_, "prune", where),
+        verify=_verify_settings(verify, root),
+        max_deletes=int(apply_.get("max_deletes", 10)),
+        prune=bool(apply_.get("prune", False)),
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -20,6 +21,7 @@ from connsync.loader import json_path, locate
 from connsync.model import Declaration, Finding
 
 ENVELOPE = "connection"
+CONFIG = "config"  # connsync.yaml's own schema, not a provider
 # The files carry no $id so that editors resolve their relative $refs next to
 # the file; in process they live under this base URI.
 _BASE_URI = "https://schemas.connsync.invalid/"
@@ -42,7 +44,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
 
 
 def provider_names() -> list[str]:
-    return [name for name in all_schemas() if name != ENVELOPE]
+    return [name for name in all_schemas() if name not in (ENVELOPE, CONFIG)]
 
 
 def get_schema(name: str) -> dict[str, Any]:
@@ -86,8 +88,7 @@ def validate_document(decl: Declaration) -> list[Finding]:
     errors = list(_validator(ENVELOPE, dispatch=False).iter_errors(decl.data))
     provider = decl.data.get("provider")
     spec = decl.data.get("spec")
-    if isinstance(provider, str) and provider in all_schemas() and provider != ENVELOPE \
-            and isinstance(spec, dict):
+    if isinstance(provider, str) and provider in provider_names() and isinstance(spec, dict):
         for error in _validator(provider).iter_errors(spec):
             error.path.appendleft("spec")
             errors.append(error)
@@ -164,3 +165,55 @@ def _without_value(error: ValidationError, what: str) -> str:
             return f"{what} must be one of: {expected}"
         case _:
             return f"{what} fails the {error.validator!r} check"
+
+
+# --- connsync.yaml -------------------------------------------------------------
+
+
+def _finite_number(checker: Any, instance: Any) -> bool:
+    # JSON has no .inf or .nan; YAML does, and they pass every minimum/maximum.
+    return bool(Draft202012Validator.TYPE_CHECKER.is_type(instance, "number")) and math.isfinite(instance)
+
+
+@functools.cache
+def _config_validator() -> Any:
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number)
+    strict = validators.extend(Draft202012Validator, type_checker=checker)
+    return strict(all_schemas()[CONFIG])
+
+
+def config_problems(data: Any, text: str) -> list[tuple[int, int, str, str]]:
+    """(line, column, JSON path, message) for each way ``data`` breaks config.schema.json."""
+    problems: list[tuple[int, int, str, str]] = []
+    for error in sorted(_config_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        parts: list[str | int] = list(error.absolute_path)
+        what = ".".join(map(str, parts)) or "connsync.yaml"
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = list(error.schema.get("properties", {}))
+            for key in error.instance:
+                if key in allowed:
+                    continue
+                line, column = locate(text, [*parts, key], at_key=True)
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                known = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(allowed)}"
+                problems.append((line, column, json_path([*parts, key]), f"unknown setting; {known}"))
+            continue
+        instance = error.instance
+        if error.validator == "type" and instance is None:
+            message = "has no value; give it one, or remove the key for the default"
+        elif error.validator == "type" and isinstance(instance, float) and not math.isfinite(instance):
+            message = f"must be a finite {error.validator_value}, not {instance}"
+        elif error.validator == "pattern":
+            message = f"{_short(instance)} does not match {error.validator_value}"
+        elif len(repr(instance)) > _QUOTE_AT_MOST:
+            message = _without_value(error, what)
+        else:
+            message = error.message
+        line, column = locate(text, parts)
+        problems.append((line, column, json_path(parts), message))
+    return problems
+
+
+def _short(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= _QUOTE_AT_MOST else shown[:_QUOTE_AT_MOST] + "..."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import click
 
-from connsync import schema
+from connsync import render, schema
 from connsync.config import CONFIG_NAME
 from connsync.errors import EXIT_OK, ConnsyncError, UsageError
 from connsync.fsutil import write_atomic
 from connsync.sops import SOPS_CONFIG
 
 CONFIG_TEMPLATE = """\
+# yaml-language-server: $schema=schemas/config.schema.json
 # connsync settings; every key is optional. Flags beat environment variables
 # (CONNSYNC_*), which beat this file. Relative paths are relative to this file.
 workspace: default
@@ -86,6 +88,26 @@ def sops_config_text(connections: str, age: Sequence[str], kms: Sequence[str]) -
     return "\n".join(lines) + "\n"
 
 
+# What .sops.yaml may hold: a value with a newline or a quote would rewrite its rules.
+_KMS_ARN = re.compile(r"\Aarn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)\Z")
+
+
+def check_age_recipient(recipient: str) -> None:
+    """An age X25519 public key, as age itself parses it; anything else is a usage error."""
+    import pyrage
+
+    if recipient.strip().upper().startswith("AGE-SECRET-KEY-"):
+        # Not echoed: it is a secret, now in shell history; say so.
+        raise UsageError("--age-recipient was given an age SECRET key, not a public key",
+                         hint="pass the public key (age-keygen -y KEYFILE); consider that secret key exposed")
+    try:
+        pyrage.x25519.Recipient.from_str(recipient)
+    except pyrage.RecipientError:
+        raise UsageError(f"{render.text(repr(recipient), 80)} is not an age public key",
+                         hint="an age public key starts with age1; 'age-keygen -y KEYFILE' prints it",
+                         ) from None
+
+
 def default_age_key_file() -> Path:
     """Where sops looks for age keys by default (SOPS_AGE_KEY_FILE wins)."""
     explicit = os.environ.get("SOPS_AGE_KEY_FILE")
@@ -100,10 +122,18 @@ def ensure_age_key() -> tuple[str, Path, bool]:
     import pyrage
 
     path = default_age_key_file()
-    if path.exists():
-        for line in path.read_text().splitlines():
+    if path.exists() or path.is_symlink():
+        if not path.is_file():  # a FIFO would block the read forever
+            raise ConnsyncError(f"{path} is not a regular file; an age key file is plain text")
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if line.startswith("AGE-SECRET-KEY-"):
-                return str(pyrage.x25519.Identity.from_str(line).to_public()), path, False
+                try:
+                    return str(pyrage.x25519.Identity.from_str(line.strip()).to_public()), path, False
+                except pyrage.IdentityError:
+                    # Never quoted: it is (meant to be) a secret.
+                    raise ConnsyncError(f"{path}:{number}: not a valid age secret key",
+                                        hint="age-keygen writes AGE-SECRET-KEY-1... lines; "
+                                             "fix or remove that line") from None
         raise ConnsyncError(f"{path} exists but holds no AGE-SECRET-KEY line")
     identity = pyrage.x25519.Identity.generate()
     public = str(identity.to_public())
@@ -126,8 +156,11 @@ def init(root: Path, options: InitOptions) -> int:
             hint="pass --age-recipient AGE_PUBLIC_KEY, --kms ARN, or --generate-age-key",
         )
     for recipient in recipients:
-        if not recipient.startswith("age1"):
-            raise UsageError(f"{recipient!r} is not an age public key (age1...)")
+        check_age_recipient(recipient)
+    for arn in options.kms_arns:
+        if not _KMS_ARN.match(arn):
+            raise UsageError(f"{render.text(repr(arn))} is not an AWS KMS key ARN "
+                             "(arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME)")
 
     files: dict[Path, bytes] = {
         root / CONFIG_NAME: CONFIG_TEMPLATE.encode(),
@@ -147,6 +180,8 @@ def init(root: Path, options: InitOptions) -> int:
     for path, body in files.items():
         write_atomic(path, body, overwrite=True)
     (root / "connections").mkdir(exist_ok=True)
+    # git keeps no empty directory, and connsync.yaml names this one: keep it in clones.
+    (root / "connections" / ".gitkeep").touch()
     _ensure_gitignore(root / ".gitignore")
     click.echo(f"Initialised connsync in {root}")
     if options.github:
