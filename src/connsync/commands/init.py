@@ -180,8 +180,6 @@ def init(root: Path, options: InitOptions) -> int:
     for path, body in files.items():
         write_atomic(path, body, overwrite=True)
     (root / "connections").mkdir(exist_ok=True)
-    # git keeps no empty directory, and connsync.yaml names this one: keep it in clones.
-    (root / "connections" / ".gitkeep").touch()
     _ensure_gitignore(root / ".gitignore")
     click.echo(f"Initialised connsync in {root}")
     if options.github:
