@@ -65,23 +65,54 @@ def test_shellcheck_would_catch_an_unquoted_variable(tmp_path: Path) -> None:
         shellcheck_run_scripts(broken, tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(workflow_documents()))
-def test_no_job_level_secrets_and_every_action_pinned_by_sha(name: str) -> None:
-    workflow = yaml.safe_load(workflow_documents()[name])
-    assert "env" not in workflow or "secrets." not in str(workflow["env"]), "workflow-level env secret"
-    assert workflow["permissions"] == {}, "permissions are granted per job"
+def security_problems(text: str) -> list[str]:
+    """What a reviewer of a team's workflows would refuse: secrets beyond the steps that need them,
+    actions not pinned to a commit, permissions not granted per job."""
+    workflow = yaml.safe_load(text)
+    problems = []
+    if "secrets." in str(workflow.get("env", {})):
+        problems.append("a secret in workflow-level env")
+    if workflow.get("permissions") != {}:
+        problems.append("permissions are not granted per job")
     for job_id, job in workflow["jobs"].items():
-        assert "secrets." not in str(job.get("env", {})), f"{job_id}: a secret in job-level env"
-        assert "permissions" in job, f"{job_id}: no least permissions"
+        if "secrets." in str(job.get("env", {})):
+            problems.append(f"{job_id}: a secret in job-level env")
+        if "permissions" not in job:
+            problems.append(f"{job_id}: no least permissions")
         for step in job["steps"]:
             uses = step.get("uses")
-            if uses and not uses.startswith("./"):
-                assert SHA_PINNED.match(uses), f"{job_id}: {uses} is not pinned to a commit"
+            if uses and not uses.startswith("./") and not SHA_PINNED.match(uses):
+                problems.append(f"{job_id}: {uses} is not pinned to a commit")
             # A secret goes only to a step that runs connsync with it, never to someone's action.
-            if "secrets." in str(step):
-                assert "run" in step and "connsync " in step["run"], f"{job_id}: {step.get('name')}"
-        if any("secrets." in str(step) for step in job["steps"]):
-            assert "environment" in job, f"{job_id} uses secrets outside a GitHub environment"
+            if "secrets." in str(step) and not ("run" in step and "connsync " in step["run"]):
+                problems.append(f"{job_id}: a secret given to {step.get('uses') or step.get('name')}")
+        if any("secrets." in str(step) for step in job["steps"]) and "environment" not in job:
+            problems.append(f"{job_id}: secrets outside a GitHub environment")
+    return problems
+
+
+@pytest.mark.parametrize("name", sorted(workflow_documents()))
+def test_no_job_level_secrets_and_every_action_pinned_by_sha(name: str) -> None:
+    assert security_problems(workflow_documents()[name]) == []
+
+
+def test_the_security_check_catches_each_problem() -> None:
+    bad = """
+permissions: {contents: write}
+jobs:
+  j:
+    env: {KEY: "${{ secrets.SOPS_AGE_KEY }}"}
+    steps:
+      - uses: actions/checkout@v5
+      - uses: actions/github-script@ed597411d8f924073f98dfc5c65a23a2325f34cd
+        with: {github-token: "${{ secrets.PAT }}"}
+"""
+    assert security_problems(bad) == [
+        "permissions are not granted per job", "j: a secret in job-level env", "j: no least permissions",
+        "j: actions/checkout@v5 is not pinned to a commit",
+        "j: a secret given to actions/github-script@ed597411d8f924073f98dfc5c65a23a2325f34cd",
+        "j: secrets outside a GitHub environment",
+    ]
 
 
 def test_pinned_actions_name_their_version() -> None:

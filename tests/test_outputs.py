@@ -87,3 +87,16 @@ def test_errors_are_json_on_stdout_too(repo: Path, run: Run, monkeypatch: pytest
     assert rotate.code == 1 and checked("rotate", rotate, ok=False)
     (repo / "bad.plan").write_text('{"format": 1, "paths": [123]}')
     assert checked("show", run("show", "bad.plan", "--format", "json"), ok=False)
+
+
+def test_an_internal_error_is_json_too(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connsync.commands import listing
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(listing, "list_connections", broken)
+    result = run("list", "--format", "json")
+    assert result.code == 3
+    error = checked("list", result, ok=False)["error"]
+    assert error["exit_code"] == 3 and error["message"].startswith("internal error (RuntimeError)")
