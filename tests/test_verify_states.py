@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from connsync import providers
 from connsync.model import Declaration, Desired, Secret
-from connsync.providers import Provider, VerifySettings
+from connsync.providers import Provider, Verdict, VerifySettings
 from connsync.verification import verify_one
 from tests.conftest import CANARY, Run, new_aws
 
@@ -96,3 +97,25 @@ def test_apply_json_lists_unverified(
     report = json.loads(run("apply", "--auto-approve", "--format", "json").out)
     assert report["unverified"] == ["Azure Dev"]
     assert [a["name"] for a in report["applied"]] == ["Azure Dev"]
+
+
+def test_a_provider_whose_verifier_cannot_start_fails_only_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import contextmanager
+
+    from connsync.verification import verify_all
+
+    class Broken(Provider):
+        @contextmanager
+        def verifying(self, settings: VerifySettings) -> Iterator[Callable[[Desired], Verdict]]:
+            raise RuntimeError(CANARY)  # whatever it says, only its type is shown
+            yield
+
+    registered = {"broken": Broken("broken"), "custom": Provider("custom")}
+    monkeypatch.setattr(providers, "_registered", lambda: registered)
+    items = [
+        Desired(Declaration(f"connections/{p}.yaml", {"provider": p, "metadata": {"name": p}}, "d"), {}, {})
+        for p in ("broken", "custom")
+    ]
+    verdicts = verify_all(items, VerifySettings())
+    assert verdicts["broken"].messages == ("verifier error: RuntimeError",)
+    assert verdicts["custom"].status == "skipped"

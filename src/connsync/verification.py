@@ -83,6 +83,15 @@ def _interleaved(desired: Sequence[Desired]) -> list[Desired]:
     return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
 
 
+def _open_verifier(stack: ExitStack, name: str, settings: VerifySettings) -> Verify:
+    """The provider's verifier for this run; if it cannot even start, each of its connections fails."""
+    try:
+        return stack.enter_context(providers.get(name).verifying(settings))
+    except Exception as exc:  # a broken provider must not take the others down either
+        error = f"verifier error: {type(exc).__name__}"
+        return lambda d: Verdict(d.name, d.declaration.file, d.provider, "failed", messages=(error,))
+
+
 def verify_all(
     desired: Sequence[Desired],
     settings: VerifySettings,
@@ -92,10 +101,8 @@ def verify_all(
     verdicts: dict[str, Verdict] = {}
     limit = _ScopeLimits(settings.per_account_concurrency)
     with ExitStack() as stack:
-        verifiers: dict[str, Verify] = {
-            name: stack.enter_context(providers.get(name).verifying(settings))
-            for name in sorted({d.provider for d in desired})
-        }
+        names = sorted({d.provider for d in desired})
+        verifiers = {name: _open_verifier(stack, name, settings) for name in names}
 
         def one(item: Desired) -> Verdict:
             semaphore = limit(item)
