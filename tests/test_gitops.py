@@ -194,6 +194,15 @@ def test_sigint_during_apply_reports_what_was_written(repo: Path, run: Run,
 
 
 def test_global_options_after_the_command(repo: Path, run: Run, tmp_path: Path) -> None:
+    import click
+
+    from connsync.cli import cli
+
+    for name, command in cli.commands.items():  # every command, including ones added later
+        if not isinstance(command, click.Group):
+            assert {"config_path", "store", "workspace", "no_color", "verbose"} <= {
+                p.name for p in command.params}, name
+    assert "--no-color" not in run("verify", "--help").out  # documented once, on the group
     assert run("validate", "--no-color").code == 0
     other = tmp_path / "other.db"
     assert run("apply", "--auto-approve", "--store", f"sqlite:{other}", "--workspace", "w2").code == 0

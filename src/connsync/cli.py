@@ -59,18 +59,22 @@ def _late_global(ctx: click.Context, param: click.Parameter, value: Any) -> None
         setattr(app, param.name or "", value)
 
 
-def global_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The group's options, accepted after the command too (hidden from its --help)."""
-    options = [
-        click.option("--config", "config_path", metavar="PATH", hidden=True, expose_value=False,
-                     callback=_late_global),
-        click.option("--store", metavar="URL", hidden=True, expose_value=False, callback=_late_global),
-        click.option("--workspace", metavar="NAME", hidden=True, expose_value=False, callback=_late_global),
-        click.option("--no-color", is_flag=True, hidden=True, expose_value=False, callback=_late_global),
-        click.option("-v", "--verbose", is_flag=True, hidden=True, expose_value=False, callback=_late_global),
+def _global_params() -> list[click.Option]:
+    """The group's options, for after the command too (hidden from the command's --help)."""
+    hidden: dict[str, Any] = {"hidden": True, "expose_value": False, "callback": _late_global}
+    return [
+        click.Option(["--config", "config_path"], metavar="PATH", **hidden),
+        click.Option(["--store"], metavar="URL", **hidden),
+        click.Option(["--workspace"], metavar="NAME", **hidden),
+        click.Option(["--no-color"], is_flag=True, **hidden),
+        click.Option(["-v", "--verbose"], is_flag=True, **hidden),
     ]
-    for option in options:
-        command = option(command)
+
+
+def global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept the global options after this command (the group also adds them to any it gets)."""
+    params = command.__dict__.setdefault("__click_params__", [])
+    params.extend(_global_params())
     return command
 
 
@@ -87,6 +91,12 @@ COMMAND_ORDER = ("init", "new", "set", "edit", "validate", "verify", "plan", "sh
 class OrderedGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else 99)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every command takes the global options after it too, whether or not it was decorated."""
+        if not isinstance(cmd, click.Group) and "no_color" not in {p.name for p in cmd.params}:
+            cmd.params.extend(_global_params())
+        super().add_command(cmd, name)
 
 
 @click.group(cls=OrderedGroup,
