@@ -209,3 +209,10 @@ def test_verify_and_apply_an_azure_connection(
     assert [f["name"] for f in report["failed"]] == ["Azure Typo"]
     for output in (result.out, text.out, text.err, json.dumps(report)):
         assert CANARY not in output
+
+
+def test_a_missing_ca_bundle_is_a_config_error(repo: Path, run: Run) -> None:
+    (repo / "connsync.yaml").write_text("verify:\n  ca_bundle: certs/missing.pem\n")
+    result = run("verify")
+    assert result.code == 1
+    assert "connsync.yaml:2:14: $.verify.ca_bundle: no file at 'certs/missing.pem'" in result.err

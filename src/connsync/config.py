@@ -59,7 +59,7 @@ def _path_problems(data: Mapping[str, Any], path: Path, text: str) -> list[tuple
     """``connections`` names a directory inside the repository: elsewhere, every record is orphaned."""
     value = data.get("connections")
     if not isinstance(value, str):
-        return []
+        return _ca_bundle_problems(data, path, text)
     root = Path(os.path.realpath(path.parent))
     target = root / value
     line, column = locate(text, ["connections"])
@@ -69,8 +69,19 @@ def _path_problems(data: Mapping[str, Any], path: Path, text: str) -> list[tuple
     elif not target.is_dir():
         problem = f"{value!r} is not a directory (create it, or fix the setting)"
     else:
-        return []
+        return _ca_bundle_problems(data, path, text)
     return [(line, column, "$.connections", problem)]
+
+
+def _ca_bundle_problems(data: Mapping[str, Any], path: Path, text: str) -> list[tuple[int, int, str, str]]:
+    """A CA bundle that is not there would fail every Azure/GCP verification with a vague error."""
+    verify = data.get("verify")
+    value = verify.get("ca_bundle") if isinstance(verify, dict) else None
+    if not isinstance(value, str) or (path.parent / value).is_file():
+        return []
+    line, column = locate(text, ["verify", "ca_bundle"])
+    return [(line, column, "$.verify.ca_bundle", f"no file at {value!r} (a PEM file of CA certificates, "
+             "relative to connsync.yaml)")]
 
 
 def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
