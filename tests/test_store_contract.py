@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from connsync.testing.store_contract import StoreContract
+from tests.conftest import MotoServer
 from tests.pgserver import PgServer
 
 
@@ -22,3 +23,12 @@ class TestPostgresStore(StoreContract):
     @pytest.fixture
     def new_store_url(self, pg_server: PgServer) -> Iterator[Callable[[], str]]:
         yield lambda: pg_server.url(schema=f"t_{uuid.uuid4().hex[:12]}")
+
+
+class TestSecretsManagerStore(StoreContract):
+    """The awssm store against a moto server on loopback (a lease of 3 s keeps the lock tests short)."""
+
+    @pytest.fixture
+    def new_store_url(self, aws_endpoint: MotoServer) -> Callable[[], str]:
+        return lambda: (f"awssm://us-east-1/t{uuid.uuid4().hex[:10]}/connections"
+                        f"?endpoint_url={aws_endpoint.url}&lock_lease_seconds=3")

@@ -29,12 +29,17 @@ def open_store(url: str, workspace: str, *, create: bool = True) -> Store:
         from connsync.store.postgres import PostgresStore
 
         return PostgresStore.open(url, workspace, create=create)
+    if scheme == "awssm":
+        from connsync.store.awssm import SecretsManagerStore
+
+        return SecretsManagerStore.open(url, workspace, create=create)
     for ep in entry_points(group="connsync.stores"):
         if ep.name == scheme:
             factory = ep.load()
             store: Store = factory.open(url, workspace)
             return store
-    known = sorted({"sqlite", "postgresql", *(ep.name for ep in entry_points(group="connsync.stores"))})
+    known = sorted({"sqlite", "postgresql", "awssm",
+                    *(ep.name for ep in entry_points(group="connsync.stores"))})
     raise StoreError(f"no store backend for {scheme[:40]}:", hint=f"known schemes: {', '.join(known)}")
 
 

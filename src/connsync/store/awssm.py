@@ -1,0 +1,402 @@
+"""AWS Secrets Manager store: one secret per connection, where platforms on AWS read credentials.
+
+``awssm://REGION/PREFIX`` keeps connection NAME of workspace W at ``PREFIX/W/SLUG``
+(see ``awssm_layout``): its value is JSON with the spec and the secret fields
+(encrypted by Secrets Manager with KMS, readable by Airflow, Dagster or the
+External Secrets Operator); its Description holds what a plan needs — spec,
+fingerprints under the sealed salt, version, source digest, the last audit
+entries — written in the same call as the value. A plan of N records is
+⌈N/100⌉ ``ListSecrets`` pages and one ``DescribeSecret`` (the salt), never a
+``GetSecretValue``.
+
+Compare-and-set: version V+1 of a record is written with the ClientRequestToken
+``uuid5(workspace, name, life, V+1)``; Secrets Manager makes it the VersionId and
+refuses the same token with another value, so of two writers of V+1 one fails
+(each value carries a nonce: a writer never collides with itself except on a
+retry of the very same request, which is idempotent). Before writing, the
+secret's current VersionId must be the token of V: a value written outside
+connsync (the console, ``PutSecretValue``) shows as version V+1 with unknown
+fingerprints, i.e. drift.
+
+Safety: a secret without the tag ``managed-by=connsync`` is never updated or
+deleted unless adopted. Deletes are ``DeleteSecret`` with a recovery window
+(``?recovery_window_days=``, 7 by default), never forced; creating a name that is
+scheduled for deletion restores it and writes the new value over it.
+
+What cannot hold as in a database (the contract suite says so too): writes of
+several records are not one transaction (each record is whole, a copy is not
+atomic); ``ListSecrets`` is eventually consistent on AWS, so a plan may not see
+a write of the last minutes — every write re-checks with ``DescribeSecret``;
+the audit keeps the last entries of each record (as many as fit the
+Description) and those of records that still exist or are within their
+recovery window; CloudTrail is the complete log.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from connsync.errors import StoreError, VersionConflict
+from connsync.model import Secret, StoredConnection
+from connsync.store.awssm_layout import (
+    MANAGED_TAG,
+    WORKSPACE_TAG,
+    Target,
+    aws_errors,
+    compact,
+    current_version_id,
+    fit_description,
+    is_managed,
+    parse_meta,
+    slug,
+    unslug,
+    version_token,
+)
+from connsync.store.awssm_lock import LeaseLock
+from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Write, fingerprint, now
+from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
+
+
+def make_client(target: Target) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Adaptive retries: throttling is waited out with backoff and a client-side rate.
+    config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=5, read_timeout=30,
+                    user_agent_extra="connsync")
+    return boto3.session.Session().client("secretsmanager", region_name=target.region,
+                                          endpoint_url=target.endpoint_url, config=config)
+
+
+class SecretsManagerStore:
+    def __init__(self, target: Target, workspace: str, client: Any, salt: bytes) -> None:
+        self.workspace = workspace
+        self._target = target
+        self._client = client
+        self._salt = salt
+        self._prefix = target.workspace_prefix(workspace)
+        self._lock = LeaseLock(client, target, workspace)
+
+    def describe(self) -> str:
+        return self._target.shown
+
+    @classmethod
+    def open(cls, url: str, workspace: str, *, create: bool = True) -> SecretsManagerStore | EmptyStore:
+        target = Target.parse(url)
+        sealer = Sealer(key_from_environment(f"the Secrets Manager store {target.shown}"))
+        client = make_client(target)
+        name = target.meta_name()
+        entry = _describe(client, target, name)
+        if entry is None or entry.get("DeletedDate"):
+            if not create:
+                return EmptyStore(workspace, target.shown)
+            if entry is not None:
+                raise StoreError(f"the store's own secret {name} is scheduled for deletion",
+                                 hint=f"aws secretsmanager restore-secret --secret-id {name}")
+            body = compact({"connsync": 1, "kind": "store",
+                            "salt": base64.b64encode(sealer.new_sealed_salt()).decode()})
+            # ResourceExists: another process created it meanwhile; use theirs.
+            with aws_errors(target, "create the store", name), \
+                    contextlib.suppress(client.exceptions.ResourceExistsException):
+                client.create_secret(Name=name, SecretString=body, Description=body,
+                                     Tags=[{"Key": MANAGED_TAG[0], "Value": MANAGED_TAG[1]}],
+                                     ClientRequestToken=str(uuid.uuid4()), **_kms(target))
+            entry = _describe(client, target, name) or {}
+        meta = parse_meta(entry.get("Description"))
+        if meta is None or meta.get("kind") != "store" or not isinstance(meta.get("salt"), str):
+            raise StoreError(f"{name} exists and is not a connsync store's metadata",
+                             hint="choose another prefix in the store URL")
+        salt = sealer.open_salt(base64.b64decode(meta["salt"]), target.shown, KEY_VARIABLE)
+        return cls(target, workspace, client, salt)
+
+    def close(self) -> None:
+        self._lock.close()
+
+    # --- reading ---------------------------------------------------------------
+
+    def _list(self, *, deleted: bool) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"Filters": [{"Key": "name", "Values": [self._prefix]}], "MaxResults": 100,
+                                  "IncludePlannedDeletion": deleted}
+        with aws_errors(self._target, "list the workspace's secrets", self._prefix + "*"):
+            while True:
+                page = self._client.list_secrets(**kwargs)
+                entries += page.get("SecretList") or []
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+        # The name filter is a prefix match that AWS documents as case-insensitive: check it exactly.
+        return [e for e in entries if e["Name"].startswith(self._prefix)
+                and _is_record_segment(e["Name"][len(self._prefix):])]
+
+    def _meta(self, entry: dict[str, Any] | None) -> dict[str, Any] | None:
+        """connsync's metadata of this very secret (a Description copied from another secret is not)."""
+        meta = parse_meta((entry or {}).get("Description"))
+        if meta is None or entry is None:
+            return None
+        return meta if self._prefix + slug(str(meta.get("n", "")).casefold()) == entry["Name"] else None
+
+    def _record(self, entry: dict[str, Any]) -> StoredConnection:
+        meta = self._meta(entry)
+        if meta is None:
+            return _foreign(entry["Name"][len(self._prefix):], entry)
+        version, fingerprints = int(meta["v"]), dict(meta["f"])
+        if current_version_id(entry) != version_token(self.workspace, meta["n"], meta["life"], version):
+            version, fingerprints = version + 1, {}  # its value was written outside connsync
+        return StoredConnection(
+            name=meta["n"], provider=meta["p"], spec=dict(meta["s"]), fingerprints=fingerprints,
+            version=version, managed=bool(meta["m"]) and is_managed(entry), source=meta.get("src"),
+            source_digest=meta.get("dg"), synced_version=meta.get("sv"), git_revision=meta.get("g"),
+            updated_at=meta["at"], updated_by=meta["by"], labels=dict(meta.get("l") or {}),
+            description=meta.get("d"))
+
+    def records(self) -> list[StoredConnection]:
+        return sorted((self._record(e) for e in self._list(deleted=False)), key=lambda r: r.name.casefold())
+
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        """The live secret at ``name``; None when there is none or it is scheduled for deletion."""
+        entry = _describe(self._client, self._target, name)
+        return None if entry is None or entry.get("DeletedDate") else entry
+
+    def get(self, name: str) -> StoredConnection | None:
+        entry = self._describe(self._target.secret_name(self.workspace, name))
+        return self._record(entry) if entry else None
+
+    def fingerprint(self, field: str, value: Secret) -> str:
+        return fingerprint(self._salt, field, value)
+
+    def read_secrets(self, name: str) -> dict[str, Secret]:
+        import json
+
+        secret = self._target.secret_name(self.workspace, name)
+        with aws_errors(self._target, f"read the secrets of {name[:80]!r}", secret):
+            try:
+                value = self._client.get_secret_value(SecretId=secret)["SecretString"]
+            except (self._client.exceptions.ResourceNotFoundException,
+                    self._client.exceptions.InvalidRequestException):
+                raise StoreError(f"no connection named {name!r} in workspace {self.workspace!r}") from None
+        try:
+            data = json.loads(value)
+            return {k: Secret(v) for k, v in data["secrets"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise StoreError(f"the secret of {name!r} does not hold a connsync value") from None
+
+    def audit(self) -> list[AuditEntry]:
+        rows: list[tuple[float, int, AuditEntry]] = []
+        for entry in self._list(deleted=True):
+            meta = self._meta(entry)
+            for h in (meta or {}).get("h") or []:
+                action, before, after, actor, at, git_revision, source = h
+                rows.append((float(at), len(rows), AuditEntry(
+                    _iso(float(at)), self.workspace, meta["n"] if meta else "", action, before, after, actor,
+                    git_revision, source)))
+        return [row[2] for row in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot([(r, self.read_secrets(r.name)) for r in self.records() if r.version],
+                        self.audit())
+
+    # --- writing ---------------------------------------------------------------
+
+    def put(self, write: Write, *, expected_version: int | None) -> StoredConnection:
+        self._lock.check()
+        name = self._target.secret_name(self.workspace, write.name)
+        entry = None
+        if expected_version is not None:
+            entry = self._describe(name)
+            current = self._record(entry) if entry else None
+            if current is None or current.version != expected_version:
+                raise _conflict(write.name, current, expected_version)
+            if not is_managed(entry or {}) and write.action != "adopt":
+                raise StoreError(f"the secret {name} is not tagged managed-by=connsync; nothing was written",
+                                 hint="pass --adopt to take it over")
+        old = self._meta(entry)
+        life = old["life"] if old else secrets.token_hex(6)
+        return self._write(name, write, expected_version, life, list((old or {}).get("h") or []), entry)
+
+    def _write(self, name: str, write: Write, expected_version: int | None, life: str,
+               history: list[Any], entry: dict[str, Any] | None, *, version: int | None = None,
+               synced: int | None = None) -> StoredConnection:
+        at, stamp = now(), time.time()
+        new_version = version or (expected_version or 0) + 1
+        previous_synced = (self._meta(entry) or {}).get("sv")
+        synced_version = synced if version else new_version if write.managed else previous_synced
+        record = StoredConnection(
+            name=write.name, provider=write.provider, spec=dict(write.spec),
+            fingerprints={k: self.fingerprint(k, v) for k, v in write.secrets.items()}, version=new_version,
+            managed=write.managed, source=write.source, source_digest=write.source_digest,
+            synced_version=synced_version, git_revision=write.git_revision, updated_at=at,
+            updated_by=write.actor, labels=dict(write.labels), description=write.description)
+        entry_row = [write.action, expected_version, new_version, write.actor, stamp, write.git_revision,
+                     write.source]
+        description = fit_description(_meta(record, life, [*history, entry_row]), write.name)
+        value = compact({"connsync": 1, "name": write.name, "provider": write.provider,
+                         "spec": dict(write.spec),
+                         "secrets": {k: v.reveal() for k, v in write.secrets.items()},
+                         "written": {"action": write.action, "actor": write.actor, "at": at,
+                                     "git_revision": write.git_revision, "version": new_version},
+                         "nonce": uuid.uuid4().hex})
+        token = version_token(self.workspace, write.name, life, new_version)
+        errors = self._client.exceptions
+        with aws_errors(self._target, f"write {write.name[:80]!r}", name):
+            if entry is None:
+                try:
+                    self._client.create_secret(Name=name, SecretString=value, Description=description,
+                                               ClientRequestToken=token, Tags=self._tags(write.managed),
+                                               **_kms(self._target))
+                    return record
+                except (errors.ResourceExistsException, errors.InvalidRequestException):
+                    entry = self._revive(name, write.name)
+                    if (old := self._meta(entry)) is not None:
+                        history = list(old.get("h") or [])
+                        description = fit_description(_meta(record, life, [*history, entry_row]), write.name)
+            try:
+                self._client.update_secret(SecretId=name, SecretString=value, Description=description,
+                                           ClientRequestToken=token, **_kms(self._target))
+            except errors.ResourceExistsException:
+                raise _conflict(write.name, None, expected_version) from None
+            if write.managed != is_managed(entry):
+                if write.managed:
+                    self._client.tag_resource(SecretId=name, Tags=self._tags(True))
+                else:
+                    self._client.untag_resource(SecretId=name, TagKeys=[MANAGED_TAG[0]])
+        return record
+
+    def _revive(self, name: str, shown: str) -> dict[str, Any]:
+        """Creating a name that exists: a deleted record of ours comes back; anything else conflicts."""
+        entry = _describe(self._client, self._target, name)
+        if entry is None or not entry.get("DeletedDate"):
+            raise VersionConflict(f"{shown!r} was created in the store meanwhile", hint="run plan again")
+        if not is_managed(entry) and self._meta(entry) is None:
+            raise StoreError(f"the secret {name} is scheduled for deletion and is not connsync's; nothing "
+                             "was written", hint="restore or rename it in Secrets Manager, or rename the "
+                             "connection")
+        self._client.restore_secret(SecretId=name)
+        return entry
+
+    def _tags(self, managed: bool) -> list[dict[str, str]]:
+        tags = [{"Key": WORKSPACE_TAG, "Value": slug(self.workspace)}]
+        return [{"Key": MANAGED_TAG[0], "Value": MANAGED_TAG[1]}, *tags] if managed else tags
+
+    def _checked(self, name: str, expected_version: int, *, managed: bool) -> tuple[str, dict[str, Any],
+                                                                                     dict[str, Any]]:
+        """Check-then-act under the lock: the secret is still there, at that version, and connsync's."""
+        self._lock.check()
+        secret = self._target.secret_name(self.workspace, name)
+        entry = self._describe(secret)
+        current = self._record(entry) if entry else None
+        meta = self._meta(entry)
+        if entry is None or meta is None or current is None or current.version != expected_version \
+                or (managed and not current.managed):
+            raise _conflict(name, current, expected_version)
+        return secret, entry, meta
+
+    def delete(self, name: str, *, expected_version: int, actor: str, git_revision: str | None) -> None:
+        secret, entry, meta = self._checked(name, expected_version, managed=False)
+        if not is_managed(entry):
+            raise StoreError(f"the secret {secret} is not tagged managed-by=connsync; it was not deleted")
+        row = ["delete", expected_version, None, actor, time.time(), git_revision, meta.get("src")]
+        meta["h"] = [*(meta.get("h") or []), row]
+        with aws_errors(self._target, f"delete {name[:80]!r}", secret):
+            self._client.update_secret(SecretId=secret, Description=fit_description(meta, name))
+            self._client.delete_secret(SecretId=secret,
+                                       RecoveryWindowInDays=self._target.recovery_window_days)
+
+    def record_source(self, name: str, *, expected_version: int, source: str, source_digest: str) -> None:
+        secret, _, meta = self._checked(name, expected_version, managed=True)
+        meta.update(src=source, dg=source_digest, sv=meta["v"])
+        with aws_errors(self._target, f"record the source of {name[:80]!r}", secret):
+            self._client.update_secret(SecretId=secret, Description=fit_description(meta, name))
+
+    def restore(self, snapshot: Snapshot, *, actor: str, overwrite: bool) -> None:
+        """Write each record at its version, with its audit entries; not one transaction (see above)."""
+        held = self.records()
+        if held and not overwrite:
+            raise StoreError(f"workspace {self.workspace!r} of {self.describe()} already holds "
+                             f"{len(held)} record(s); nothing was copied",
+                             hint="pass --replace to overwrite them")
+        for record in held:
+            secret = self._target.secret_name(self.workspace, record.name)
+            with aws_errors(self._target, f"replace {record.name[:80]!r}", secret):
+                self._client.delete_secret(SecretId=secret,
+                                           RecoveryWindowInDays=self._target.recovery_window_days)
+        order = {id(entry): index for index, entry in enumerate(snapshot.audit)}
+        for record, values in snapshot.records:
+            history = [[a.action, a.version_before, a.version_after, a.actor,
+                        _epoch(a.at) + order[id(a)] * 1e-6, a.git_revision, a.source]
+                       for a in snapshot.audit if a.name.casefold() == record.name.casefold()]
+            write = Write(record.name, record.provider, record.spec, values, record.managed, actor, "copy",
+                          record.source, record.source_digest, record.git_revision, record.description,
+                          record.labels)
+            name = self._target.secret_name(self.workspace, record.name)
+            self._write(name, write, record.version, secrets.token_hex(6), history, None,
+                        version=record.version, synced=record.synced_version)
+
+    # --- the workspace lock -----------------------------------------------------
+
+    def acquire_lock(self, *, timeout: float) -> LockInfo:
+        return self._lock.acquire(timeout)
+
+    def release_lock(self, lock: LockInfo) -> None:
+        self._lock.release(lock)
+
+    def break_lock(self, lock_id: str) -> LockInfo | None:
+        return self._lock.break_(lock_id)
+
+
+def _describe(client: Any, target: Target, name: str) -> dict[str, Any] | None:
+    with aws_errors(target, "read the store", name):
+        try:
+            entry: dict[str, Any] = client.describe_secret(SecretId=name)
+        except client.exceptions.ResourceNotFoundException:
+            return None
+    return entry
+
+
+def _is_record_segment(segment: str) -> bool:
+    """A connection's own name under the workspace prefix: not nested, not connsync's (``.lock``)."""
+    return "/" not in segment and not segment.startswith(".")
+
+
+def _kms(target: Target) -> dict[str, str]:
+    return {"KmsKeyId": target.kms_key_id} if target.kms_key_id else {}
+
+
+def _meta(record: StoredConnection, life: str, history: list[Any]) -> dict[str, Any]:
+    return {"connsync": 1, "n": record.name, "p": record.provider, "s": dict(record.spec),
+            "f": dict(record.fingerprints), "v": record.version, "sv": record.synced_version,
+            "m": record.managed, "src": record.source, "dg": record.source_digest, "g": record.git_revision,
+            "at": record.updated_at, "by": record.updated_by, "d": record.description,
+            "l": dict(record.labels), "life": life, "h": history}
+
+
+def _foreign(segment: str, entry: dict[str, Any]) -> StoredConnection:
+    """A secret at our path that connsync did not write: unmanaged, version 0, nothing known."""
+    try:
+        name = unslug(segment)
+    except (ValueError, UnicodeDecodeError):
+        name = segment
+    changed = entry.get("LastChangedDate") or entry.get("CreatedDate")
+    at = _iso(changed.timestamp() if isinstance(changed, datetime) else float(changed or 0))
+    return StoredConnection(name=name, provider="unknown", spec={}, fingerprints={}, version=0, managed=False,
+                            updated_at=at, updated_by="outside connsync")
+
+
+def _conflict(name: str, current: StoredConnection | None, expected: int | None) -> VersionConflict:
+    return VersionConflict(f"{name!r} changed in the store meanwhile (version "
+                           f"{current.version if current else None}, expected {expected})",
+                           hint="run plan again")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _epoch(at: str) -> float:
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,266 @@
+"""How the Secrets Manager store lays a workspace out: URL, secret names, tokens, metadata, errors.
+
+One secret per connection at ``PREFIX/WORKSPACE/SLUG``. What a plan needs is in
+the secret's Description (compact JSON, written in the same ``UpdateSecret``
+call as the value, so the two never disagree); tags carry only what filters and
+other tools need. Names that start with a dot (``PREFIX/.connsync``,
+``PREFIX/WORKSPACE/.lock``) are connsync's own and never a connection: a slug
+never starts with a dot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from connsync.errors import StoreError
+
+SCHEME = "awssm"
+MANAGED_TAG = ("managed-by", "connsync")
+WORKSPACE_TAG = "connsync:workspace"
+DESCRIPTION_LIMIT = 2048  # characters (botocore's DescriptionType)
+NAME_LIMIT = 512
+_SLUG_SAFE = re.compile(r"[a-z0-9.]")
+_PREFIX = re.compile(r"[A-Za-z0-9_+=.@-]+(/[A-Za-z0-9_+=.@-]+)*")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+_TOKENS = uuid.UUID("5d0c4f8e-8a55-4d39-9f5e-2f1d3c0e7a11")  # connsync's uuid5 namespace
+POLICY_HINT = "grant it the least-privilege policy in the README (section 'AWS Secrets Manager store')"
+
+
+@dataclass(frozen=True)
+class Target:
+    """``awssm://REGION/PREFIX?kms_key_id=…&endpoint_url=…&recovery_window_days=…&lock_lease_seconds=…``."""
+
+    region: str
+    prefix: str
+    endpoint_url: str | None = None
+    kms_key_id: str | None = None
+    recovery_window_days: int = 7
+    lock_lease_seconds: float = 60.0
+
+    @property
+    def shown(self) -> str:
+        return f"{SCHEME}://{self.region}/{self.prefix}"
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        prefix = parts.path.strip("/")
+        if parts.scheme != SCHEME or not parts.netloc or not prefix:
+            raise StoreError(f"store URL {url[:120]!r} is not awssm://REGION/PREFIX",
+                             hint="e.g. awssm://eu-west-1/platform/connections")
+        if not _REGION.fullmatch(parts.netloc):
+            raise StoreError(f"{parts.netloc[:40]!r} in the store URL is not an AWS region",
+                             hint="e.g. awssm://eu-west-1/platform/connections")
+        if not _PREFIX.fullmatch(prefix) or len(prefix) > 200:
+            raise StoreError(f"the prefix {prefix[:80]!r} cannot start a secret name",
+                             hint="letters, digits and /_+=.@- only, up to 200 characters")
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        unknown = sorted(set(query) - {"endpoint_url", "kms_key_id", "recovery_window_days",
+                                       "lock_lease_seconds"})
+        if unknown:
+            raise StoreError(f"unknown option {unknown[0][:40]!r} in the store URL",
+                             hint="known: endpoint_url, kms_key_id, recovery_window_days, lock_lease_seconds")
+        window = _number(query, "recovery_window_days", 7)
+        if not 7 <= window <= 30 or window != int(window):
+            raise StoreError("recovery_window_days must be a whole number from 7 to 30 "
+                             "(Secrets Manager's range)",
+                             hint="connsync never deletes without a recovery window")
+        lease = _number(query, "lock_lease_seconds", 60)
+        if not 1 <= lease <= 3600:
+            raise StoreError("lock_lease_seconds must be from 1 to 3600")
+        return cls(parts.netloc, prefix, query.get("endpoint_url") or None, query.get("kms_key_id") or None,
+                   int(window), lease)
+
+    # --- names -----------------------------------------------------------------
+
+    def meta_name(self) -> str:
+        return f"{self.prefix}/.connsync"
+
+    def workspace_prefix(self, workspace: str) -> str:
+        return f"{self.prefix}/{slug(workspace)}/"
+
+    def lock_name(self, workspace: str) -> str:
+        return f"{self.workspace_prefix(workspace)}.lock"
+
+    def secret_name(self, workspace: str, name: str) -> str:
+        full = self.workspace_prefix(workspace) + slug(name.casefold())
+        if len(full) > NAME_LIMIT:
+            raise StoreError(f"the secret name for {name[:60]!r} would be {len(full)} characters; "
+                             f"Secrets Manager allows {NAME_LIMIT}", hint="use a shorter connection name")
+        return full
+
+    def resource(self, name: str) -> str:
+        """The ARN pattern an IAM policy names for this secret (account and random suffix open)."""
+        return f"arn:aws:secretsmanager:{self.region}:*:secret:{name}-??????"
+
+
+def _number(query: Mapping[str, str], key: str, default: float) -> float:
+    try:
+        return float(query.get(key) or default)
+    except ValueError:
+        raise StoreError(f"{key} in the store URL is not a number") from None
+
+
+def slug(name: str) -> str:
+    """An injective, readable secret-name segment: ``aws prod`` -> ``aws-prod``.
+
+    Letters, digits and dots stay; a space becomes ``-``; every other character
+    (``-`` and ``_`` included, and a leading dot) is ``_`` plus the hex of its
+    UTF-8 bytes, so :func:`unslug` gives the name back exactly.
+    """
+    out = []
+    for index, char in enumerate(name):
+        if char == " ":
+            out.append("-")
+        elif _SLUG_SAFE.fullmatch(char) and not (index == 0 and char == "."):
+            out.append(char)
+        else:
+            out.append("".join(f"_{byte:02x}" for byte in char.encode()))
+    return "".join(out)
+
+
+def unslug(text: str) -> str:
+    raw = bytearray()
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "_":
+            raw.append(int(text[index + 1:index + 3], 16))
+            index += 3
+            continue
+        raw += b" " if char == "-" else char.encode()
+        index += 1
+    return raw.decode()
+
+
+def version_token(workspace: str, name: str, life: str, version: int) -> str:
+    """The ClientRequestToken (and so the VersionId) of one record version.
+
+    Deterministic: two writers of the same next version send the same token, and
+    Secrets Manager accepts only one value per token. ``life`` is new for each
+    creation, so a name deleted and created again never reuses a token.
+    """
+    return str(uuid.uuid5(_TOKENS, f"{workspace}\0{name.casefold()}\0{life}\0{version}"))
+
+
+def current_version_id(entry: Mapping[str, Any]) -> str | None:
+    stages = entry.get("SecretVersionsToStages") or entry.get("VersionIdsToStages") or {}
+    return next((vid for vid, labels in stages.items() if "AWSCURRENT" in labels), None)
+
+
+def tags_of(entry: Mapping[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in entry.get("Tags") or []}
+
+
+def is_managed(entry: Mapping[str, Any]) -> bool:
+    return tags_of(entry).get(MANAGED_TAG[0]) == MANAGED_TAG[1]
+
+
+def compact(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def parse_meta(text: str | None) -> dict[str, Any] | None:
+    """connsync's metadata from a Description, or None for anybody else's description."""
+    if not text or not text.startswith('{"'):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("connsync") == 1 else None
+
+
+def fit_description(meta: dict[str, Any], name: str) -> str:
+    """The metadata as a Description: the oldest audit entries go first; the record itself must fit."""
+    history = list(meta.get("h") or [])
+    while True:
+        text = compact({**meta, "h": history})
+        if len(text) <= DESCRIPTION_LIMIT:
+            return text
+        if len(history) <= 1:
+            raise StoreError(
+                f"the record of {name[:80]!r} needs {len(text)} characters of metadata and a Secrets "
+                f"Manager description holds {DESCRIPTION_LIMIT}; nothing was written",
+                hint="shorten its description, labels or clear fields")
+        history.pop(0)
+
+
+# --- errors ---------------------------------------------------------------------
+
+_THROTTLED = {"ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "Throttling"}
+_DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}
+_BAD_CREDENTIALS = {"UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException",
+                    "InvalidClientTokenId", "SignatureDoesNotMatch"}
+_KMS = {"EncryptionFailure", "DecryptionFailure", "KMSInvalidStateException", "KMSDisabledException",
+        "KMSNotFoundException", "KMSAccessDeniedException"}
+
+
+@contextlib.contextmanager
+def aws_errors(target: Target, doing: str, secret: str | None = None) -> Iterator[None]:
+    """An AWS failure is one line that says what to do; no AWS message is echoed but KMS's own code.
+
+    botocore's error texts never hold a secret value, but they are long and vary;
+    these lines name the IAM action and resource instead.
+    """
+    from botocore import exceptions as bx
+
+    try:
+        yield
+    except bx.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        action = f"secretsmanager:{exc.operation_name}"
+        resource = target.resource(secret) if secret else "*"
+        if code in _DENIED:
+            kms = " or the KMS key" if "kms" in _message(exc).lower() else ""
+            raise StoreError(f"AWS denied {action} on {resource}{kms} ({target.shown}); nothing more "
+                             "was written", hint=POLICY_HINT) from None
+        if code in _BAD_CREDENTIALS:
+            raise StoreError(f"AWS rejected the credentials used for {target.shown} ({code})",
+                             hint="check AWS_PROFILE / AWS_ACCESS_KEY_ID, or the runner's role") from None
+        if code in _THROTTLED:
+            raise StoreError(f"Secrets Manager kept throttling {action} in {target.region} after "
+                             "botocore's retries with backoff; nothing more was written",
+                             hint="run apply again later, or raise the account's request quota") from None
+        if code in _KMS or (code == "InvalidRequestException" and "kms" in _message(exc).lower()):
+            key = target.kms_key_id or "aws/secretsmanager (the default key)"
+            raise StoreError(f"the KMS key {key} cannot be used to {doing} in {target.shown} ({code})",
+                             hint="check that the key exists, is enabled, is in this region and that its "
+                             "key policy lets this principal use kms:GenerateDataKey and kms:Decrypt",
+                             ) from None
+        raise StoreError(f"Secrets Manager refused to {doing} ({action}, {code}) in {target.shown}") from None
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+        raise StoreError(
+            f"cannot reach Secrets Manager in {target.region} ({type(exc).__name__}) to {doing}",
+            hint=_unreachable_hint(target)) from None
+    except bx.NoCredentialsError:
+        raise StoreError(f"no AWS credentials for {target.shown}",
+                         hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with a "
+                         "role") from None
+    except bx.BotoCoreError as exc:
+        raise StoreError(f"talking to Secrets Manager failed to {doing} ({type(exc).__name__})") from None
+
+
+def _message(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Message", ""))
+
+
+def _unreachable_hint(target: Target) -> str:
+    if target.endpoint_url:
+        return f"is the endpoint_url of the store URL ({target.endpoint_url[:80]}) up?"
+    import boto3
+
+    known = boto3.session.Session().get_available_regions("secretsmanager") + \
+        boto3.session.Session().get_available_regions("secretsmanager", "aws-us-gov") + \
+        boto3.session.Session().get_available_regions("secretsmanager", "aws-cn")
+    if target.region not in known:
+        return (f"botocore knows no Secrets Manager endpoint in {target.region!r}: check the region in the "
+                "store URL")
+    return "check this machine's network path (proxy, VPC endpoint) to Secrets Manager"

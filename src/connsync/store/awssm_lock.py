@@ -1,0 +1,198 @@
+"""The workspace lock of the Secrets Manager store: one lock secret with a lease a live holder renews.
+
+Why a lock secret and not an S3 object with ``If-None-Match`` (Terraform's S3
+backend): the store then needs one service, one IAM resource prefix and no
+bucket; and S3's object lock has no notion of a dead holder either, so it would
+need the same lease. The secret is ``PREFIX/WORKSPACE/.lock``:
+
+- taking a free lock is ``CreateSecret`` — the name is unique, so one taker wins;
+- releasing it (and ``connsync unlock``) force-deletes the secret, so applies do
+  not pile versions onto it (a secret keeps ~100 versions);
+- the holder renews its lease in the Description every third of the lease, from
+  a daemon thread; a Description-only ``UpdateSecret`` adds no version;
+- a lease that has run out belongs to a holder that died: the next taker writes
+  a new version with the token ``uuid5(stale lock id)``, so of two takers of the
+  same stale lock exactly one wins (the same token with another value fails);
+- every write of the holder first checks the lock is still its own (fencing):
+  after ``unlock`` or a takeover the holder writes nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+from dataclasses import asdict, replace
+from typing import Any
+
+from connsync.errors import LockError
+from connsync.store.awssm_layout import MANAGED_TAG, Target, aws_errors, compact, current_version_id
+from connsync.store.base import LockInfo, new_lock
+
+_POLL_SECONDS = 0.25
+_LOCK_TOKENS = uuid.UUID("0b6f1d7c-3f47-4a55-8a8e-5c2b7e3d9a20")
+_FIELDS = ("id", "workspace", "holder", "pid", "ci_run", "acquired_at")
+
+
+class LeaseLock:
+    def __init__(self, client: Any, target: Target, workspace: str) -> None:
+        self._client = client
+        self._target = target
+        self._workspace = workspace
+        self._name = target.lock_name(workspace)
+        self._held: LockInfo | None = None
+        self._token: str | None = None  # the version id of the lock secret while we hold it
+        self._lost: str | None = None
+        self._deadline = 0.0  # monotonic: our lease runs out then unless renewed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- reading the lock secret -----------------------------------------------
+
+    def _describe(self) -> dict[str, Any] | None:
+        with aws_errors(self._target, "read the workspace lock", self._name):
+            try:
+                entry: dict[str, Any] = self._client.describe_secret(SecretId=self._name)
+            except self._client.exceptions.ResourceNotFoundException:
+                return None
+        return entry
+
+    @staticmethod
+    def _state(entry: dict[str, Any]) -> tuple[LockInfo, float] | None:
+        """The holder and when its lease ends (epoch seconds); None for a lock being deleted."""
+        if entry.get("DeletedDate"):
+            return None
+        try:
+            data = json.loads(entry.get("Description") or "")
+            return LockInfo(*(data[k] for k in _FIELDS)), float(data["expires"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def current(self) -> LockInfo | None:
+        entry = self._describe()
+        state = self._state(entry) if entry else None
+        return state[0] if state else None
+
+    # --- taking and giving back --------------------------------------------------
+
+    def _body(self, lock: LockInfo) -> str:
+        return compact({**{k: v for k, v in asdict(lock).items() if k in _FIELDS},
+                        "expires": time.time() + self._target.lock_lease_seconds})
+
+    def acquire(self, timeout: float) -> LockInfo:
+        mine = new_lock(self._workspace)
+        deadline = time.monotonic() + timeout
+        while True:
+            taken = self._try(mine)
+            if taken is not None:
+                self._held, self._lost = taken, None
+                self._deadline = time.monotonic() + self._target.lock_lease_seconds
+                self._stop = threading.Event()
+                self._thread = threading.Thread(target=self._renew, args=(self._stop,), daemon=True,
+                                                name="connsync-lock-lease")
+                self._thread.start()
+                return taken
+            if time.monotonic() >= deadline:
+                held = self.current()
+                holder = held.describe() if held else "another process that is taking or releasing it"
+                raise LockError(
+                    f"workspace {self._workspace!r} is still locked after {timeout:g}s by {holder}",
+                    hint="wait for it (--lock-timeout); a holder that died loses the lock "
+                    f"{self._target.lock_lease_seconds:g}s after its last renewal; if it is alive but "
+                    "stuck: connsync unlock " + (held.id if held else "LOCK_ID"))
+            time.sleep(_POLL_SECONDS)
+
+    def _try(self, mine: LockInfo) -> LockInfo | None:
+        entry = self._describe()
+        body = self._body(mine)
+        errors = self._client.exceptions
+        if entry is None:
+            token = str(uuid.uuid5(_LOCK_TOKENS, mine.id))
+            with aws_errors(self._target, "take the workspace lock", self._name):
+                try:
+                    self._client.create_secret(
+                        Name=self._name, SecretString=body, Description=body, ClientRequestToken=token,
+                        Tags=[{"Key": MANAGED_TAG[0], "Value": MANAGED_TAG[1]}],
+                        **({"KmsKeyId": self._target.kms_key_id} if self._target.kms_key_id else {}))
+                except (errors.ResourceExistsException, errors.InvalidRequestException):
+                    return None  # another taker was first, or the last holder's lock is still being deleted
+            self._token = token
+            return mine
+        state = self._state(entry)
+        if state is None or state[1] > time.time():
+            return None
+        stale = state[0]
+        token = str(uuid.uuid5(_LOCK_TOKENS, f"takeover\0{stale.id}"))
+        with aws_errors(self._target, "take over the workspace lock", self._name):
+            try:
+                self._client.update_secret(SecretId=self._name, SecretString=body, Description=body,
+                                           ClientRequestToken=token)
+            except (errors.ResourceExistsException, errors.InvalidRequestException,
+                    errors.ResourceNotFoundException):
+                return None  # another taker won this one
+        self._token = token
+        return replace(mine, replaced=stale)
+
+    def _renew(self, stop: threading.Event) -> None:
+        interval = self._target.lock_lease_seconds / 3
+        while not stop.wait(interval):
+            held = self._held
+            if held is None:
+                return
+            try:
+                self._check(held)
+                # Renew only while our lease still runs: a taker acts only after it ran out.
+                if time.monotonic() >= self._deadline - interval / 2:
+                    raise LockError("the lease ran out before it could be renewed")
+                self._client.update_secret(SecretId=self._name, Description=self._body(held))
+                self._deadline = time.monotonic() + self._target.lock_lease_seconds
+            except Exception as exc:  # any failure to renew means the lock may be gone
+                if not stop.is_set():
+                    self._lost = getattr(exc, "message", None) or type(exc).__name__
+                return
+
+    def _check(self, held: LockInfo) -> None:
+        entry = self._describe()
+        state = self._state(entry) if entry else None
+        if state is None or state[0].id != held.id or current_version_id(entry or {}) != self._token:
+            raise LockError(f"the workspace lock {held.id} was broken or taken over while this process "
+                            "held it; nothing more is written", hint="run plan again")
+
+    def check(self) -> None:
+        """Before every write of a holder: is the lock still ours?"""
+        held = self._held
+        if held is None:
+            return
+        if self._lost is not None:
+            raise LockError(f"the workspace lock {held.id} was lost ({self._lost}); nothing more is written",
+                            hint="run plan again")
+        if time.monotonic() >= self._deadline:
+            raise LockError(f"the lease of the workspace lock {held.id} ran out without renewal; nothing "
+                            "more is written", hint="run plan again")
+        self._check(held)
+
+    def release(self, lock: LockInfo) -> None:
+        self._stop.set()
+        self._held = None
+        entry = self._describe()
+        state = self._state(entry) if entry else None
+        if state is not None and state[0].id == lock.id:
+            self._delete()
+
+    def break_(self, lock_id: str) -> LockInfo | None:
+        entry = self._describe()
+        state = self._state(entry) if entry else None
+        if state is None or state[0].id != lock_id:
+            return None
+        self._delete()
+        return state[0]
+
+    def _delete(self) -> None:
+        with aws_errors(self._target, "remove the workspace lock", self._name), \
+                contextlib.suppress(self._client.exceptions.ResourceNotFoundException):
+            self._client.delete_secret(SecretId=self._name, ForceDeleteWithoutRecovery=True)
+
+    def close(self) -> None:
+        self._stop.set()
