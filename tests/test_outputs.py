@@ -14,7 +14,7 @@ from connsync import render
 from tests.conftest import REPO, Result, Run, new_aws
 
 OUTPUTS = REPO / "src/connsync/outputs"
-COMMANDS = ("validate", "verify", "plan", "show", "apply", "list", "schema", "rotate")
+COMMANDS = ("validate", "verify", "plan", "show", "apply", "list", "schema", "rotate", "audit")
 
 
 @cache
@@ -67,6 +67,9 @@ def test_every_command_json_output_validates(repo: Path, run: Run, monkeypatch: 
     listed = checked("list", run("list", "--format", "json"), ok=True)
     assert listed["connections"][0]["secrets"] == ["secret_access_key"]
     assert listed["connections"][0]["labels"] == {}
+    audited = checked("audit", run("audit", "--format", "json"), ok=True)
+    assert [(e["name"], e["action"], e["version_after"]) for e in audited["entries"]] == [
+        ("AWS Prod", "create", 1)]
 
 
 def test_errors_are_json_on_stdout_too(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -441,6 +441,24 @@ def list_(app: App, fmt: str) -> int:
     return list_connections(app.config, fmt=fmt)
 
 
+@cli.command(short_help="Show who wrote what to the store, and when.")
+@global_options
+@click.argument("names", nargs=-1)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@pass_app
+def audit(app: App, names: tuple[str, ...], fmt: str) -> int:
+    """Show the store's audit trail for this workspace, oldest first: each write's action, versions,
+    actor, git revision and source file (never a secret). NAMES narrows it to those connections.
+
+    The Secrets Manager store keeps the last entries of each record (as many as fit its metadata)
+    and loses a record's entries when its recovery window ends; AWS CloudTrail has every call.
+    """
+    from connsync.commands.audit import audit as show_audit
+
+    json_errors("audit", fmt)
+    return show_audit(app.config, names, fmt=fmt)
+
+
 @cli.command(short_help="Show a saved plan file.")
 @global_options
 @click.argument("planfile")

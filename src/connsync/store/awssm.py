@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from connsync.errors import StoreError, VersionConflict
@@ -51,11 +51,14 @@ from connsync.store.awssm_layout import (
     aws_errors,
     compact,
     current_version_id,
+    epoch,
     fit_description,
+    foreign_record,
     is_managed,
+    iso,
     parse_meta,
+    record_meta,
     slug,
-    unslug,
     version_token,
 )
 from connsync.store.awssm_lock import LeaseLock
@@ -67,9 +70,12 @@ def make_client(target: Target) -> Any:
     import boto3
     from botocore.config import Config
 
-    # Adaptive retries: throttling is waited out with backoff and a client-side rate.
-    config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=5, read_timeout=30,
-                    user_agent_extra="connsync")
+    # Adaptive retries: throttling is waited out with backoff and a client-side rate limit.
+    # AWS_MAX_ATTEMPTS is botocore's own knob; it wins when set.
+    given = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    attempts = int(given) if given.isdigit() and int(given) > 0 else 10
+    config = Config(retries={"mode": "adaptive", "total_max_attempts": attempts}, connect_timeout=5,
+                    read_timeout=30, user_agent_extra="connsync")
     return boto3.session.Session().client("secretsmanager", region_name=target.region,
                                           endpoint_url=target.endpoint_url, config=config)
 
@@ -145,7 +151,7 @@ class SecretsManagerStore:
     def _record(self, entry: dict[str, Any]) -> StoredConnection:
         meta = self._meta(entry)
         if meta is None:
-            return _foreign(entry["Name"][len(self._prefix):], entry)
+            return foreign_record(entry["Name"][len(self._prefix):], entry)
         version, fingerprints = int(meta["v"]), dict(meta["f"])
         if current_version_id(entry) != version_token(self.workspace, meta["n"], meta["life"], version):
             version, fingerprints = version + 1, {}  # its value was written outside connsync
@@ -189,14 +195,21 @@ class SecretsManagerStore:
 
     def audit(self) -> list[AuditEntry]:
         rows: list[tuple[float, int, AuditEntry]] = []
-        for entry in self._list(deleted=True):
-            meta = self._meta(entry)
+        entries = self._list(deleted=True)
+        events = _describe(self._client, self._target, self._events_name())
+        metas = [self._meta(e) for e in entries]
+        metas.append(parse_meta(events.get("Description")) if events else None)
+        for meta in metas:
             for h in (meta or {}).get("h") or []:
-                action, before, after, actor, at, git_revision, source = h
-                rows.append((float(at), len(rows), AuditEntry(
-                    _iso(float(at)), self.workspace, meta["n"] if meta else "", action, before, after, actor,
-                    git_revision, source)))
+                action, before, after, actor, at, git_revision, source, *named = h
+                name = named[0] if named else (meta or {}).get("n", "")
+                rows.append((float(at), len(rows), AuditEntry(iso(float(at)), self.workspace, name, action,
+                                                              before, after, actor, git_revision, source)))
         return [row[2] for row in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+    def _events_name(self) -> str:
+        """Where events about names without a record are kept (its Description; no value versions)."""
+        return self._prefix + ".events"
 
     def snapshot(self) -> Snapshot:
         return Snapshot([(r, self.read_secrets(r.name)) for r in self.records() if r.version],
@@ -235,7 +248,7 @@ class SecretsManagerStore:
             updated_by=write.actor, labels=dict(write.labels), description=write.description)
         entry_row = [write.action, expected_version, new_version, write.actor, stamp, write.git_revision,
                      write.source]
-        description = fit_description(_meta(record, life, [*history, entry_row]), write.name)
+        description = fit_description(record_meta(record, life, [*history, entry_row]), write.name)
         value = compact({"connsync": 1, "name": write.name, "provider": write.provider,
                          "spec": dict(write.spec),
                          "secrets": {k: v.reveal() for k, v in write.secrets.items()},
@@ -253,9 +266,9 @@ class SecretsManagerStore:
                     return record
                 except (errors.ResourceExistsException, errors.InvalidRequestException):
                     entry = self._revive(name, write.name)
-                    if (old := self._meta(entry)) is not None:
-                        history = list(old.get("h") or [])
-                        description = fit_description(_meta(record, life, [*history, entry_row]), write.name)
+                    if (old := self._meta(entry)) is not None:  # a deleted record's history goes on
+                        history = [*(old.get("h") or []), entry_row]
+                        description = fit_description(record_meta(record, life, history), write.name)
             try:
                 self._client.update_secret(SecretId=name, SecretString=value, Description=description,
                                            ClientRequestToken=token, **_kms(self._target))
@@ -314,6 +327,28 @@ class SecretsManagerStore:
         with aws_errors(self._target, f"record the source of {name[:80]!r}", secret):
             self._client.update_secret(SecretId=secret, Description=fit_description(meta, name))
 
+    def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
+                     source: str | None) -> None:
+        self._lock.check()
+        secret = self._target.secret_name(self.workspace, name)
+        entry = self._describe(secret)
+        meta = self._meta(entry)
+        version = self._record(entry).version if entry and meta else None
+        row = [action, version, version, actor, time.time(), git_revision, source, name]
+        if meta is None:
+            secret = self._events_name()
+            entry = self._describe(secret)
+            meta = parse_meta((entry or {}).get("Description")) or {"connsync": 1, "kind": "events"}
+        meta["h"] = [*(meta.get("h") or []), row]
+        description = fit_description(meta, name)
+        with aws_errors(self._target, f"record an event of {name[:80]!r}", secret):
+            if entry is None:
+                self._client.create_secret(
+                    Name=secret, SecretString=compact({"connsync": 1, "kind": "events"}),
+                    Description=description, Tags=self._tags(True), **_kms(self._target))
+            else:
+                self._client.update_secret(SecretId=secret, Description=description)
+
     def restore(self, snapshot: Snapshot, *, actor: str, overwrite: bool) -> None:
         """Write each record at its version, with its audit entries; not one transaction (see above)."""
         held = self.records()
@@ -329,7 +364,7 @@ class SecretsManagerStore:
         order = {id(entry): index for index, entry in enumerate(snapshot.audit)}
         for record, values in snapshot.records:
             history = [[a.action, a.version_before, a.version_after, a.actor,
-                        _epoch(a.at) + order[id(a)] * 1e-6, a.git_revision, a.source]
+                        epoch(a.at) + order[id(a)] * 1e-6, a.git_revision, a.source, a.name]
                        for a in snapshot.audit if a.name.casefold() == record.name.casefold()]
             write = Write(record.name, record.provider, record.spec, values, record.managed, actor, "copy",
                           record.source, record.source_digest, record.git_revision, record.description,
@@ -368,35 +403,7 @@ def _kms(target: Target) -> dict[str, str]:
     return {"KmsKeyId": target.kms_key_id} if target.kms_key_id else {}
 
 
-def _meta(record: StoredConnection, life: str, history: list[Any]) -> dict[str, Any]:
-    return {"connsync": 1, "n": record.name, "p": record.provider, "s": dict(record.spec),
-            "f": dict(record.fingerprints), "v": record.version, "sv": record.synced_version,
-            "m": record.managed, "src": record.source, "dg": record.source_digest, "g": record.git_revision,
-            "at": record.updated_at, "by": record.updated_by, "d": record.description,
-            "l": dict(record.labels), "life": life, "h": history}
-
-
-def _foreign(segment: str, entry: dict[str, Any]) -> StoredConnection:
-    """A secret at our path that connsync did not write: unmanaged, version 0, nothing known."""
-    try:
-        name = unslug(segment)
-    except (ValueError, UnicodeDecodeError):
-        name = segment
-    changed = entry.get("LastChangedDate") or entry.get("CreatedDate")
-    at = _iso(changed.timestamp() if isinstance(changed, datetime) else float(changed or 0))
-    return StoredConnection(name=name, provider="unknown", spec={}, fingerprints={}, version=0, managed=False,
-                            updated_at=at, updated_by="outside connsync")
-
-
 def _conflict(name: str, current: StoredConnection | None, expected: int | None) -> VersionConflict:
     return VersionConflict(f"{name!r} changed in the store meanwhile (version "
                            f"{current.version if current else None}, expected {expected})",
                            hint="run plan again")
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _epoch(at: str) -> float:
-    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()

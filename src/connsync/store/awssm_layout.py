@@ -16,10 +16,12 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from connsync.errors import StoreError
+from connsync.model import StoredConnection
 
 SCHEME = "awssm"
 MANAGED_TAG = ("managed-by", "connsync")
@@ -193,6 +195,34 @@ def fit_description(meta: dict[str, Any], name: str) -> str:
         history.pop(0)
 
 
+def record_meta(record: StoredConnection, life: str, history: list[Any]) -> dict[str, Any]:
+    return {"connsync": 1, "n": record.name, "p": record.provider, "s": dict(record.spec),
+            "f": dict(record.fingerprints), "v": record.version, "sv": record.synced_version,
+            "m": record.managed, "src": record.source, "dg": record.source_digest, "g": record.git_revision,
+            "at": record.updated_at, "by": record.updated_by, "d": record.description,
+            "l": dict(record.labels), "life": life, "h": history}
+
+
+def foreign_record(segment: str, entry: dict[str, Any]) -> StoredConnection:
+    """A secret at our path that connsync did not write: unmanaged, version 0, nothing known."""
+    try:
+        name = unslug(segment)
+    except (ValueError, UnicodeDecodeError):
+        name = segment
+    changed = entry.get("LastChangedDate") or entry.get("CreatedDate")
+    at = iso(changed.timestamp() if isinstance(changed, datetime) else float(changed or 0))
+    return StoredConnection(name=name, provider="unknown", spec={}, fingerprints={}, version=0, managed=False,
+                            updated_at=at, updated_by="outside connsync")
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def epoch(at: str) -> float:
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
 # --- errors ---------------------------------------------------------------------
 
 _THROTTLED = {"ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "Throttling"}
@@ -218,7 +248,8 @@ def aws_errors(target: Target, doing: str, secret: str | None = None) -> Iterato
         code = str(exc.response.get("Error", {}).get("Code", ""))
         action = f"secretsmanager:{exc.operation_name}"
         resource = target.resource(secret) if secret else "*"
-        if code in _DENIED:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _DENIED or (status == 403 and code not in _BAD_CREDENTIALS):
             kms = " or the KMS key" if "kms" in _message(exc).lower() else ""
             raise StoreError(f"AWS denied {action} on {resource}{kms} ({target.shown}); nothing more "
                              "was written", hint=POLICY_HINT) from None

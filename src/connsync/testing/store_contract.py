@@ -236,6 +236,10 @@ class StoreContract:
             second.release_lock(second.acquire_lock(timeout=0))
 
     def test_a_dead_holders_lock_is_taken_over_at_once(self, url: str, tmp_path: Path) -> None:
+        """At once where the server sees the holder's session end (SQLite's flock, PostgreSQL's
+        advisory lock). A backend without sessions (AWS Secrets Manager) can only see that the holder
+        stopped renewing a lease: it takes over when the lease has run out, so its ``new_store_url``
+        asks for a lease of a few seconds to stay within this test's bound."""
         code = ("import sys, time; from connsync.store import open_store; "
                 "store = open_store(sys.argv[1], 'default'); lock = store.acquire_lock(timeout=0); "
                 "print(lock.id, flush=True); time.sleep(60)")
