@@ -355,3 +355,19 @@ def test_key_age_from_the_audit_log_in_list_and_plan(repo: Path, run: Run,
     assert planned.code == 0
     assert (f"Note: 'AWS Prod': access key {key_id} is 120 days old, past max_key_age_days (90): "
             "connsync rotate 'AWS Prod'") in planned.err
+
+
+def test_local_mode_that_cannot_store_says_which_keys_exist(repo: Path, aws: dict[str, str],
+                                                           run: Run) -> None:
+    from connsync.store import Write
+
+    store_of(repo).put(Write(name="AWS Prod", provider="aws", spec={"account_id": "123456789012"},
+                             secrets={}, managed=False, actor="ui", action="ui-create"),
+                       expected_version=None)
+    result = run("rotate", "AWS Prod", "--apply", "--auto-approve")
+    assert result.code == 1
+    new_id, _ = decrypted(repo / FILE)
+    assert iam_keys() == {aws["old_id"]: "Active", new_id: "Active"}  # written, so kept: both work
+    assert f"the new key {new_id} is in connections/aws-prod.yaml but not in the store" in result.err
+    assert f"{aws['old_id']} is still active" in result.err
+    assert "To finish: 'connsync apply'" in result.err and f"--access-key-id {new_id}" in result.err
