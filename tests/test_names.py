@@ -11,6 +11,8 @@ import pytest
 
 from connsync import rules
 from connsync.model import Declaration
+from connsync.store import Write
+from connsync.store.sqlite import SqliteStore
 from tests.conftest import Run
 from tests.helpers import aws_doc, write_doc
 
@@ -122,3 +124,24 @@ def test_names_are_used_in_nfc() -> None:
     decl = Declaration("a.yaml", aws_doc("Cafe\u0301"), "")
     assert decl.name == "Café" and rules.name_key("CAFE\u0301") == rules.name_key("café")
     assert rules.skeleton("\u0410WS Prod") == rules.skeleton("AWS Prod")
+
+
+def test_a_new_name_that_looks_like_a_store_record_is_refused_by_plan(repo: Path, run: Run) -> None:
+    store = SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "default")
+    try:  # made in the platform's UI: validate (offline) cannot know it
+        store.put(Write(name="AWS Prod", provider="aws", spec={}, secrets={}, managed=False, actor="ui",
+                        action="ui-create"), expected_version=None)
+    finally:
+        store.close()
+    write_doc(repo / "connections/prod.yaml", aws_doc("\u0410WS Prod"))
+    assert run("validate").code == 0
+    for command in (("plan",), ("apply", "--auto-approve", "--skip-verify")):
+        result = run(*command)
+        assert result.code == 1, result.out + result.err
+        assert "[confusable-name]" in result.err and "which the store already holds" in result.err
+
+
+def test_workspace_from_a_flag_or_the_environment_is_checked(workdir: Path, run: Run) -> None:
+    result = run("--workspace", "a\n::error::b", "list")
+    assert result.code == 1 and "does not match" in result.err
+    assert all(line.isprintable() and not line.startswith("::") for line in result.err.splitlines())

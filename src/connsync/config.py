@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connsync import schema
+from connsync import render, schema
 from connsync.errors import ConfigError
 from connsync.fsutil import find_upward
 from connsync.loader import YamlProblem, locate, parse
@@ -16,6 +17,7 @@ from connsync.providers.base import VerifySettings
 
 CONFIG_NAME = "connsync.yaml"
 DEFAULT_STORE = "sqlite:.connsync/store.db"
+_WORKSPACE_PATTERN = str(schema.get_schema(schema.CONFIG)["properties"]["workspace"]["pattern"])
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,15 @@ def load_config(
     else:
         store_url = resolve_store_url(str(data.get("store", DEFAULT_STORE)), root)
 
+    chosen = workspace or env.get("CONNSYNC_WORKSPACE")
+    if chosen is not None and not re.fullmatch(_WORKSPACE_PATTERN, chosen):
+        # The file's value is checked by the schema; a flag or the environment here.
+        raise ConfigError(f"workspace {render.text(repr(chosen))} (from --workspace or CONNSYNC_WORKSPACE) "
+                          f"does not match {_WORKSPACE_PATTERN}")
     return Config(
         root=root,
         file=file,
-        workspace=str(workspace or env.get("CONNSYNC_WORKSPACE") or data.get("workspace", "default")),
+        workspace=str(chosen or data.get("workspace", "default")),
         store_url=store_url,
         connections_dir=root / str(data.get("connections", "connections")),
         verify=_verify_settings(verify, root),

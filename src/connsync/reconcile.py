@@ -54,6 +54,9 @@ def make_plan(
     if declarations is None:
         declarations = load_valid(config, paths)
     records = {r.name.casefold(): r for r in store.records()}
+    look_alikes = rules.confusable_with_store(declarations, [r.name for r in records.values()])
+    if look_alikes:
+        raise InvalidDeclarations(look_alikes)
     intents = [plan.Intent.from_declaration(d, schema.secret_fields(d.provider)) for d in declarations]
 
     to_decrypt = [

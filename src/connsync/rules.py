@@ -242,3 +242,27 @@ def duplicate_names(declarations: Iterable[Declaration]) -> list[Finding]:
         else:
             look_alikes[look] = (name, decl)
     return findings
+
+
+def confusable_with_store(declarations: Iterable[Declaration], record_names: Iterable[str]) -> list[Finding]:
+    """Names that are new to the store but look like a record it holds (made in the UI, say)."""
+    existing = {name_key(n): n for n in record_names}
+    if not existing:
+        return []
+    looks = {skeleton(n): n for n in existing.values()}
+    findings = []
+    for decl in declarations:
+        name = decl.name
+        if name_key(name) in existing:
+            continue  # the same record: an update, a noop or a conflict
+        other = looks.get(skeleton(name))
+        if other is not None:
+            findings.append(
+                _finding(
+                    decl, "confusable-name", ["metadata", "name"],
+                    f"name {name!r} looks the same as {other!r}, which the store already holds "
+                    f"({_differences(name, other) or 'other characters'}); names must be told apart "
+                    "at a glance",
+                )
+            )
+    return findings

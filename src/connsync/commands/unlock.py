@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import click
 
+from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_OK, ConnsyncError
 from connsync.store import opened
@@ -12,5 +13,5 @@ def unlock(config: Config, lock_id: str) -> int:
         broken = store.break_lock(lock_id)
     if broken is None:
         raise ConnsyncError(f"no lock with id {lock_id!r} in workspace {config.workspace!r}")
-    click.echo(f"Released the lock held by {broken.describe()}.")
+    click.echo(f"Released the lock held by {render.text(broken.describe())}.")
     return EXIT_OK
