@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,14 @@ def test_fifo_is_a_finding_and_never_read(run: Run, workdir: Path) -> None:
     assert rules_of(findings) == [("not-a-file", "connections/notes"),
                                   ("not-a-file", "connections/prod.yaml")]
     assert "a FIFO" in findings[0]["message"]
+
+
+def test_a_socket_is_a_finding(run: Run, workdir: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("connections/agent.yaml")  # relative: AF_UNIX paths are short
+        code, findings = findings_of(run)
+    assert code == 1 and rules_of(findings) == [("not-a-file", "connections/agent.yaml")]
+    assert "a socket" in findings[0]["message"]
 
 
 def test_fifo_named_explicitly_does_not_hang(run: Run, workdir: Path) -> None:

@@ -17,12 +17,12 @@ import pytest
 from cmarkgfm.cmark import Options
 
 from connsync import render
-from connsync.model import Finding
+from connsync.model import Finding, Secret
 from connsync.plan import Change, Plan
 from connsync.providers.base import Verdict
 from connsync.store import Write
 from connsync.store.sqlite import SqliteStore
-from tests.conftest import Run
+from tests.conftest import CANARY, Run
 
 HOSTILE = [
     "A\r<!--",  # with the next one: an HTML comment around the rows between them
@@ -218,3 +218,19 @@ def test_config_values_in_errors_cannot_forge_commands(workdir: Path, run: Run) 
     assert result.code == 1
     assert_log_safe(result.out + result.err)
     assert "connsync.yaml" in result.err
+
+
+def test_import_prints_store_names_safely(repo: Path, run: Run) -> None:
+    store = SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "default")
+    try:
+        for name in [*HOSTILE[:6], HOSTILE[-1]]:
+            store.put(Write(name=name, provider="aws",
+                            spec={"account_id": "123456789012", "default_region": "us-east-1",
+                                  "access_key_id": "AKIAIOSFODNN7EXAMPLE"},
+                            secrets={"secret_access_key": Secret(CANARY)}, managed=False, actor="ui",
+                            action="ui-create"), expected_version=None)
+    finally:
+        store.close()
+    result = run("import", "--all")
+    assert_log_safe(result.out + result.err)
+    assert CANARY not in result.out + result.err and "X" * 1000 not in result.out + result.err
