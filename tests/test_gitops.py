@@ -39,6 +39,7 @@ def test_kept_orphans_settle_and_are_reported(applied: Path, run: Run) -> None:
     assert result.code == 0  # apply would change nothing: no red label, no drift issue forever
     assert "Warning: 1 managed record(s) no longer declared by any file are kept" in result.err
     assert "'AWS Dev'" in result.err
+    assert result.out.startswith("Nothing to change in workspace 'default', but the store and the files")
     report = json.loads(run("plan", "--format", "json").out)
     assert report["pending"] is False and report["summary"]["orphan"] == 1
     assert "prune is off" in report["warnings"][0]

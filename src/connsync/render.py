@@ -204,7 +204,9 @@ def plan_text(plan: Plan, style: Style) -> str:
     if not plan.has_changes:
         return f"No changes. The store matches the files ({plural(len(plan.changes), 'connection')}).\n" + (
             plan_summary_line(plan))
-    lines = [f"connsync will make these changes in workspace {text(repr(plan.workspace))}:", ""]
+    workspace = text(repr(plan.workspace))
+    lines = [f"connsync will make these changes in workspace {workspace}:" if plan.pending else
+             f"Nothing to change in workspace {workspace}, but the store and the files differ here:", ""]
     for change in plan.changes:
         if change.action == "noop":
             continue
