@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from botocore.exceptions import ClientError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connsync.errors import StoreError, VersionConflict
+from connsync.errors import LockError, StoreError, VersionConflict
 from connsync.model import Secret
 from connsync.store import awssm, opened
 from connsync.store.awssm import SecretsManagerStore
@@ -242,6 +243,10 @@ def test_delete_has_a_recovery_window_restore_brings_it_back_and_create_revives(
     with opened(store_url, "default") as store:
         assert [a.action for a in store.audit() if a.name == "AWS 1"] == ["create", "delete", "delete",
                                                                           "create"]
+    shown = run("audit", "aws 1")  # the audit view: oldest first, one line per write
+    header, *rows = shown.out.splitlines()
+    assert shown.code == 0 and header.split() == ["AT", "NAME", "ACTION", "VERSION", "ACTOR", "GIT", "SOURCE"]
+    assert [row.split()[3] for row in rows] == ["create", "delete", "delete", "create"]
 
 
 def test_never_deletes_a_secret_that_lost_its_managed_tag(store_url: str, prefix: str, sm: Any) -> None:
@@ -413,3 +418,39 @@ def test_a_version_conflict_on_create_of_a_taken_name(store_url: str) -> None:
             two.put(write(secret="x" * 40), expected_version=None)
         assert isinstance(one, SecretsManagerStore)
         assert one.read_secrets("AWS Prod") == {"secret_access_key": Secret(CONTRACT_CANARY)}
+
+
+def test_a_debug_log_holds_no_secret_value(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """botocore logs bodies at DEBUG: an application that logs everything still sees no secret."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    with opened(store_url, "default") as store:
+        store.put(write(), expected_version=None)
+        assert store.read_secrets("AWS Prod") == {"secret_access_key": Secret(CONTRACT_CANARY)}
+    assert any(r.name.startswith("botocore") for r in caplog.records)
+    assert not [r.name for r in caplog.records if CONTRACT_CANARY in r.getMessage()]
+
+
+def test_a_live_holder_keeps_its_lock_past_the_lease(aws_endpoint: MotoServer, prefix: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    url = f"awssm://us-east-1/{prefix}?endpoint_url={aws_endpoint.url}&lock_lease_seconds=1"
+    with opened(url, "default") as holder, opened(url, "default") as other:
+        lock = holder.acquire_lock(timeout=0)
+        time.sleep(2.5)  # two and a half leases: renewed by the holder's heartbeat
+        with pytest.raises(LockError):
+            other.acquire_lock(timeout=0)
+        holder.put(write(), expected_version=None)  # still its own
+        holder.release_lock(lock)
+        other.release_lock(other.acquire_lock(timeout=0))
+
+
+def test_a_region_botocore_does_not_know_is_named() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    target = Target.parse("awssm://xx-nowhere-9/p")
+    with pytest.raises(StoreError) as caught, aws_errors(target, "list"):
+        raise EndpointConnectionError(endpoint_url="https://secretsmanager.xx-nowhere-9.amazonaws.com")
+    assert "cannot reach Secrets Manager in xx-nowhere-9" in caught.value.message
+    assert "knows no Secrets Manager endpoint in 'xx-nowhere-9'" in str(caught.value.hint)

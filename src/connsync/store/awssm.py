@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import secrets
 import time
@@ -65,6 +66,20 @@ from connsync.store.awssm_lock import LeaseLock
 from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Write, fingerprint, now
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
 
+_LISTING_REUSE_SECONDS = 1.0
+
+
+class _NoSecretValues(logging.Filter):
+    """botocore logs request and response bodies at DEBUG: never those that carry a secret value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SecretString" not in record.getMessage()
+
+
+_QUIET = _NoSecretValues()
+for _name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks", "botocore.httpchecksum"):
+    logging.getLogger(_name).addFilter(_QUIET)
+
 
 def make_client(target: Target) -> Any:
     import boto3
@@ -88,6 +103,7 @@ class SecretsManagerStore:
         self._salt = salt
         self._prefix = target.workspace_prefix(workspace)
         self._lock = LeaseLock(client, target, workspace)
+        self._listing: tuple[float, list[dict[str, Any]]] | None = None
 
     def describe(self) -> str:
         return self._target.shown
@@ -126,10 +142,17 @@ class SecretsManagerStore:
 
     # --- reading ---------------------------------------------------------------
 
-    def _list(self, *, deleted: bool) -> list[dict[str, Any]]:
+    def _entries(self) -> list[dict[str, Any]]:
+        """Every secret under the workspace prefix, those scheduled for deletion included.
+
+        One listing serves the reads of one command (records, then audit for plan's notes): it is
+        reused for up to a second, and forgotten as soon as this store writes or locks.
+        """
+        if self._listing is not None and time.monotonic() - self._listing[0] < _LISTING_REUSE_SECONDS:
+            return self._listing[1]
         entries: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"Filters": [{"Key": "name", "Values": [self._prefix]}], "MaxResults": 100,
-                                  "IncludePlannedDeletion": deleted}
+                                  "IncludePlannedDeletion": True}
         with aws_errors(self._target, "list the workspace's secrets", self._prefix + "*"):
             while True:
                 page = self._client.list_secrets(**kwargs)
@@ -138,8 +161,18 @@ class SecretsManagerStore:
                     break
                 kwargs["NextToken"] = page["NextToken"]
         # The name filter is a prefix match that AWS documents as case-insensitive: check it exactly.
-        return [e for e in entries if e["Name"].startswith(self._prefix)
-                and _is_record_segment(e["Name"][len(self._prefix):])]
+        entries = [e for e in entries if e["Name"].startswith(self._prefix)]
+        self._listing = (time.monotonic(), entries)
+        return entries
+
+    def _list(self, *, deleted: bool) -> list[dict[str, Any]]:
+        return [e for e in self._entries() if _is_record_segment(e["Name"][len(self._prefix):])
+                and (deleted or not e.get("DeletedDate"))]
+
+    def _writing(self) -> None:
+        """Before any write: the listing is stale from now on, and the lock must still be ours."""
+        self._listing = None
+        self._lock.check()
 
     def _meta(self, entry: dict[str, Any] | None) -> dict[str, Any] | None:
         """connsync's metadata of this very secret (a Description copied from another secret is not)."""
@@ -196,7 +229,7 @@ class SecretsManagerStore:
     def audit(self) -> list[AuditEntry]:
         rows: list[tuple[float, int, AuditEntry]] = []
         entries = self._list(deleted=True)
-        events = _describe(self._client, self._target, self._events_name())
+        events = next((e for e in self._entries() if e["Name"] == self._events_name()), None)
         metas = [self._meta(e) for e in entries]
         metas.append(parse_meta(events.get("Description")) if events else None)
         for meta in metas:
@@ -218,7 +251,7 @@ class SecretsManagerStore:
     # --- writing ---------------------------------------------------------------
 
     def put(self, write: Write, *, expected_version: int | None) -> StoredConnection:
-        self._lock.check()
+        self._writing()
         name = self._target.secret_name(self.workspace, write.name)
         entry = None
         if expected_version is not None:
@@ -236,6 +269,7 @@ class SecretsManagerStore:
     def _write(self, name: str, write: Write, expected_version: int | None, life: str,
                history: list[Any], entry: dict[str, Any] | None, *, version: int | None = None,
                synced: int | None = None) -> StoredConnection:
+        self._listing = None
         at, stamp = now(), time.time()
         new_version = version or (expected_version or 0) + 1
         previous_synced = (self._meta(entry) or {}).get("sv")
@@ -300,7 +334,7 @@ class SecretsManagerStore:
     def _checked(self, name: str, expected_version: int, *, managed: bool) -> tuple[str, dict[str, Any],
                                                                                      dict[str, Any]]:
         """Check-then-act under the lock: the secret is still there, at that version, and connsync's."""
-        self._lock.check()
+        self._writing()
         secret = self._target.secret_name(self.workspace, name)
         entry = self._describe(secret)
         current = self._record(entry) if entry else None
@@ -329,7 +363,7 @@ class SecretsManagerStore:
 
     def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
                      source: str | None) -> None:
-        self._lock.check()
+        self._writing()
         secret = self._target.secret_name(self.workspace, name)
         entry = self._describe(secret)
         meta = self._meta(entry)
@@ -376,6 +410,7 @@ class SecretsManagerStore:
     # --- the workspace lock -----------------------------------------------------
 
     def acquire_lock(self, *, timeout: float) -> LockInfo:
+        self._listing = None  # what is read under the lock is read afresh
         return self._lock.acquire(timeout)
 
     def release_lock(self, lock: LockInfo) -> None:
