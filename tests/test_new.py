@@ -177,3 +177,18 @@ def test_import_outside_the_repository_leaves_the_record_unmanaged(
     # A later prune cannot delete it: it was never a managed record with a file.
     plan = json.loads(run("plan", "--prune", "--format", "json").out)
     assert [c["action"] for c in plan["changes"]] == []
+
+
+def test_import_beside_the_connections_directory_leaves_the_record_unmanaged(
+        repo: Path, run: Run, age_key: AgeKey) -> None:
+    with (repo / ".sops.yaml").open("a") as rules:
+        rules.write(f"  - path_regex: ^exports/.*\\.yaml$\n    encrypted_regex: ^(secret_access_key)$\n"
+                    f"    age: {age_key.public}\n")
+    ui_record(store_of(repo), "From UI")
+    result = run("import", "From UI", "--dir", "exports")
+    assert result.code == 0, result.err
+    assert "outside connections: the record stays unmanaged" in result.out
+    record = store_of(repo).get("From UI")
+    assert record is not None and not record.managed
+    plan = json.loads(run("plan", "--prune", "--format", "json").out)
+    assert [c["action"] for c in plan["changes"]] == []

@@ -83,6 +83,10 @@ def _import_one(store: Store, record: StoredConnection, target: Path, config: Co
                               connections_dir=config.connections_dir)
     if not inside(target, config.root):
         return f"{shown} (outside the repository: a 0600 copy; the record stays unmanaged)"
+    if not inside(target, config.connections_dir):
+        # plan only reads the connections directory: a managed record with its file elsewhere would
+        # read as an orphan, and the next --prune would delete it.
+        return f"{shown} (outside {display_path(config.connections_dir)}: the record stays unmanaged)"
     try:
         store.put(
             Write(name=record.name, provider=record.provider, spec=record.spec, secrets=secrets,
