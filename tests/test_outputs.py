@@ -81,6 +81,8 @@ def test_errors_are_json_on_stdout_too(repo: Path, run: Run, monkeypatch: pytest
     assert error["error"]["exit_code"] == 1 and "nothing was planned" in error["error"]["message"]
     assert error["findings"][0]["file"] == "connections/broken.yaml"
     assert "nothing was planned" in result.err  # the line for people stays on stderr
+    text = run("plan")  # the next run in the same process is text again, errors included
+    assert text.code == 1 and text.out == "" and "nothing was planned" in text.err
     checked("validate", run("validate", "--format", "json"), ok=False)
     checked("apply", run("apply", "--auto-approve", "--format", "json"), ok=False)
     checked("verify", run("verify", "--format", "json"), ok=False)

@@ -550,10 +550,14 @@ def unlock(app: App, lock_id: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
-    with error_handler(verbose) as outcome:
-        result: Any = cli.main(args=list(argv) if argv is not None else None,
-                               prog_name="connsync", standalone_mode=False)
-        outcome.code = result if isinstance(result, int) else 0
+    json_errors_for = render.json_command.set(None)  # each run decides for itself (tests run many)
+    try:
+        with error_handler(verbose) as outcome:
+            result: Any = cli.main(args=list(argv) if argv is not None else None,
+                                   prog_name="connsync", standalone_mode=False)
+            outcome.code = result if isinstance(result, int) else 0
+    finally:
+        render.json_command.reset(json_errors_for)
     return outcome.code
 
 
