@@ -42,6 +42,8 @@ class Discovery:
 
 def hidden_character(value: str) -> str | None:
     """A description of the first control or format character in ``value``, if any."""
+    if value.isprintable():  # the common case, at C speed: every hidden category is unprintable
+        return None
     for index, char in enumerate(value):
         category = unicodedata.category(char)
         if category in HIDDEN_CATEGORIES:
@@ -71,7 +73,7 @@ class _Walk:
         self.result.findings.append(Finding("error", rule, display_path(path), 1, 1, "$", message))
 
     def add_file(self, real: Path, shown: Path) -> None:
-        bad = hidden_character(display_path(shown))
+        bad = hidden_character(str(shown)) and hidden_character(display_path(shown))
         if bad:
             self.finding(shown, "file-name", f"the file name contains {bad}; rename the file")
         elif real not in self.seen_files:
@@ -106,11 +108,17 @@ class _Walk:
                 self.finding(directory, "unreadable", f"cannot read directory: {exc.strerror}")
                 continue
             for entry in entries:
-                self.visit(Path(entry.path), directory, depth, stack)
+                self.visit(entry, directory, depth, stack)
 
-    def visit(self, path: Path, parent: Path, depth: int, stack: list[tuple[Path, int]]) -> None:
+    def visit(self, entry: os.DirEntry[str], parent: Path, depth: int, stack: list[tuple[Path, int]]) -> None:
+        path = Path(entry.path)
         try:
-            info = path.lstat()
+            # The directory listing already says which entries are plain files: no stat for them.
+            if entry.is_file(follow_symlinks=False):
+                if path.suffix in YAML_SUFFIXES:
+                    self.add_file(path, path)
+                return
+            info = entry.stat(follow_symlinks=False)
         except OSError as exc:
             self.finding(path, "unreadable", f"cannot read: {exc.strerror}")
             return
