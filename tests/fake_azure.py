@@ -107,6 +107,7 @@ class App:
 class FakeAzure:
     apps: dict[str, App] = field(default_factory=dict)  # client id -> app, in any of the tenants
     tenants: set[str] = field(default_factory=lambda: {TENANT})
+    disabled: set[str] = field(default_factory=set)  # subscriptions in state Disabled
     subscriptions: dict[str, str] = field(default_factory=lambda: {SUBSCRIPTION: "Platform Prod"})
     token_failures: list[int] = field(default_factory=list)  # statuses answered first (429, 503...)
     arm_failures: list[int] = field(default_factory=list)
@@ -205,7 +206,7 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                     "subscriptionId": subscription,
                     "tenantId": TENANT,
                     "displayName": fake.subscriptions[subscription],
-                    "state": "Enabled",
+                    "state": "Disabled" if subscription in fake.disabled else "Enabled",
                 },
             )
 
@@ -265,7 +266,6 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-
 
 
 class _Server(ThreadingHTTPServer):

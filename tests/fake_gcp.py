@@ -70,6 +70,7 @@ class FakeGcp:
     accounts: dict[str, dict[str, Key]] = field(default_factory=dict)  # email -> active keys by id
     projects: dict[str, set[str]] = field(default_factory=dict)  # project id -> emails that may read it
     key_readers: set[str] = field(default_factory=set)  # emails allowed serviceAccounts.keys.get
+    deleting: set[str] = field(default_factory=set)  # projects in state DELETE_REQUESTED
     token_failures: list[int] = field(default_factory=list)
     project_failures: list[int] = field(default_factory=list)  # statuses projects.get answers first
     project_requests: int = 0
@@ -165,7 +166,12 @@ def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
                 if caller not in fake.projects.get(parts[2], set()):
                     return self.reply(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}})
                 return self.reply(
-                    200, {"name": "projects/123456789", "projectId": parts[2], "state": "ACTIVE"}
+                    200,
+                    {
+                        "name": "projects/123456789",
+                        "projectId": parts[2],
+                        "state": "DELETE_REQUESTED" if parts[2] in fake.deleting else "ACTIVE",
+                    },
                 )
             if parts[:3] == ["v1", "projects", "-"] and len(parts) == 7 and parts[5] == "keys":
                 email, key_id = parts[4], parts[6]
@@ -188,7 +194,6 @@ def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-
 
 
 class _Server(ThreadingHTTPServer):

@@ -105,6 +105,12 @@ def test_no_secret_or_token_reaches_a_log(azure: FakeAzure, caplog: pytest.LogCa
     )
 
 
+def test_a_disabled_subscription_warns(azure: FakeAzure) -> None:
+    azure.disabled.add(SUBSCRIPTION)
+    verdict = verify(desired(), settings_for(azure))
+    assert (verdict.status, verdict.messages) == ("warning", (f"subscription {SUBSCRIPTION} is Disabled",))
+
+
 def test_an_expired_secret(azure: FakeAzure) -> None:
     azure.apps[CLIENT].expired = True
     verdict = verify(desired(), settings_for(azure))

@@ -86,6 +86,12 @@ def test_a_project_out_of_reach(gcp: FakeGcp, key: Key) -> None:
     assert verdict.messages[0].startswith(f"project_id: project billing-prod-9 not found, or {EMAIL} may not")
 
 
+def test_a_project_being_deleted_warns(gcp: FakeGcp, key: Key) -> None:
+    gcp.deleting.add(PROJECT)
+    verdict = verify(desired(key.pem), settings_for(gcp))
+    assert (verdict.status, verdict.messages) == ("warning", (f"project {PROJECT} is DELETE_REQUESTED",))
+
+
 def test_key_age_warns_and_is_best_effort(gcp: FakeGcp, key: Key) -> None:
     key.created = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=120)
     try:
