@@ -188,11 +188,13 @@ def binary_decrypt(directory: Path, text: str) -> list[Any] | None:
         result = sops_run("decrypt", "--input-type", "yaml", "--output-type", "json", str(path),
                           cwd=directory)
         if result.returncode != 0:
-            return [UNREADABLE]
+            # JSON cannot hold .inf/.nan either: sops's answer cannot be read at all.
+            return [UNCHECKABLE if b"json: unsupported value" in result.stderr else UNREADABLE]
         return [JsonReference(json.loads(result.stdout))]
 
 
 UNREADABLE = object()
+UNCHECKABLE = object()
 
 
 class JsonReference(dict[str, Any]):
@@ -231,6 +233,8 @@ def verdict(directory: Path, text: str) -> str:
         COUNTS[f"handed over because: {exc}"] += 1
         return "handed over"
     assert reference is not None, "the in-process engine returned plaintext for a file sops refuses"
+    if reference == [UNCHECKABLE]:
+        return "not checkable (sops's YAML unreadable to libyaml, its JSON cannot hold .inf/.nan)"
     assert reference != [UNREADABLE], "the in-process engine answered where sops's answer is unreadable"
     if len(reference) == 1 and isinstance(reference[0], JsonReference):
         if len(mine) > 1:  # sops's JSON output holds only the first document
