@@ -454,3 +454,23 @@ def test_a_region_botocore_does_not_know_is_named() -> None:
         raise EndpointConnectionError(endpoint_url="https://secretsmanager.xx-nowhere-9.amazonaws.com")
     assert "cannot reach Secrets Manager in xx-nowhere-9" in caught.value.message
     assert "knows no Secrets Manager endpoint in 'xx-nowhere-9'" in str(caught.value.hint)
+
+
+def test_the_airflow_format_is_a_connection_airflow_reads(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, prefix: str, sm: Any) -> None:
+    monkeypatch.setenv("CONNSYNC_STORE", store_url + "&format=airflow")
+    assert new_aws(run, monkeypatch).code == 0
+    assert apply(run)["exit"] == 0
+    value = json.loads(sm.get_secret_value(SecretId=f"{prefix}/default/aws-prod")["SecretString"])
+    # Airflow (connections_prefix PREFIX/default, conn_id aws-prod) takes these keys and ignores the rest;
+    # no other key of the value is one of the aliases it looks for (user, pass, key, host, engine, ...).
+    assert {k: value[k] for k in ("conn_type", "login", "password", "extra")} == {
+        "conn_type": "aws", "login": "AKIAIOSFODNN7EXAMPLE", "password": CANARY,
+        "extra": {"region_name": "us-east-1"}}
+    aliases = {"login", "user", "username", "user_name", "password", "pass", "key", "host", "remote_host",
+               "server", "port", "database", "schema", "conn_type", "conn_id", "connection_type", "engine",
+               "extra"}
+    assert set(value) & aliases == {"conn_type", "login", "password", "extra"}
+    assert plan(run) == {"AWS Prod": "noop"}
+    with opened(store_url, "default") as store:
+        assert store.read_secrets("AWS Prod") == {"secret_access_key": Secret(CANARY)}

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import logging
 import os
 import secrets
 import time
@@ -49,14 +48,19 @@ from connsync.store.awssm_layout import (
     MANAGED_TAG,
     WORKSPACE_TAG,
     Target,
+    airflow_fields,
     aws_errors,
     compact,
+    conflict,
     current_version_id,
+    describe_secret,
     epoch,
     fit_description,
     foreign_record,
     is_managed,
+    is_record_segment,
     iso,
+    kms_option,
     parse_meta,
     record_meta,
     slug,
@@ -67,18 +71,6 @@ from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Writ
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
 
 _LISTING_REUSE_SECONDS = 1.0
-
-
-class _NoSecretValues(logging.Filter):
-    """botocore logs request and response bodies at DEBUG: never those that carry a secret value."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "SecretString" not in record.getMessage()
-
-
-_QUIET = _NoSecretValues()
-for _name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks", "botocore.httpchecksum"):
-    logging.getLogger(_name).addFilter(_QUIET)
 
 
 def make_client(target: Target) -> Any:
@@ -114,7 +106,7 @@ class SecretsManagerStore:
         sealer = Sealer(key_from_environment(f"the Secrets Manager store {target.shown}"))
         client = make_client(target)
         name = target.meta_name()
-        entry = _describe(client, target, name)
+        entry = describe_secret(client, target, name)
         if entry is None or entry.get("DeletedDate"):
             if not create:
                 return EmptyStore(workspace, target.shown)
@@ -128,8 +120,8 @@ class SecretsManagerStore:
                     contextlib.suppress(client.exceptions.ResourceExistsException):
                 client.create_secret(Name=name, SecretString=body, Description=body,
                                      Tags=[{"Key": MANAGED_TAG[0], "Value": MANAGED_TAG[1]}],
-                                     ClientRequestToken=str(uuid.uuid4()), **_kms(target))
-            entry = _describe(client, target, name) or {}
+                                     ClientRequestToken=str(uuid.uuid4()), **kms_option(target))
+            entry = describe_secret(client, target, name) or {}
         meta = parse_meta(entry.get("Description"))
         if meta is None or meta.get("kind") != "store" or not isinstance(meta.get("salt"), str):
             raise StoreError(f"{name} exists and is not a connsync store's metadata",
@@ -166,7 +158,7 @@ class SecretsManagerStore:
         return entries
 
     def _list(self, *, deleted: bool) -> list[dict[str, Any]]:
-        return [e for e in self._entries() if _is_record_segment(e["Name"][len(self._prefix):])
+        return [e for e in self._entries() if is_record_segment(e["Name"][len(self._prefix):])
                 and (deleted or not e.get("DeletedDate"))]
 
     def _writing(self) -> None:
@@ -200,7 +192,7 @@ class SecretsManagerStore:
 
     def _describe(self, name: str) -> dict[str, Any] | None:
         """The live secret at ``name``; None when there is none or it is scheduled for deletion."""
-        entry = _describe(self._client, self._target, name)
+        entry = describe_secret(self._client, self._target, name)
         return None if entry is None or entry.get("DeletedDate") else entry
 
     def get(self, name: str) -> StoredConnection | None:
@@ -258,7 +250,7 @@ class SecretsManagerStore:
             entry = self._describe(name)
             current = self._record(entry) if entry else None
             if current is None or current.version != expected_version:
-                raise _conflict(write.name, current, expected_version)
+                raise conflict(write.name, current, expected_version)
             if not is_managed(entry or {}) and write.action != "adopt":
                 raise StoreError(f"the secret {name} is not tagged managed-by=connsync; nothing was written",
                                  hint="pass --adopt to take it over")
@@ -283,12 +275,14 @@ class SecretsManagerStore:
         entry_row = [write.action, expected_version, new_version, write.actor, stamp, write.git_revision,
                      write.source]
         description = fit_description(record_meta(record, life, [*history, entry_row]), write.name)
+        revealed = {k: v.reveal() for k, v in write.secrets.items()}
+        airflow = airflow_fields(write.provider, write.spec, revealed) \
+            if self._target.value_format == "airflow" else {}
         value = compact({"connsync": 1, "name": write.name, "provider": write.provider,
-                         "spec": dict(write.spec),
-                         "secrets": {k: v.reveal() for k, v in write.secrets.items()},
+                         "spec": dict(write.spec), "secrets": revealed,
                          "written": {"action": write.action, "actor": write.actor, "at": at,
                                      "git_revision": write.git_revision, "version": new_version},
-                         "nonce": uuid.uuid4().hex})
+                         "nonce": uuid.uuid4().hex, **airflow})
         token = version_token(self.workspace, write.name, life, new_version)
         errors = self._client.exceptions
         with aws_errors(self._target, f"write {write.name[:80]!r}", name):
@@ -296,7 +290,7 @@ class SecretsManagerStore:
                 try:
                     self._client.create_secret(Name=name, SecretString=value, Description=description,
                                                ClientRequestToken=token, Tags=self._tags(write.managed),
-                                               **_kms(self._target))
+                                               **kms_option(self._target))
                     return record
                 except (errors.ResourceExistsException, errors.InvalidRequestException):
                     entry = self._revive(name, write.name)
@@ -305,9 +299,9 @@ class SecretsManagerStore:
                         description = fit_description(record_meta(record, life, history), write.name)
             try:
                 self._client.update_secret(SecretId=name, SecretString=value, Description=description,
-                                           ClientRequestToken=token, **_kms(self._target))
+                                           ClientRequestToken=token, **kms_option(self._target))
             except errors.ResourceExistsException:
-                raise _conflict(write.name, None, expected_version) from None
+                raise conflict(write.name, None, expected_version) from None
             if write.managed != is_managed(entry):
                 if write.managed:
                     self._client.tag_resource(SecretId=name, Tags=self._tags(True))
@@ -317,7 +311,7 @@ class SecretsManagerStore:
 
     def _revive(self, name: str, shown: str) -> dict[str, Any]:
         """Creating a name that exists: a deleted record of ours comes back; anything else conflicts."""
-        entry = _describe(self._client, self._target, name)
+        entry = describe_secret(self._client, self._target, name)
         if entry is None or not entry.get("DeletedDate"):
             raise VersionConflict(f"{shown!r} was created in the store meanwhile", hint="run plan again")
         if not is_managed(entry) and self._meta(entry) is None:
@@ -341,7 +335,7 @@ class SecretsManagerStore:
         meta = self._meta(entry)
         if entry is None or meta is None or current is None or current.version != expected_version \
                 or (managed and not current.managed):
-            raise _conflict(name, current, expected_version)
+            raise conflict(name, current, expected_version)
         return secret, entry, meta
 
     def delete(self, name: str, *, expected_version: int, actor: str, git_revision: str | None) -> None:
@@ -379,7 +373,7 @@ class SecretsManagerStore:
             if entry is None:
                 self._client.create_secret(
                     Name=secret, SecretString=compact({"connsync": 1, "kind": "events"}),
-                    Description=description, Tags=self._tags(True), **_kms(self._target))
+                    Description=description, Tags=self._tags(True), **kms_option(self._target))
             else:
                 self._client.update_secret(SecretId=secret, Description=description)
 
@@ -418,27 +412,3 @@ class SecretsManagerStore:
 
     def break_lock(self, lock_id: str) -> LockInfo | None:
         return self._lock.break_(lock_id)
-
-
-def _describe(client: Any, target: Target, name: str) -> dict[str, Any] | None:
-    with aws_errors(target, "read the store", name):
-        try:
-            entry: dict[str, Any] = client.describe_secret(SecretId=name)
-        except client.exceptions.ResourceNotFoundException:
-            return None
-    return entry
-
-
-def _is_record_segment(segment: str) -> bool:
-    """A connection's own name under the workspace prefix: not nested, not connsync's (``.lock``)."""
-    return "/" not in segment and not segment.startswith(".")
-
-
-def _kms(target: Target) -> dict[str, str]:
-    return {"KmsKeyId": target.kms_key_id} if target.kms_key_id else {}
-
-
-def _conflict(name: str, current: StoredConnection | None, expected: int | None) -> VersionConflict:
-    return VersionConflict(f"{name!r} changed in the store meanwhile (version "
-                           f"{current.version if current else None}, expected {expected})",
-                           hint="run plan again")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from connsync.errors import StoreError
+from connsync.errors import StoreError, VersionConflict
 from connsync.model import StoredConnection
 
 SCHEME = "awssm"
@@ -45,6 +46,7 @@ class Target:
     kms_key_id: str | None = None
     recovery_window_days: int = 7
     lock_lease_seconds: float = 60.0
+    value_format: str = "connsync"  # or "airflow": AWS connections also in Airflow's Connection keys
 
     @property
     def shown(self) -> str:
@@ -65,10 +67,11 @@ class Target:
                              hint="letters, digits and /_+=.@- only, up to 200 characters")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         unknown = sorted(set(query) - {"endpoint_url", "kms_key_id", "recovery_window_days",
-                                       "lock_lease_seconds"})
+                                       "lock_lease_seconds", "format"})
         if unknown:
             raise StoreError(f"unknown option {unknown[0][:40]!r} in the store URL",
-                             hint="known: endpoint_url, kms_key_id, recovery_window_days, lock_lease_seconds")
+                             hint="known: endpoint_url, kms_key_id, recovery_window_days, "
+                             "lock_lease_seconds, format")
         window = _number(query, "recovery_window_days", 7)
         if not 7 <= window <= 30 or window != int(window):
             raise StoreError("recovery_window_days must be a whole number from 7 to 30 "
@@ -77,8 +80,11 @@ class Target:
         lease = _number(query, "lock_lease_seconds", 60)
         if not 1 <= lease <= 3600:
             raise StoreError("lock_lease_seconds must be from 1 to 3600")
+        value_format = query.get("format") or "connsync"
+        if value_format not in ("connsync", "airflow"):
+            raise StoreError(f"format={value_format[:40]!r} in the store URL is not connsync or airflow")
         return cls(parts.netloc, prefix, query.get("endpoint_url") or None, query.get("kms_key_id") or None,
-                   int(window), lease)
+                   int(window), lease, value_format)
 
     # --- names -----------------------------------------------------------------
 
@@ -169,6 +175,19 @@ def compact(data: Mapping[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
+def airflow_fields(provider: str, spec: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
+    """What Airflow's SecretsManagerBackend reads as a Connection from a JSON secret (AWS only).
+
+    It picks ``conn_type``, ``login``, ``password``, ``extra`` (and host, port, schema) by key and
+    ignores every other key, so these sit beside connsync's own in the same value.
+    """
+    if provider != "aws":
+        return {}
+    return {"conn_type": "aws", "login": spec.get("access_key_id"),
+            "password": secrets.get("secret_access_key"),
+            "extra": {"region_name": spec.get("default_region")}}
+
+
 def parse_meta(text: str | None) -> dict[str, Any] | None:
     """connsync's metadata from a Description, or None for anybody else's description."""
     if not text or not text.startswith('{"'):
@@ -221,6 +240,42 @@ def iso(epoch: float) -> str:
 
 def epoch(at: str) -> float:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
+def describe_secret(client: Any, target: Target, name: str) -> dict[str, Any] | None:
+    with aws_errors(target, "read the store", name):
+        try:
+            entry: dict[str, Any] = client.describe_secret(SecretId=name)
+        except client.exceptions.ResourceNotFoundException:
+            return None
+    return entry
+
+
+def is_record_segment(segment: str) -> bool:
+    """A connection's own name under the workspace prefix: not nested, not connsync's (``.lock``)."""
+    return "/" not in segment and not segment.startswith(".")
+
+
+def kms_option(target: Target) -> dict[str, str]:
+    return {"KmsKeyId": target.kms_key_id} if target.kms_key_id else {}
+
+
+def conflict(name: str, current: StoredConnection | None, expected: int | None) -> VersionConflict:
+    return VersionConflict(f"{name!r} changed in the store meanwhile (version "
+                           f"{current.version if current else None}, expected {expected})",
+                           hint="run plan again")
+
+
+class _NoSecretValues(logging.Filter):
+    """botocore logs request and response bodies at DEBUG: never those that carry a secret value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SecretString" not in record.getMessage()
+
+
+_QUIET = _NoSecretValues()
+for _name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks", "botocore.httpchecksum"):
+    logging.getLogger(_name).addFilter(_QUIET)
 
 
 # --- errors ---------------------------------------------------------------------
