@@ -371,3 +371,28 @@ def test_local_mode_that_cannot_store_says_which_keys_exist(repo: Path, aws: dic
     assert f"the new key {new_id} is in connections/aws-prod.yaml but not in the store" in result.err
     assert f"{aws['old_id']} is still active" in result.err
     assert "To finish: 'connsync apply'" in result.err and f"--access-key-id {new_id}" in result.err
+
+
+def test_without_the_self_service_policy_admin_credentials_rotate(
+        repo: Path, aws: dict[str, str], run: Run, aws_endpoint: MotoServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    aws_endpoint.require_auth(False)
+    iam = boto3.client("iam", region_name="us-east-1")
+    iam.delete_user_policy(UserName=USER, PolicyName="rotate-self")
+    iam.create_user(UserName="admin")
+    iam.put_user_policy(UserName="admin", PolicyName="iam", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}]}))
+    admin = iam.create_access_key(UserName="admin")["AccessKey"]
+    aws_endpoint.require_auth()
+    denied = run("rotate", "AWS Prod")
+    assert denied.code == 1
+    assert f"IAM ListAccessKeys with key {aws['old_id']} failed: AccessDenied" in denied.err
+    assert "self-service policy in the README" in denied.err and "--admin-profile" in denied.err
+    assert iam_keys() == {aws["old_id"]: "Active"}
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", admin["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", admin["SecretAccessKey"])
+    result = run("rotate", "AWS Prod", "--admin-env")
+    assert result.code == 0, result.err
+    new_id, _ = decrypted(repo / FILE)
+    assert iam_keys() == {aws["old_id"]: "Active", new_id: "Active"}
+    assert admin["SecretAccessKey"] not in result.out + result.err
