@@ -88,6 +88,16 @@ def test_no_changes_swaps_the_label(github: FakeGitHub, tmp_path: Path) -> None:
     assert len(github.state.comments_on(PR_NUMBER)) == 1
 
 
+def test_a_failed_plan_replaces_the_stale_plan_and_its_label(github: FakeGitHub, tmp_path: Path) -> None:
+    github.state.add_issue(title="Edit", pull_request=True, number=PR_NUMBER)
+    run_script(github, tmp_path, PR_SCRIPT, exit_code="0", plan="No changes.")
+    run_script(github, tmp_path, PR_SCRIPT, exit_code="1", plan="")
+    (comment,) = github.state.comments_on(PR_NUMBER)
+    assert comment["body"].startswith("<!-- connsync-plan -->\n**connsync plan failed** (exit code 1)")
+    assert "https://github.example/acme/connections/actions/runs/42" in comment["body"]
+    assert github.state.label_names(PR_NUMBER) == []  # neither "changes" nor "no changes" holds
+
+
 def test_drift_found_opens_one_issue_and_updates_it(github: FakeGitHub, tmp_path: Path) -> None:
     github.state.add_issue(title="a PR with the label", pull_request=True, labels=("connsync-drift",))
     run_script(github, tmp_path, DRIFT_SCRIPT, exit_code="2", plan="~ update AWS Prod")
