@@ -126,25 +126,26 @@ def make_repo(root: Path, count: int, provider: str = "aws", secret: str = "") -
 def measure(count: int, latency: float, concurrency: int | None, provider: str = "aws") -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="connsync-verify-") as temp, ExitStack() as stack:
         root = Path(temp)
-        settings = f"concurrency: {concurrency}, " if concurrency is not None else ""
+        settings = f"concurrency: {concurrency}" if concurrency is not None else ""
         in_flight: Callable[[], float] = lambda: float("nan")  # noqa: E731 (only the AWS fake counts)
         if provider == "azure":
             secret = "bench-azure-client-secret"
             azure = stack.enter_context(fake_azure.serve(fake_azure.FakeAzure(
                 apps={fake_azure.CLIENT: fake_azure.App(secret)}, tenants={tenant(i) for i in range(count)},
                 hang=latency), root))
-            settings += (f"ca_bundle: {azure.ca_bundle}, azure: {{authority_host: '{azure.url}', "
-                         f"management_endpoint: '{azure.url}', instance_discovery: false}}")
-            env = make_repo(root, count, provider, secret)
+            env = {**make_repo(root, count, provider, secret), "CONNSYNC_CA_BUNDLE": azure.ca_bundle,
+                   "CONNSYNC_AZURE_AUTHORITY_HOST": azure.url,
+                   "CONNSYNC_AZURE_MANAGEMENT_ENDPOINT": azure.url,
+                   "CONNSYNC_AZURE_INSTANCE_DISCOVERY": "false"}
         elif provider == "gcp":
             key = fake_gcp.new_key(GCP_KEY_ID)
             gcp = stack.enter_context(fake_gcp.serve(fake_gcp.FakeGcp(
                 accounts={email(i): {GCP_KEY_ID: key} for i in range(count)},
                 projects={project(i): {email(i)} for i in range(count)},
                 key_readers={email(i) for i in range(count)}, hang=latency)))
-            settings += (f"gcp: {{token_uri: '{gcp.url}/token', resource_manager_endpoint: '{gcp.url}', "
-                         f"iam_endpoint: '{gcp.url}', certificates_endpoint: '{gcp.url}/x509'}}")
-            env = make_repo(root, count, provider, key.pem)
+            env = {**make_repo(root, count, provider, key.pem), "CONNSYNC_GCP_TOKEN_URI": f"{gcp.url}/token",
+                   "CONNSYNC_GCP_RESOURCE_MANAGER_ENDPOINT": gcp.url, "CONNSYNC_GCP_IAM_ENDPOINT": gcp.url,
+                   "CONNSYNC_GCP_CERTIFICATES_ENDPOINT": f"{gcp.url}/x509"}
         else:
             aws = stack.enter_context(serve(FakeAws(latency=latency,
                                                     accounts={key_id(i): account(i) for i in range(count)})))

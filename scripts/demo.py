@@ -114,19 +114,21 @@ def main() -> int:
             "AZURE_SECRET": AZURE_SECRET,
             "GCP_PRIVATE_KEY": gcp_key.pem,
             "AWS_EC2_METADATA_DISABLED": "true",
+            # Where verify finds the local Azure and GCP endpoints: the environment of whoever
+            # runs connsync (never connsync.yaml, which a pull request can change).
+            "CONNSYNC_CA_BUNDLE": azure.ca_bundle,
+            "CONNSYNC_AZURE_AUTHORITY_HOST": azure.url,
+            "CONNSYNC_AZURE_MANAGEMENT_ENDPOINT": azure.url,
+            "CONNSYNC_AZURE_INSTANCE_DISCOVERY": "false",
+            "CONNSYNC_GCP_TOKEN_URI": f"{gcp.url}/token",
+            "CONNSYNC_GCP_RESOURCE_MANAGER_ENDPOINT": gcp.url,
+            "CONNSYNC_GCP_IAM_ENDPOINT": gcp.url,
+            "CONNSYNC_GCP_CERTIFICATES_ENDPOINT": f"{gcp.url}/x509",
         })
         subprocess.run(["git", "init", "-q"], cwd=repo, check=False)
 
         banner("A fresh repository with a new age key")
         connsync("init", "--generate-age-key", env=env, cwd=repo)
-        # Where verify finds the local Azure and GCP endpoints (settings, as for a private cloud).
-        config = repo / "connsync.yaml"
-        config.write_text(config.read_text().replace("verify:\n", (
-            f"verify:\n  ca_bundle: {azure.ca_bundle}\n"
-            f"  azure: {{authority_host: '{azure.url}', management_endpoint: '{azure.url}', "
-            "instance_discovery: false}\n"
-            f"  gcp: {{token_uri: '{gcp.url}/token', resource_manager_endpoint: '{gcp.url}', "
-            f"iam_endpoint: '{gcp.url}', certificates_endpoint: '{gcp.url}/x509'}}\n"), 1))
 
         banner("Four connections, secrets read from the environment and encrypted by SOPS")
         connsync("new", "aws", "--name", "AWS Prod", "--label", "env=prod", "--no-input",

@@ -173,18 +173,10 @@ def test_sovereign_clouds_pick_their_authority_and_arm(monkeypatch: pytest.Monke
 def test_verify_and_apply_an_azure_connection(
     repo: Path, run: Run, azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (repo / "connsync.yaml").write_text(
-        (repo / "connsync.yaml")
-        .read_text()
-        .replace(
-            "verify:\n",
-            "verify:\n"
-            f"  ca_bundle: {azure.ca_bundle}\n"
-            f"  azure: {{authority_host: '{azure.url}', management_endpoint: '{azure.url}', "
-            "instance_discovery: false}\n",
-            1,
-        )
-    )
+    monkeypatch.setenv("CONNSYNC_CA_BUNDLE", azure.ca_bundle)
+    monkeypatch.setenv("CONNSYNC_AZURE_AUTHORITY_HOST", azure.url)
+    monkeypatch.setenv("CONNSYNC_AZURE_MANAGEMENT_ENDPOINT", azure.url)
+    monkeypatch.setenv("CONNSYNC_AZURE_INSTANCE_DISCOVERY", "false")
     for name, secret in (("Azure Good", CANARY), ("Azure Typo", CANARY[:-1] + "X")):
         monkeypatch.setenv("TEST_AZ_SECRET", secret)
         args = [
@@ -217,8 +209,24 @@ def test_verify_and_apply_an_azure_connection(
         assert CANARY not in output
 
 
-def test_a_missing_ca_bundle_is_a_config_error(repo: Path, run: Run) -> None:
-    (repo / "connsync.yaml").write_text("verify:\n  ca_bundle: certs/missing.pem\n")
+def test_a_missing_ca_bundle_is_a_config_error(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNSYNC_CA_BUNDLE", str(repo / "certs/missing.pem"))
     result = run("verify")
     assert result.code == 1
-    assert "connsync.yaml:2:14: $.verify.ca_bundle: no file at 'certs/missing.pem'" in result.err
+    assert "CONNSYNC_CA_BUNDLE: no file at" in result.err and "missing.pem" in result.err
+
+
+def test_connsync_yaml_cannot_send_secrets_elsewhere(repo: Path, run: Run, azure: FakeAzure,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull request edits connsync.yaml: endpoints there would receive every client secret."""
+    monkeypatch.setenv("TEST_AZ_SECRET", CANARY)
+    assert run("new", "azure", "--name", "Azure Good", "--no-input", "--secret-env",
+               "client_secret=TEST_AZ_SECRET", "--set", f"tenant_id={TENANT}", "--set",
+               f"client_id={CLIENT}", "--set", f"subscription_id={SUBSCRIPTION}").code == 0
+    before = azure.token_requests
+    for settings in (f"verify:\n  azure: {{authority_host: '{azure.url}'}}\n",
+                     f"verify:\n  ca_bundle: {azure.ca_bundle}\n"):
+        (repo / "connsync.yaml").write_text(settings)
+        result = run("verify")
+        assert result.code == 1 and "connsync.yaml:2:" in result.err, result.err
+    assert azure.token_requests == before  # nothing was sent anywhere

@@ -156,18 +156,10 @@ def test_a_key_that_is_not_pem_fails_without_echo(gcp: FakeGcp) -> None:
 def test_verify_a_gcp_connection(
     repo: Path, run: Run, gcp: FakeGcp, key: Key, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (repo / "connsync.yaml").write_text(
-        (repo / "connsync.yaml")
-        .read_text()
-        .replace(
-            "verify:\n",
-            "verify:\n  gcp: {"
-            f"token_uri: '{gcp.url}/token', resource_manager_endpoint: '{gcp.url}', "
-            f"iam_endpoint: '{gcp.url}', "
-            f"certificates_endpoint: '{gcp.url}/x509'}}\n",
-            1,
-        )
-    )
+    monkeypatch.setenv("CONNSYNC_GCP_TOKEN_URI", f"{gcp.url}/token")
+    monkeypatch.setenv("CONNSYNC_GCP_RESOURCE_MANAGER_ENDPOINT", gcp.url)
+    monkeypatch.setenv("CONNSYNC_GCP_IAM_ENDPOINT", gcp.url)
+    monkeypatch.setenv("CONNSYNC_GCP_CERTIFICATES_ENDPOINT", f"{gcp.url}/x509")
     monkeypatch.setenv("TEST_GCP_KEY", key.pem)
     assert (
         run(

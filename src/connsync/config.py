@@ -61,7 +61,7 @@ def _path_problems(data: Mapping[str, Any], path: Path, text: str) -> list[tuple
     """``connections`` names a directory inside the repository: elsewhere, every record is orphaned."""
     value = data.get("connections")
     if not isinstance(value, str):
-        return _ca_bundle_problems(data, path, text)
+        return []
     root = Path(os.path.realpath(path.parent))
     target = root / value
     line, column = locate(text, ["connections"])
@@ -71,19 +71,8 @@ def _path_problems(data: Mapping[str, Any], path: Path, text: str) -> list[tuple
     elif not target.is_dir():
         problem = f"{value!r} is not a directory (create it, or fix the setting)"
     else:
-        return _ca_bundle_problems(data, path, text)
-    return [(line, column, "$.connections", problem)]
-
-
-def _ca_bundle_problems(data: Mapping[str, Any], path: Path, text: str) -> list[tuple[int, int, str, str]]:
-    """A CA bundle that is not there would fail every Azure/GCP verification with a vague error."""
-    verify = data.get("verify")
-    value = verify.get("ca_bundle") if isinstance(verify, dict) else None
-    if not isinstance(value, str) or (path.parent / value).is_file():
         return []
-    line, column = locate(text, ["verify", "ca_bundle"])
-    return [(line, column, "$.verify.ca_bundle", f"no file at {value!r} (a PEM file of CA certificates, "
-             "relative to connsync.yaml)")]
+    return [(line, column, "$.connections", problem)]
 
 
 def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -91,25 +80,53 @@ def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _verify_settings(verify: Mapping[str, Any], root: Path) -> VerifySettings:
+# Where the Azure and GCP verifiers send credentials. Only the environment of whoever runs
+# connsync may move them (as AWS_ENDPOINT_URL does for AWS), never connsync.yaml: a pull
+# request can change that file, and a changed endpoint would receive every client secret
+# (Azure) or a signed grant (GCP) in clear.
+ENDPOINT_VARIABLES = {
+    "ca_bundle": "CONNSYNC_CA_BUNDLE",
+    "azure_authority_host": "CONNSYNC_AZURE_AUTHORITY_HOST",
+    "azure_management_endpoint": "CONNSYNC_AZURE_MANAGEMENT_ENDPOINT",
+    "gcp_token_uri": "CONNSYNC_GCP_TOKEN_URI",
+    "gcp_resource_manager_endpoint": "CONNSYNC_GCP_RESOURCE_MANAGER_ENDPOINT",
+    "gcp_iam_endpoint": "CONNSYNC_GCP_IAM_ENDPOINT",
+    "gcp_certificates_endpoint": "CONNSYNC_GCP_CERTIFICATES_ENDPOINT",
+}
+INSTANCE_DISCOVERY_VARIABLE = "CONNSYNC_AZURE_INSTANCE_DISCOVERY"
+
+
+def _endpoints(env: Mapping[str, str]) -> dict[str, Any]:
+    chosen: dict[str, Any] = {}
+    for setting, variable in ENDPOINT_VARIABLES.items():
+        value = env.get(variable, "").strip()
+        if not value:
+            continue
+        if setting == "ca_bundle":
+            if not Path(value).is_file():
+                raise ConfigError(f"{variable}: no file at {render.text(repr(value))} "
+                                  "(a PEM file of CA certificates)")
+        elif not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", value):
+            raise ConfigError(f"{variable}: {render.text(repr(value))} is not an http(s) URL")
+        chosen[setting] = value
+    discovery = env.get(INSTANCE_DISCOVERY_VARIABLE, "").strip().lower()
+    if discovery:
+        if discovery not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{INSTANCE_DISCOVERY_VARIABLE} must be true or false")
+        chosen["azure_instance_discovery"] = discovery in ("true", "1")
+    return chosen
+
+
+def _verify_settings(verify: Mapping[str, Any], env: Mapping[str, str]) -> VerifySettings:
     # Types and ranges are the schema's business: what reaches here is checked.
     defaults = VerifySettings()
-    azure, gcp = _section(verify, "azure"), _section(verify, "gcp")
-    ca_bundle = verify.get("ca_bundle")
     return VerifySettings(
         max_key_age_days=int(verify.get("max_key_age_days", defaults.max_key_age_days)),
         concurrency=int(verify.get("concurrency", defaults.concurrency)),
         per_account_concurrency=int(verify.get("per_account_concurrency", defaults.per_account_concurrency)),
         timeout_seconds=float(verify.get("timeout_seconds", defaults.timeout_seconds)),
         require_verified=bool(verify.get("require_verified", False)),
-        ca_bundle=str(root / ca_bundle) if ca_bundle else None,
-        azure_authority_host=azure.get("authority_host"),
-        azure_management_endpoint=azure.get("management_endpoint"),
-        azure_instance_discovery=bool(azure.get("instance_discovery", True)),
-        gcp_token_uri=gcp.get("token_uri"),
-        gcp_resource_manager_endpoint=gcp.get("resource_manager_endpoint"),
-        gcp_iam_endpoint=gcp.get("iam_endpoint"),
-        gcp_certificates_endpoint=gcp.get("certificates_endpoint"),
+        **_endpoints(env),
     )
 
 
@@ -160,7 +177,7 @@ def load_config(
         workspace=str(chosen or data.get("workspace", "default")),
         store_url=store_url,
         connections_dir=root / str(data.get("connections", "connections")),
-        verify=_verify_settings(verify, root),
+        verify=_verify_settings(verify, env),
         max_deletes=int(apply_.get("max_deletes", 10)),
         prune=bool(apply_.get("prune", False)),
     )
