@@ -363,3 +363,24 @@ def test_the_binary_engine_reads_yaml_libyaml_rejects(tmp_path: Path, age_key: A
     for engine in ("binary", "auto"):
         monkeypatch.setenv("CONNSYNC_SOPS_ENGINE", engine)
         assert sops.decrypt(decl, target).spec["regions"] == ["\n0", "b"]
+
+
+def test_a_hostile_regex_in_the_metadata_does_not_hold_plan(repo: Path, run: Run,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """#11: `(a+)+$` in encrypted_regex (not covered by the MAC) and a 32-character label key made a
+    backtracking engine run for minutes while holding the workspace lock; RE2 answers at once."""
+    assert new_aws(run, monkeypatch).code == 0
+    path = repo / "connections/aws-prod.yaml"
+    text = path.read_text()
+    assert "    mac_only_encrypted: true\n" in text  # a clear label is outside the MAC
+    text = text.replace("metadata:\n", f"metadata:\n    labels:\n        {'a' * 32}!: x\n", 1)
+    # Anchored so that "metadata" (ending in a) stays clear; still 2^32 steps for backtracking.
+    hostile = re.sub(r"encrypted_regex: (\S+)", r"encrypted_regex: ^(a+)+$|\1", text, count=1)
+    assert hostile != text
+    path.write_text(hostile)
+    from connsync import sops_native
+
+    assert sops_native.decrypt_text(hostile)[0]["metadata"]["labels"] == {"a" * 32 + "!": "x"}
+    result = run("plan", "--format", "json")
+    assert result.code == 0, result.err
+    assert "AWS Prod" in result.out and CANARY not in result.out + result.err
