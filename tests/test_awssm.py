@@ -474,3 +474,15 @@ def test_the_airflow_format_is_a_connection_airflow_reads(
     assert plan(run) == {"AWS Prod": "noop"}
     with opened(store_url, "default") as store:
         assert store.read_secrets("AWS Prod") == {"secret_access_key": Secret(CANARY)}
+
+
+def test_secrets_connsync_did_not_write_are_never_taken_or_replaced(store_url: str, prefix: str,
+                                                                   sm: Any) -> None:
+    sm.create_secret(Name=f"{prefix}/default/AWS Prod", SecretString="by hand")  # not a slug
+    sm.create_secret(Name=f"{prefix}/default/aws-dev", SecretString="by hand")
+    with opened(store_url, "default") as store:
+        names = sorted((r.name, r.version, r.managed) for r in store.records())
+        assert names == [("AWS Prod (not a connsync secret name)", 0, False), ("aws dev", 0, False)]
+        with pytest.raises(StoreError, match="not connsync's"):
+            store.restore(store.snapshot(), actor="mover", overwrite=True)
+    assert not sm.describe_secret(SecretId=f"{prefix}/default/aws-dev").get("DeletedDate")

@@ -384,6 +384,11 @@ class SecretsManagerStore:
             raise StoreError(f"workspace {self.workspace!r} of {self.describe()} already holds "
                              f"{len(held)} record(s); nothing was copied",
                              hint="pass --replace to overwrite them")
+        foreign = [r.name for r in held if not r.version]
+        if foreign:
+            raise StoreError(f"{len(foreign)} secret(s) in workspace {self.workspace!r} of {self.describe()} "
+                             f"are not connsync's (e.g. {foreign[0][:80]!r}); nothing was copied",
+                             hint="move or delete them in Secrets Manager first: connsync never deletes them")
         for record in held:
             secret = self._target.secret_name(self.workspace, record.name)
             with aws_errors(self._target, f"replace {record.name[:80]!r}", secret):

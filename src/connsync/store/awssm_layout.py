@@ -223,11 +223,18 @@ def record_meta(record: StoredConnection, life: str, history: list[Any]) -> dict
 
 
 def foreign_record(segment: str, entry: dict[str, Any]) -> StoredConnection:
-    """A secret at our path that connsync did not write: unmanaged, version 0, nothing known."""
+    """A secret at our path that connsync did not write: unmanaged, version 0, nothing known.
+
+    Only a segment that is the slug of its own decoding is taken as a connection's name: any other
+    (``AWS Prod`` with capitals, say) is a secret no connection maps to, named so in ``list``.
+    """
     try:
         name = unslug(segment)
-    except (ValueError, UnicodeDecodeError):
-        name = segment
+        canonical = slug(name) == segment
+    except (ValueError, UnicodeDecodeError, IndexError):
+        canonical = False
+    if not canonical:
+        name = f"{segment} (not a connsync secret name)"
     changed = entry.get("LastChangedDate") or entry.get("CreatedDate")
     at = iso(changed.timestamp() if isinstance(changed, datetime) else float(changed or 0))
     return StoredConnection(name=name, provider="unknown", spec={}, fingerprints={}, version=0, managed=False,
