@@ -236,3 +236,17 @@ def test_a_retyped_value_never_shows_its_plaintext(repo: Path, monkeypatch: pyte
         result = run_process(*command, cwd=repo)
         assert result.code == 1 and "connections/typed.yaml" in result.err + result.out
         assert CANARY not in result.out + result.err
+
+
+def test_keys_from_sops_age_key_without_home(tmp_path: Path, age_key: AgeKey,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like sops: no HOME and no XDG_CONFIG_HOME means no default key file, not a hand-over."""
+    text = encrypt(tmp_path, age_key, "regex")
+    monkeypatch.setenv("SOPS_AGE_KEY", age_key.file.read_text())
+    monkeypatch.delenv("SOPS_AGE_KEY_FILE")
+    monkeypatch.delenv("HOME")
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert decrypt_text(text)[0]["nested"]["deeper"]["secret_token"] == "s3cr3t"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/dir")  # Go: "path in $XDG_CONFIG_HOME is relative"
+    assert sops_keys.default_key_file() is None
+    assert decrypt_text(text)[0]["nested"]["deeper"]["secret_token"] == "s3cr3t"

@@ -125,9 +125,7 @@ def _sources() -> Iterator[str]:
         raise NeedsBinary("SSH identities")
     if AGE_KEY in os.environ:
         yield os.environ[AGE_KEY]
-    default = default_key_file()
-    if default is None and (os.environ.get("XDG_CONFIG_HOME") or not os.environ.get("HOME")):
-        raise NeedsBinary("no user config directory as Go finds it")
+    default = default_key_file()  # None where Go finds no config directory: sops skips it too
     for path in (os.environ.get(AGE_KEY_FILE), str(default) if default else None):
         if not path:
             continue
