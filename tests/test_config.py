@@ -149,3 +149,9 @@ def test_config_values_in_errors_are_escaped(workdir: Path, run: Run) -> None:
         assert not line.lstrip().startswith("::"), line
         assert line.isprintable(), repr(line)
     assert "$.workspace" in result.err
+
+
+def test_an_empty_workspace_flag_is_an_error_an_empty_variable_is_unset(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="workspace ''"):
+        load_config(workspace="", env={}, cwd=tmp_path)
+    assert load_config(env={"CONNSYNC_WORKSPACE": ""}, cwd=tmp_path).workspace == "default"

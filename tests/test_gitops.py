@@ -68,6 +68,8 @@ def test_a_conflict_stays_pending(repo: Path, run: Run, monkeypatch: pytest.Monk
 
 
 def test_saved_plan_is_private_signed_and_shown(applied: Path, run: Run) -> None:
+    missing = run("plan", "--out", "no/such/dir/changes.plan")
+    assert missing.code == 64 and "no directory" in missing.err and not (applied / "no").exists()
     assert run("plan", "--prune", "--out", "changes.plan").code == 0
     path = applied / "changes.plan"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -75,7 +77,7 @@ def test_saved_plan_is_private_signed_and_shown(applied: Path, run: Run) -> None
     assert data["mac"].startswith("hmac-sha256:") and CANARY not in path.read_text()
     text = run("show", "changes.plan")
     assert text.code == 0 and "prune on" in text.out and "- delete   AWS Dev" in text.out
-    assert "signed by the store" in text.out
+    assert "signed; apply checks the signature against the store" in text.out
     assert "| - | delete | `AWS Dev` |" in run("show", "changes.plan", "--format", "markdown").out
     shown = json.loads(run("show", "changes.plan", "--format", "json").out)
     assert shown["command"] == "show" and shown["prune"] is True and shown["signed"] is True

@@ -226,6 +226,17 @@ def test_the_password_is_never_shown(pg_server: PgServer, repo: Path, run: Run, 
             conn.execute("DROP ROLE shown")
 
 
+@pytest.mark.parametrize("url", [
+    f"postgresql://u:{DB_PASSWORD}%zz@127.0.0.1:5/db",  # libpq rejects the percent-encoding
+    f"postgresql://u@127.0.0.1:5/db?password={DB_PASSWORD}%41&sslmode=bogus",
+    f"postgresql://u:{DB_PASSWORD}%41@127.0.0.1:1/db?connect_timeout=2",
+])
+def test_a_password_libpq_quotes_back_is_masked(url: str, repo: Path, run: Run, store_key: str) -> None:
+    result = run("--store", url, "list")
+    assert result.code == 1 and result.err.startswith("connsync: error: ")
+    assert DB_PASSWORD not in result.out + result.err, result.err
+
+
 def test_a_connection_that_loses_its_session_lock_writes_nothing(pg_url: str) -> None:
     """What a transaction-pooling PgBouncer does: the next statement runs in another session."""
     with opened(pg_url, "default") as store:

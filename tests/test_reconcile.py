@@ -360,3 +360,22 @@ def test_a_store_failure_on_one_write_spares_the_others(two: Path, run: Run) -> 
     code, report = apply(run)
     assert code == 0 and [a["name"] for a in report["applied"]] == ["AWS Dev"]
     assert actions(run) == [("noop", "AWS Dev"), ("noop", "AWS Prod")]
+
+
+def test_a_secret_of_the_wrong_shape_is_never_planned_or_written(repo: Path, run: Run) -> None:
+    """validate cannot see inside ENC[...]; plan and apply check the decrypted shape."""
+    from connsync.sops import encrypt
+
+    wrong = CANARY + "xyz"  # 43 characters: not an AWS secret access key
+    document = ("apiVersion: connsync/v1\nprovider: aws\nmetadata:\n  name: Long\nspec:\n"
+                '  account_id: "123456789012"\n  default_region: us-east-1\n'
+                f"  access_key_id: AKIAIOSFODNN7EXAMPLE\n  secret_access_key: {wrong}\n")
+    target = repo / "connections" / "long.yaml"
+    target.write_bytes(encrypt(document.encode(), target))
+    assert run("validate").code == 0  # offline, it is a well-formed encrypted value
+    for args in (["plan"], ["apply", "--auto-approve", "--skip-verify"]):
+        result = run(*args)
+        assert result.code == 1, (args, result)
+        assert "connections/long.yaml:9:" in result.err and "must be 40 characters (got 43)" in result.err
+        assert wrong not in result.out + result.err and CANARY not in result.out + result.err
+    assert store_of(repo).records() == []

@@ -396,3 +396,21 @@ def test_without_the_self_service_policy_admin_credentials_rotate(
     new_id, _ = decrypted(repo / FILE)
     assert iam_keys() == {aws["old_id"]: "Active", new_id: "Active"}
     assert admin["SecretAccessKey"] not in result.out + result.err
+
+
+def test_next_steps_quote_names_for_the_shell_they_are_pasted_into(tmp_path: Path) -> None:
+    """A name is written by whoever opened the pull request; pasted, it must stay one argument."""
+    import shlex
+    import subprocess
+
+    from connsync.rotation import Rotation, gitops_next_steps
+
+    hostile = "Prod $(touch pwned)`touch pwned2`'\""
+    steps = gitops_next_steps(Rotation(name=hostile, file="connections/a b.yaml", user="u",
+                                       old_key="AKIAOLD", new_key="AKIANEW"))
+    finish = next(s for s in steps if s.startswith("then: "))
+    command = finish.removeprefix("then: ").split("   (")[0]
+    argv = subprocess.run(["sh", "-c", f"printf '%s\\n' {command}"], cwd=tmp_path, capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+    assert argv[-1] == hostile and not list(tmp_path.iterdir())
+    assert shlex.split(command)[-1] == hostile

@@ -166,7 +166,8 @@ def load_config(
     else:
         store_url = resolve_store_url(str(data.get("store", DEFAULT_STORE)), root)
 
-    chosen = workspace or env.get("CONNSYNC_WORKSPACE")
+    # An empty --workspace is a mistake to report; an empty variable is an unset one, as usual.
+    chosen = workspace if workspace is not None else (env.get("CONNSYNC_WORKSPACE") or None)
     if chosen is not None and not re.fullmatch(_WORKSPACE_PATTERN, chosen):
         # The file's value is checked by the schema; a flag or the environment here.
         raise ConfigError(f"workspace {render.text(repr(chosen))} (from --workspace or CONNSYNC_WORKSPACE) "

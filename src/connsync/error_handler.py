@@ -36,7 +36,8 @@ def error_handler(verbose: bool = False) -> Iterator[Outcome]:
     except ConnsyncError as exc:
         from connsync.render import text_lines  # messages quote names, paths and config values
 
-        _json_error(exc)
+        if not _json_error(exc):
+            _explain_findings(exc)
         click.echo(f"connsync: error: {text_lines(exc.message)}", err=True)
         if exc.hint:
             click.echo(f"hint: {text_lines(exc.hint)}", err=True)
@@ -64,13 +65,24 @@ def error_handler(verbose: bool = False) -> Iterator[Outcome]:
         outcome.code = EXIT_INTERNAL
 
 
-def _json_error(exc: ConnsyncError, exit_code: int | None = None) -> None:
-    """With --format json the error is also the command's JSON output, on stdout."""
+def _json_error(exc: ConnsyncError, exit_code: int | None = None) -> bool:
+    """With --format json the error is also the command's JSON output, on stdout (findings included)."""
     from connsync import render
 
     command = render.json_command.get()
     if command is not None:
         click.echo(render.error_envelope(command, exc, exit_code))
+    return command is not None
+
+
+def _explain_findings(exc: ConnsyncError) -> None:
+    """An error about broken files (InvalidDeclarations) lists each finding above its one line."""
+    from connsync import render
+
+    findings = getattr(exc, "findings", None)
+    if findings:
+        click.echo(render.findings_text(findings, len({f.file for f in findings}), render.Style(False)),
+                   err=True)
 
 
 def _write_log(exc: BaseException) -> str:

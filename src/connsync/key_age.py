@@ -8,6 +8,7 @@ created, which is how ``plan`` and ``list`` can say something without calling AW
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -73,5 +74,5 @@ def plan_notes(store: Store, max_days: int) -> list[str]:
         when = created.get(key_id) if isinstance(key_id, str) else None
         if when is not None and overdue(when, max_days):
             notes.append(f"{record.name!r}: access key {key_id} is {age_days(when)} days old, past "
-                         f"max_key_age_days ({max_days}): connsync rotate {record.name!r}")
+                         f"max_key_age_days ({max_days}): connsync rotate {shlex.quote(record.name)}")
     return notes

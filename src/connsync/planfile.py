@@ -10,6 +10,7 @@ made before the store existed has no key to sign with; such a plan is accepted o
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ def _mac(store: Store, payload: Mapping[str, Any]) -> str:
 
 def save(path: Path, plan: Plan, paths: Sequence[str], store: Store) -> None:
     """Write the plan, readable by its owner only (it names every connection and clear value)."""
+    if not path.parent.is_dir():  # as terraform plan -out: a mistyped directory is not created
+        raise UsageError(f"{path}: no directory {path.parent} to save the plan in")
     payload = _payload(plan, paths)
     if not isinstance(store, EmptyStore):
         payload["mac"] = _mac(store, payload)
@@ -67,6 +70,10 @@ def _validator() -> Any:
 
 def read(path: str) -> SavedPlan:
     """The plan in ``path``, checked against its schema; malformed plans are one clear error."""
+    return _load(path)[0]
+
+
+def _load(path: str) -> tuple[SavedPlan, dict[str, Any]]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -82,7 +89,7 @@ def read(path: str) -> SavedPlan:
         where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise ConnsyncError(f"{path}: not a valid connsync plan file: {where}: {_short(error.message)}",
                             hint="make a new one with 'connsync plan --out FILE'")
-    return SavedPlan(Plan.from_json(data), tuple(data["paths"]), "mac" in data)
+    return SavedPlan(Plan.from_json(data), tuple(data["paths"]), "mac" in data), data
 
 
 def _short(message: str, limit: int = 120) -> str:
@@ -91,10 +98,9 @@ def _short(message: str, limit: int = 120) -> str:
 
 def verify(path: str, store: Store) -> SavedPlan:
     """Read ``path`` and check its MAC under ``store``'s key: an edited plan is refused."""
-    saved = read(path)
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    saved, data = _load(path)  # once: the plan that is checked is the plan that is used
     if saved.signed:
-        if isinstance(store, EmptyStore) or data["mac"] != _mac(store, data):
+        if isinstance(store, EmptyStore) or not hmac.compare_digest(str(data["mac"]), _mac(store, data)):
             raise StalePlan(
                 f"{path}: the plan file was changed after it was made, or made for another store; "
                 "nothing was applied", hint="make a new plan with 'connsync plan --out FILE'")

@@ -74,6 +74,9 @@ def make_plan(
             hint="'connsync verify' reports each file with what to do about it",
         )
     desired = {d.name.casefold(): d for d in decrypted if isinstance(d, Desired)}
+    malformed = rules.secret_shapes(desired.values())
+    if malformed:  # never planned, never written, whatever --skip-verify says
+        raise InvalidDeclarations(malformed)
     fingerprinted = [
         replace(i, fingerprints={k: store.fingerprint(k, v)
                                  for k, v in desired[i.name.casefold()].secrets.items()})

@@ -22,6 +22,7 @@ the new key itself when it was written nowhere. Every step is audited.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -268,13 +269,14 @@ def _undo_new_key(rotation: Rotation, journal: Journal, iam: Iam, user: str, old
 
 
 def gitops_next_steps(rotation: Rotation) -> list[str]:
-    quoted = rotation.name.replace('"', '\\"')
+    # Names and paths are file text: quoted for a shell, so that pasted they stay one word.
+    name, file = shlex.quote(rotation.name), shlex.quote(rotation.file)
     return [
         f"commit {rotation.file} and open a pull request; its apply job stores the new key",
-        f'then: connsync rotate --finish "{quoted}"   (deactivates {rotation.old_key} once the store '
+        f"then: connsync rotate --finish {name}   (deactivates {rotation.old_key} once the store "
         "holds the new key)",
-        f'later: connsync rotate --finish --delete "{quoted}"   (deletes it once unused since)',
-        f"until then both keys work; to undo: git checkout {rotation.file} and aws iam delete-access-key "
+        f"later: connsync rotate --finish --delete {name}   (deletes it once unused since)",
+        f"until then both keys work; to undo: git checkout {file} and aws iam delete-access-key "
         f"--user-name {rotation.user} --access-key-id {rotation.new_key}",
     ]
 
@@ -350,8 +352,8 @@ def finish(config: Config, decl: Declaration, store: Store, options: RotateOptio
         if delete:
             _delete_old(journal, iam, user, key, switched, options)
     if not delete:
-        quoted = decl.name.replace('"', '\\"')
-        rotation.next_steps.append(f'when nothing has broken: connsync rotate --finish --delete "{quoted}"')
+        rotation.next_steps.append("when nothing has broken: connsync rotate --finish --delete "
+                                   + shlex.quote(decl.name))
     return rotation
 
 

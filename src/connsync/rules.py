@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from connsync import discovery, loader, providers, schema
-from connsync.model import Declaration, Finding, Severity
+from connsync.model import Declaration, Desired, Finding, Severity
 
 _B64 = r"[A-Za-z0-9+/=]"
 ENC_RE = re.compile(rf"^ENC\[AES256_GCM,data:{_B64}*,iv:{_B64}+,tag:{_B64}+,type:\w+\]$")
@@ -73,6 +73,20 @@ def _cross_file(declarations: list[Declaration], files: Sequence[Path], default_
               if isinstance(item, Declaration)]
     wanted = {d.file for d in declarations}
     return [f for f in duplicate_names([*others, *declarations]) if f.file in wanted]
+
+
+def secret_shapes(desired: Iterable[Desired]) -> list[Finding]:
+    """Decrypted secrets of the wrong shape (a 43-character AWS secret): seen only once decrypted,
+    so by plan and apply rather than validate, and never with the value in the message."""
+    findings = []
+    for item in desired:
+        provider = providers.get(item.provider)
+        for field, secret in item.secrets.items():
+            problem = provider.check_secret(field, secret.reveal())
+            if problem:
+                findings.append(_finding(item.declaration, "secret-format", ["spec", field],
+                                         f"{field} {problem} (once decrypted)"))
+    return findings
 
 
 def is_encrypted(value: Any) -> bool:

@@ -8,12 +8,11 @@ import click
 
 from connsync import planfile, render
 from connsync.apply import ApplyInterrupted, ApplyReport, Verifier, check_deletes, execute
-from connsync.commands.plan import explain_invalid, plan_or_explain
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConnsyncError, UsageError
 from connsync.identity import actor, git_revision, in_ci
 from connsync.plan import Plan, check_stale
-from connsync.reconcile import load_valid
+from connsync.reconcile import load_valid, make_plan
 from connsync.store import opened, refuse_ephemeral_store
 
 
@@ -47,8 +46,7 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
         _refuse_plan_changing_flags(options)
         paths = planfile.read(options.planfile).paths  # checked again, with its MAC, under the lock
     # The files first: broken input must not even create a store.
-    with explain_invalid(style, fmt):
-        declarations = load_valid(config, paths)
+    declarations = load_valid(config, paths)
     with opened(config.store_url, config.workspace) as store:
         saved: Plan | None = None
         if options.planfile:
@@ -61,8 +59,7 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
         try:
             # Planned afresh under the lock: whatever ran before us is already in the store, and
             # every decision comes from the files and the settings, not from the plan file.
-            planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style,
-                                      declarations=declarations, fmt=fmt)
+            planned = make_plan(config, store, paths, prune=prune, adopt=adopt, declarations=declarations)
             if saved is not None:
                 check_stale(saved, planned.plan)
             check_deletes(planned.plan, config.max_deletes if options.max_deletes is None

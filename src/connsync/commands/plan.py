@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -9,32 +8,9 @@ import click
 from connsync import key_age, planfile, render
 from connsync.config import Config
 from connsync.errors import EXIT_CHANGES, EXIT_OK, UsageError
-from connsync.model import Declaration
 from connsync.plan import Plan
-from connsync.reconcile import InvalidDeclarations, Planned, make_plan
-from connsync.store import Store, opened
-
-
-@contextlib.contextmanager
-def explain_invalid(style: render.Style, fmt: str = "text") -> Iterator[None]:
-    """Print the findings (to stderr) when the files are invalid; the error itself is one line.
-
-    In JSON the findings travel in the error envelope instead (see error_handler).
-    """
-    try:
-        yield
-    except InvalidDeclarations as exc:
-        if fmt != "json":
-            click.echo(render.findings_text(exc.findings, len({f.file for f in exc.findings}), style),
-                       err=True)
-        raise
-
-
-def plan_or_explain(config: Config, store: Store, paths: Sequence[str], *, prune: bool, adopt: bool,
-                    style: render.Style, declarations: list[Declaration] | None = None,
-                    fmt: str = "text") -> Planned:
-    with explain_invalid(style, fmt):
-        return make_plan(config, store, paths, prune=prune, adopt=adopt, declarations=declarations)
+from connsync.reconcile import make_plan
+from connsync.store import opened
 
 
 def print_plan(plan: Plan, fmt: str, style: render.Style, *, command: str = "plan",
@@ -59,12 +35,11 @@ def plan(config: Config, paths: Sequence[str], *, prune: bool | None, adopt: boo
         if out:
             raise UsageError("--out cannot be used with --base: a plan without the store cannot be applied")
 
-        with explain_invalid(style, fmt):
-            result = plan_against_files(config, Path(base), paths, prune=prune)
+        result = plan_against_files(config, Path(base), paths, prune=prune)
         print_plan(result, fmt, style)
         return EXIT_CHANGES if detailed_exitcode and result.pending else EXIT_OK
     with opened(config.store_url, config.workspace, create=False) as store:
-        planned = plan_or_explain(config, store, paths, prune=prune, adopt=adopt, style=style, fmt=fmt)
+        planned = make_plan(config, store, paths, prune=prune, adopt=adopt)
         if out:
             planfile.save(Path(out), planned.plan, paths, store)
         # The key-age rule, offline: keys whose creation connsync recorded (rotate) and that are due.

@@ -19,8 +19,10 @@ def show(path: str, *, fmt: str, style: render.Style) -> int:
     settings = [f"prune {'on' if plan.prune else 'off'}", f"adopt {'on' if plan.adopt else 'off'}"]
     if saved.paths:
         settings.append(f"only {len(saved.paths)} path(s)")
-    click.echo(f"Saved plan {path} ({', '.join(settings)}; "
-               f"{'signed by the store' if saved.signed else 'unsigned: made before the store existed'})")
+    # show reads no store: it can say a signature is there, only apply can say it is good.
+    signature = ("signed; apply checks the signature against the store" if saved.signed
+                 else "unsigned: made before the store existed")
+    click.echo(f"Saved plan {render.text(path)} ({', '.join(settings)}; {signature})")
     click.echo(render.plan_text(plan, style))
     for warning in render.plan_notes_text(plan):
         click.echo(style(f"Warning: {warning}", fg="yellow"), err=True)

@@ -61,8 +61,9 @@ def copy_store(from_url: str, to_url: str, workspace: str, *, overwrite: bool, l
                     target.release_lock(target_lock)
             finally:
                 source.release_lock(source_lock)
+            entries = "entry" if len(snapshot.audit) == 1 else "entries"
             click.echo(f"Copied {render.plural(len(snapshot.records), 'record')} and "
-                       f"{render.plural(len(snapshot.audit), 'audit entry')} of workspace "
+                       f"{len(snapshot.audit)} audit {entries} of workspace "
                        f"{render.text(repr(workspace))} from {render.text(source.describe())} to "
                        f"{render.text(target.describe())}.")
     return EXIT_OK

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from connsync import render, sops
-from connsync.commands.plan import explain_invalid
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError
 from connsync.model import Desired
@@ -21,8 +20,7 @@ PROGRESS_BAR_ABOVE = 5
 
 
 def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Style) -> int:
-    with explain_invalid(style):
-        declarations = load_valid(config, paths)
+    declarations = load_valid(config, paths)
     decrypted = sops.decrypt_many((d, Path(d.file)) for d in declarations)
     verdicts: list[Verdict] = [
         Verdict(d.name, d.file, d.provider, "failed", messages=(str(r.message),))

@@ -48,7 +48,9 @@ class ConnectionTarget:
             raise StoreError(f"the store URL {_mask_text(url)} is not a valid postgresql:// URI") from None
         schema = DEFAULT_SCHEMA
         kept: list[tuple[str, str]] = []
-        secrets = [unquote(password)] if password else []
+        # Both spellings: libpq quotes the raw, still percent-encoded text when it rejects it.
+        secrets = [password, unquote(password)] if password else []
+        secrets += [raw for raw in re.findall(r"(?:^|&)password=([^&]*)", parts.query) if raw]
         for key, value in query:
             if key == "schema":
                 schema = value
@@ -108,6 +110,9 @@ def connect(target: ConnectionTarget) -> psycopg.Connection[Any]:
 
 
 def _connect_failure(exc: psycopg.Error, target: ConnectionTarget) -> str:
+    if isinstance(exc, psycopg.ProgrammingError):
+        # libpq's words about a URI it cannot parse quote the URI's own text: say nothing of them.
+        return f"{_reason(exc)}: {target.shown}"
     return f"{_reason(exc)}: {target.shown}: {_detail(exc, target)}"
 
 
