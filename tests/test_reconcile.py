@@ -379,3 +379,15 @@ def test_a_secret_of_the_wrong_shape_is_never_planned_or_written(repo: Path, run
         assert "connections/long.yaml:9:" in result.err and "must be 40 characters (got 43)" in result.err
         assert wrong not in result.out + result.err and CANARY not in result.out + result.err
     assert store_of(repo).records() == []
+
+
+def test_plan_and_apply_act_only_on_files_of_this_repository(two: Path, run: Run, tmp_path: Path) -> None:
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-other"
+    elsewhere.mkdir()
+    outside = elsewhere / "aws-prod.yaml"
+    outside.write_bytes((two / "connections/aws-prod.yaml").read_bytes().replace(b"AWS Prod", b"Other"))
+    assert run("validate", str(outside)).code == 0  # checking a file elsewhere is fine
+    for args in (["plan", str(outside)], ["plan", str(outside), "--out", "x.plan"]):
+        result = run(*args)  # (apply takes paths only through a saved plan)
+        assert result.code == 1 and "outside the repository" in result.err, (args, result)
+    assert not (two / "x.plan").exists()
