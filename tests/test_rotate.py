@@ -414,3 +414,20 @@ def test_next_steps_quote_names_for_the_shell_they_are_pasted_into(tmp_path: Pat
                           text=True, check=True).stdout.splitlines()
     assert argv[-1] == hostile and not list(tmp_path.iterdir())
     assert shlex.split(command)[-1] == hostile
+
+
+def test_an_audit_log_that_refuses_the_first_step_leaves_no_new_key(
+        repo: Path, aws: dict[str, str], run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connsync.errors import StoreError
+
+    def refuse(self: SqliteStore, name: str, action: str, **_: Any) -> None:
+        if action.startswith("rotate-create-key"):
+            raise StoreError("the store refused the write: disk I/O error")
+
+    monkeypatch.setattr(SqliteStore, "record_event", refuse)
+    before = (repo / FILE).read_bytes()
+    result = run("rotate", "AWS Prod")
+    assert result.code == 1
+    assert "disk I/O error" in result.err and "was deleted again, so nothing changed" in result.err
+    assert iam_keys() == {aws["old_id"]: "Active"}
+    assert (repo / FILE).read_bytes() == before

@@ -183,8 +183,8 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
 
     new, new_secret = iam.create(user)
     rotation.new_key = new.key_id
-    journal.step("rotate-create-key", new.key_id, f"created {new.key_id} for {user}")
-    try:
+    try:  # from here on, a failure before the write deletes the new key again
+        journal.step("rotate-create-key", new.key_id, f"created {new.key_id} for {user}")
         accepted, tries = wait_until_accepted(new.key_id, new_secret, region,
                                               deadline_seconds=options.wait_seconds, timeout=options.timeout)
         if accepted.arn != who.arn:
@@ -194,8 +194,12 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
         _write_key(decl, new.key_id, new_secret)
     except BaseException as exc:
         raise _undo_new_key(rotation, journal, iam, user, old_id, new.key_id, exc) from None
-    journal.step("rotate-write-file", new.key_id, f"wrote {new.key_id} into {decl.file} (sops; comments, "
-                 "description and labels kept)")
+    try:
+        journal.step("rotate-write-file", new.key_id, f"wrote {new.key_id} into {decl.file} (sops; "
+                     "comments, description and labels kept)")
+    except ConnsyncError as exc:  # written, so kept: say where everything is
+        refused = f"the audit log refused the entry ({exc.message})"
+        raise RotationFailed(_stranded(rotation, refused)) from None
     return rotation
 
 
@@ -259,7 +263,10 @@ def _undo_new_key(rotation: Rotation, journal: Journal, iam: Iam, user: str, old
             f"{old_id} (still in {rotation.file}, active) and {new_id} (written nowhere)",
             hint=f"delete the new key: aws iam delete-access-key --user-name {user} --access-key-id {new_id}",
         )
-    journal.step("rotate-delete-new-key", new_id, f"deleted {new_id} again: it was written nowhere")
+    try:
+        journal.step("rotate-delete-new-key", new_id, f"deleted {new_id} again: it was written nowhere")
+    except ConnsyncError as exc:
+        reason += f" (and the audit log refused the entry: {exc.message})"
     rotation.error = reason
     if isinstance(cause, KeyboardInterrupt):
         return cause
