@@ -446,6 +446,19 @@ def test_a_live_holder_keeps_its_lock_past_the_lease(aws_endpoint: MotoServer, p
         other.release_lock(other.acquire_lock(timeout=0))
 
 
+def test_a_lock_secret_connsync_cannot_read_is_held_until_unlocked(store_url: str, prefix: str, sm: Any,
+                                                                   run: Run, repo: Path) -> None:
+    """Never taken over (its lease cannot be read), never stuck for good: unlock names it."""
+    sm.create_secret(Name=f"{prefix}/default/.lock", SecretString="{}", Description="edited by hand")
+    with opened(store_url, "default") as store:
+        with pytest.raises(LockError) as caught:
+            store.acquire_lock(timeout=0.5)
+        assert "connsync unlock unreadable" in str(caught.value.hint)
+    assert run("unlock", "unreadable").code == 0
+    with opened(store_url, "default") as store:
+        store.release_lock(store.acquire_lock(timeout=5))
+
+
 def test_a_region_botocore_does_not_know_is_named() -> None:
     from botocore.exceptions import EndpointConnectionError
 

@@ -343,11 +343,19 @@ class SecretsManagerStore:
         if not is_managed(entry):
             raise StoreError(f"the secret {secret} is not tagged managed-by=connsync; it was not deleted")
         row = ["delete", expected_version, None, actor, time.time(), git_revision, meta.get("src")]
+        before = fit_description(meta, name)
         meta["h"] = [*(meta.get("h") or []), row]
         with aws_errors(self._target, f"delete {name[:80]!r}", secret):
+            # The entry goes first (a secret scheduled for deletion takes no update); should the
+            # delete itself fail, it is taken back, so the audit never shows a delete that was not.
             self._client.update_secret(SecretId=secret, Description=fit_description(meta, name))
-            self._client.delete_secret(SecretId=secret,
-                                       RecoveryWindowInDays=self._target.recovery_window_days)
+            try:
+                self._client.delete_secret(SecretId=secret,
+                                           RecoveryWindowInDays=self._target.recovery_window_days)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self._client.update_secret(SecretId=secret, Description=before)
+                raise
 
     def record_source(self, name: str, *, expected_version: int, source: str, source_digest: str) -> None:
         secret, _, meta = self._checked(name, expected_version, managed=True)

@@ -36,6 +36,9 @@ _LOCK_TOKENS = uuid.UUID("0b6f1d7c-3f47-4a55-8a8e-5c2b7e3d9a20")
 _FIELDS = ("id", "workspace", "holder", "pid", "ci_run", "acquired_at")
 
 
+UNREADABLE = "unreadable"  # the id of a lock secret whose description is not connsync's
+
+
 class LeaseLock:
     def __init__(self, client: Any, target: Target, workspace: str) -> None:
         self._client = client
@@ -59,16 +62,20 @@ class LeaseLock:
                 return None
         return entry
 
-    @staticmethod
-    def _state(entry: dict[str, Any]) -> tuple[LockInfo, float] | None:
-        """The holder and when its lease ends (epoch seconds); None for a lock being deleted."""
+    def _state(self, entry: dict[str, Any]) -> tuple[LockInfo, float] | None:
+        """The holder and when its lease ends (epoch seconds); None for a lock being deleted.
+
+        A lock secret whose description connsync cannot read (edited by hand, or written by
+        another tool) is held, never taken over, and ``connsync unlock unreadable`` removes it.
+        """
         if entry.get("DeletedDate"):
             return None
         try:
             data = json.loads(entry.get("Description") or "")
             return LockInfo(*(data[k] for k in _FIELDS)), float(data["expires"])
         except (ValueError, KeyError, TypeError):
-            return None
+            return LockInfo(UNREADABLE, self._workspace, "a lock secret connsync cannot read", 0, None,
+                            "an unknown time"), float("inf")
 
     def current(self) -> LockInfo | None:
         entry = self._describe()
