@@ -15,7 +15,9 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.loopback import serving
 
 DEFAULT_ACCOUNT = "123456789012"
 _KEY_RE = re.compile(r"Credential=([A-Z0-9]+)/")
@@ -96,21 +98,9 @@ def _handler(fake: FakeAws) -> type[BaseHTTPRequestHandler]:
 
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # listen()'s backlog: a run opens many connections at once
-
-
 @contextmanager
 def serve(fake: FakeAws) -> Iterator[FakeAws]:
     """Serve ``fake`` on a free loopback port for the duration of the block."""
-    server = _Server(("127.0.0.1", 0), _handler(fake))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(_handler(fake)) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from ssl import PROTOCOL_TLS_SERVER, SSLContext
 from typing import Any
@@ -29,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.loopback import serving
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT = "11111111-2222-3333-4444-555555555555"
@@ -268,24 +270,11 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # listen()'s backlog: a run opens many connections at once
-
-
 @contextmanager
 def serve(fake: FakeAzure, directory: Path) -> Iterator[FakeAzure]:
     ca, cert, key = make_tls(directory)
     context = SSLContext(PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server = _Server(("127.0.0.1", 0), _handler(fake))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url, fake.ca_bundle = f"https://127.0.0.1:{server.server_address[1]}", str(ca)
-    try:
+    with serving(_handler(fake), tls=context) as url:
+        fake.url, fake.ca_bundle = url, str(ca)
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
