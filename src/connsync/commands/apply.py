@@ -115,7 +115,9 @@ def _confirm(plan: Plan) -> None:
             approved = answer.strip() == "yes"
         else:
             approved = click.confirm("\nApply these changes?", default=False, err=True)
-    except click.exceptions.Abort:  # ^C or ^D at the prompt: say so, not just "Aborted."
+    # ^C or ^D at the prompt: say so, not just "Aborted." A ^C that lands while click is still
+    # printing the prompt arrives as KeyboardInterrupt rather than click's Abort.
+    except (click.exceptions.Abort, KeyboardInterrupt):
         raise Cancelled("apply cancelled at the prompt; nothing was changed") from None
     if not approved:
         raise ConnsyncError("apply cancelled; nothing was changed")
