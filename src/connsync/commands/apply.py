@@ -55,7 +55,7 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
         adopt = saved.adopt if saved else options.adopt
         lock = store.acquire_lock(timeout=options.lock_timeout)
         if lock.replaced:
-            click.echo(lock.takeover_note(), err=True)
+            click.echo(render.text(lock.takeover_note(), 400), err=True)
         try:
             # Planned afresh under the lock: whatever ran before us is already in the store, and
             # every decision comes from the files and the settings, not from the plan file.

@@ -34,7 +34,7 @@ def import_connections(config: Config, names: Sequence[str], *, all_records: boo
     with opened(config.store_url, config.workspace) as store:
         lock = store.acquire_lock(timeout=lock_timeout)
         if lock.replaced:
-            click.echo(lock.takeover_note(), err=True)
+            click.echo(render.text(lock.takeover_note(), 400), err=True)
         try:
             records = {r.name.casefold(): r for r in store.records()}
             missing = [n for n in names if n.casefold() not in records]

@@ -129,8 +129,3 @@ class AwsProvider(Provider):
 
         with clients_for(settings) as verifier:
             yield verifier
-
-    def verify(self, desired: Desired, settings: VerifySettings) -> Verdict:
-        from connsync.providers.aws_verify import verify
-
-        return verify(desired, settings)

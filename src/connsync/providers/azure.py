@@ -33,8 +33,3 @@ class AzureProvider(Provider):
 
         with run_for(settings) as verifier:
             yield verifier
-
-    def verify(self, desired: Desired, settings: VerifySettings) -> Verdict:
-        from connsync.providers.azure_verify import verify
-
-        return verify(desired, settings)

@@ -61,8 +61,3 @@ class GcpProvider(Provider):
 
         with run_for(settings) as verifier:
             yield verifier
-
-    def verify(self, desired: Desired, settings: VerifySettings) -> Verdict:
-        from connsync.providers.gcp_verify import verify
-
-        return verify(desired, settings)
