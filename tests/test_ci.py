@@ -13,7 +13,7 @@ import yaml
 
 from connsync.commands.init import WORKFLOWS, workflow_text
 from connsync.errors import ConnsyncError
-from connsync.plan import Change, Plan
+from connsync.reconcile.plan import Change, Plan
 from connsync.render import plan_markdown
 from tests.conftest import CANARY, REPO, AgeKey, Run, new_aws
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from connsync import rules
 from connsync.store import Write
 from connsync.store.sqlite import SqliteStore
+from connsync.validate import rules
 from tests.conftest import CANARY, Result, Run
 from tests.helpers import aws_doc, write_doc
 

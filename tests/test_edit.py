@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from connsync import loader, sops
+from connsync import sops
 from connsync.model import Declaration, Desired, Secret
+from connsync.validate import loader
 from tests.conftest import CANARY, Run, new_aws, run_in_terminal, run_process
 
 FILE = Path("connections/aws-prod.yaml")

@@ -8,9 +8,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connsync import rules
-from connsync.loader import load_bytes
 from connsync.model import Declaration, Finding
+from connsync.validate import rules
+from connsync.validate.loader import load_bytes
 
 # HYPOTHESIS_PROFILE=thorough for a long hunt; the suite runs the quick one.
 settings.register_profile("quick", max_examples=250, deadline=None,

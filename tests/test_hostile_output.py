@@ -18,8 +18,8 @@ from cmarkgfm.cmark import Options
 
 from connsync import render
 from connsync.model import Finding, Secret
-from connsync.plan import Change, Plan
 from connsync.providers.base import Verdict
+from connsync.reconcile.plan import Change, Plan
 from connsync.store import Write
 from connsync.store.sqlite import SqliteStore
 from tests.conftest import CANARY, Run

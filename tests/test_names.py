@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from connsync import rules
 from connsync.model import Declaration
 from connsync.store import Write
 from connsync.store.sqlite import SqliteStore
+from connsync.validate import rules
 from tests.conftest import Run
 from tests.helpers import aws_doc, write_doc
 

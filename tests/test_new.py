@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connsync import loader, sops
+from connsync import sops
 from connsync.model import Declaration, Secret
 from connsync.store import Write
 from connsync.store.sqlite import SqliteStore
+from connsync.validate import loader
 from tests.conftest import CANARY, AgeKey, Run, make_age_key, new_aws, run_in_terminal
 
 

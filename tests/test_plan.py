@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from connsync.model import StoredConnection
-from connsync.plan import Intent, Plan, diff, needs_fingerprints
+from connsync.reconcile.plan import Intent, Plan, diff, needs_fingerprints
 
 FP = {"secret_access_key": "f1"}
 
@@ -94,7 +94,7 @@ def test_a_saved_plan_goes_stale_when_its_inputs_move() -> None:
     import pytest
 
     from connsync.errors import StalePlan
-    from connsync.plan import check_stale
+    from connsync.reconcile.plan import check_stale
 
     edited, new = intent(default_region="eu-west-1"), intent("New")
     saved = diff("w", [edited, new], [record()])

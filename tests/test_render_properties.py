@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from connsync import render
-from connsync.apply import ApplyReport
 from connsync.errors import ConnsyncError
 from connsync.model import Action, Finding, StoredConnection
-from connsync.plan import Change, Plan
 from connsync.providers.base import Verdict
+from connsync.reconcile.apply import ApplyReport
+from connsync.reconcile.plan import Change, Plan
 from tests.test_hostile_output import assert_annotations_safe, assert_log_safe, render_github
 
 ANY_TEXT = st.text(st.characters(exclude_categories=()), min_size=1, max_size=60)

@@ -19,10 +19,11 @@ from typing import Any
 import boto3
 import pytest
 
-from connsync import loader, sops
+from connsync import sops
 from connsync.model import Declaration, Secret
 from connsync.providers.aws_keys import Identity
 from connsync.store.sqlite import SqliteStore
+from connsync.validate import loader
 from tests.conftest import CANARY, MotoServer, Run, new_aws
 from tests.test_outputs import checked
 
@@ -403,7 +404,7 @@ def test_next_steps_quote_names_for_the_shell_they_are_pasted_into(tmp_path: Pat
     import shlex
     import subprocess
 
-    from connsync.rotation import Rotation, gitops_next_steps
+    from connsync.providers.aws_rotation import Rotation, gitops_next_steps
 
     hostile = "Prod $(touch pwned)`touch pwned2`'\""
     steps = gitops_next_steps(Rotation(name=hostile, file="connections/a b.yaml", user="u",

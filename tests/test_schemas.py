@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from connsync import schema
+from connsync.validate import schema
 from tests.conftest import REPO, Run
 
 PROVIDERS = ["aws", "azure", "gcp"]

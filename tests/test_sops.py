@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connsync import loader, sops
+from connsync import sops
 from connsync.errors import SopsError
 from connsync.model import Declaration, Secret
+from connsync.validate import loader
 from tests.conftest import CANARY, AgeKey, Run, make_age_key, new_aws, run_in_terminal
 
 
@@ -378,7 +379,7 @@ def test_a_hostile_regex_in_the_metadata_does_not_hold_plan(repo: Path, run: Run
     hostile = re.sub(r"encrypted_regex: (\S+)", r"encrypted_regex: ^(a+)+$|\1", text, count=1)
     assert hostile != text
     path.write_text(hostile)
-    from connsync import sops_native
+    from connsync.sops import native as sops_native
 
     assert sops_native.decrypt_text(hostile)[0]["metadata"]["labels"] == {"a" * 32 + "!": "x"}
     result = run("plan", "--format", "json")

@@ -28,8 +28,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from connsync import sops, sops_yaml
-from connsync.sops_native import NeedsBinary, decrypt_text
+from connsync import sops
+from connsync.sops import yaml_view as sops_yaml
+from connsync.sops.native import NeedsBinary, decrypt_text
 from tests.conftest import AgeKey, make_age_key
 
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
@@ -465,7 +466,7 @@ def test_a_hostile_regex_runs_in_linear_time(setup: tuple[AgeKey, Path]) -> None
 
 def test_validation_reads_clear_values_as_sops_does(setup: tuple[AgeKey, Path]) -> None:
     """One typing: the loader (validate) and sops agree on every spelling, types included."""
-    from connsync import loader
+    from connsync.validate import loader
 
     # "v: -" is a YAML syntax error; sops cannot decrypt its own clear -0.0 (written -0, read as 0).
     spellings = [s for s in TRICKY if s not in ("-", "-0.0")]

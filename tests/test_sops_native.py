@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from connsync import sops, sops_keys, sops_native, sops_yaml
+from connsync import sops
 from connsync.model import Declaration, Secret
-from connsync.sops_native import NeedsBinary, decrypt_text
+from connsync.sops import keys as sops_keys
+from connsync.sops import native as sops_native
+from connsync.sops import yaml_view as sops_yaml
+from connsync.sops.native import NeedsBinary, decrypt_text
 from tests.conftest import CANARY, AgeKey, MotoServer, run_process
 
 PLAIN = """\

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from connsync import rules
-from connsync.loader import MAX_FILE_BYTES
 from connsync.model import Finding
+from connsync.validate import rules
+from connsync.validate.loader import MAX_FILE_BYTES
 from tests.conftest import CANARY, REPO, Run, run_process
 from tests.helpers import FAKE_ENC, aws_doc, key_id_for, write_doc
 
@@ -69,7 +69,7 @@ def test_bad_yaml_is_one_finding(
      (b"!!python/name:os.system\n", "yaml")],
 )
 def test_loader_returns_one_finding_per_bad_file(content: bytes, rule: str) -> None:
-    from connsync.loader import load_bytes
+    from connsync.validate.loader import load_bytes
 
     finding = load_bytes(content, "x.yaml")
     assert isinstance(finding, Finding) and finding.rule == rule and finding.file == "x.yaml"
@@ -330,8 +330,8 @@ def test_no_traceback_from_the_real_entry_point(workdir: Path) -> None:
                          ["!!timestamp 2020-01-01\n  - 1", "!!int many", "!!float x", "!!bool maybe"])
 def test_explicit_tags_that_do_not_parse(value: str) -> None:
     """Found by tests/test_fuzz.py: PyYAML's constructors raise plain exceptions for these."""
-    from connsync.loader import load_bytes
-    from connsync.sops_native import NeedsBinary, decrypt_text
+    from connsync.sops.native import NeedsBinary, decrypt_text
+    from connsync.validate.loader import load_bytes
 
     finding = load_bytes(f"k: {value}\n".encode(), "x.yaml")
     assert isinstance(finding, Finding) and finding.rule == "yaml"

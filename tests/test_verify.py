@@ -162,7 +162,7 @@ def test_the_cli_rides_out_throttling(repo: Path, run: Run, monkeypatch: pytest.
 
 def test_many_connections_share_clients_yet_sign_with_their_own_keys(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from connsync.verification import verify_all
+    from connsync.providers.verification import verify_all
     from tests.fake_aws import FakeAws, serve
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAENVIRONMENTKEY00")  # must never sign anything
@@ -180,7 +180,7 @@ def test_many_connections_share_clients_yet_sign_with_their_own_keys(
 
 
 def test_one_account_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from connsync.verification import verify_all
+    from connsync.providers.verification import verify_all
     from tests.fake_aws import FakeAws, serve
 
     batch = [desired("AKIAIOSFODNN7EXAMPLE", "s" * 40, name=f"Key {index}") for index in range(8)]

@@ -11,7 +11,7 @@ import pytest
 from connsync import providers
 from connsync.model import Declaration, Desired, Secret
 from connsync.providers import Provider, Verdict, VerifySettings
-from connsync.verification import verify_one
+from connsync.providers.verification import verify_one
 from tests.conftest import CANARY, Run, new_aws
 
 
@@ -102,7 +102,7 @@ def test_apply_json_lists_unverified(
 def test_a_provider_whose_verifier_cannot_start_fails_only_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     from contextlib import contextmanager
 
-    from connsync.verification import verify_all
+    from connsync.providers.verification import verify_all
 
     class Broken(Provider):
         @contextmanager

@@ -368,7 +368,7 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
     """
     from connsync.commands.apply import ApplyOptions
     from connsync.commands.apply import apply as run
-    from connsync.verification import verifier_for
+    from connsync.providers.verification import verifier_for
 
     json_errors("apply", fmt)
     options = ApplyOptions(planfile, prune, adopt, auto_approve, skip_verify, max_deletes, lock_timeout,

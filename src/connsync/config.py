@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connsync import render, schema
+from connsync import render
 from connsync.errors import ConfigError
 from connsync.fsutil import find_upward
-from connsync.loader import YamlProblem, locate, parse
 from connsync.providers.base import VerifySettings
+from connsync.validate import schema
+from connsync.validate.loader import YamlProblem, locate, parse
 
 CONFIG_NAME = "connsync.yaml"
 DEFAULT_STORE = "sqlite:.connsync/store.db"

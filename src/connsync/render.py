@@ -12,11 +12,11 @@ import click
 
 from connsync.errors import ConnsyncError
 from connsync.model import Finding, StoredConnection
-from connsync.plan import Change, Plan
 from connsync.providers.base import Verdict
+from connsync.reconcile.plan import Change, Plan
 
 if TYPE_CHECKING:
-    from connsync.apply import ApplyReport
+    from connsync.reconcile.apply import ApplyReport
 
 
 # --- escaping: one function per medium ---------------------------------------

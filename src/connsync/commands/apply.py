@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 import click
 
-from connsync import planfile, render
-from connsync.apply import ApplyInterrupted, ApplyReport, Verifier, check_deletes, execute
+from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConnsyncError, UsageError
 from connsync.identity import actor, git_revision, in_ci
-from connsync.plan import Plan, check_stale
-from connsync.reconcile import load_valid, make_plan
+from connsync.reconcile import planfile
+from connsync.reconcile.apply import ApplyInterrupted, ApplyReport, Verifier, check_deletes, execute
+from connsync.reconcile.pipeline import load_valid, make_plan
+from connsync.reconcile.plan import Plan, check_stale
 from connsync.store import opened, refuse_ephemeral_store
 
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import click
 
-from connsync import fields, loader, render, rules, schema, sops
+from connsync import render, sops
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
 from connsync.model import Declaration, Finding, Secret
-from connsync.writer import update_fields
+from connsync.reconcile.writer import update_fields
+from connsync.validate import fields, loader, rules, schema
 
 
 @dataclass(frozen=True)

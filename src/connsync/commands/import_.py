@@ -14,15 +14,16 @@ from pathlib import Path
 
 import click
 
-from connsync import render, schema
+from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
-from connsync.fields import slug
 from connsync.identity import actor, git_revision
-from connsync.loader import display_path
 from connsync.model import StoredConnection
+from connsync.reconcile.writer import inside, write_connection
 from connsync.store import Store, Write, opened
-from connsync.writer import inside, write_connection
+from connsync.validate import schema
+from connsync.validate.fields import slug
+from connsync.validate.loader import display_path
 
 
 def import_connections(config: Config, names: Sequence[str], *, all_records: bool, directory: str | None,

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import click
 
-from connsync import render, schema
+from connsync import render
 from connsync.config import CONFIG_NAME
 from connsync.errors import EXIT_OK, ConnsyncError, UsageError
 from connsync.fsutil import write_atomic
 from connsync.sops import SOPS_CONFIG
+from connsync.validate import schema
 
 CONFIG_TEMPLATE = """\
 # yaml-language-server: $schema=schemas/config.schema.json

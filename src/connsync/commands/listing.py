@@ -4,10 +4,11 @@ from typing import Any
 
 import click
 
-from connsync import key_age, render
+from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_OK
 from connsync.model import StoredConnection
+from connsync.providers import key_age
 from connsync.store import opened
 
 

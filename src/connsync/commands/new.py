@@ -18,12 +18,13 @@ from typing import Any
 
 import click
 
-from connsync import fields, loader, render, rules, schema
+from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from connsync.loader import display_path
 from connsync.model import Declaration, Finding, Secret
-from connsync.writer import inside, write_connection
+from connsync.reconcile.writer import inside, write_connection
+from connsync.validate import fields, loader, rules, schema
+from connsync.validate.loader import display_path
 
 NAME_PATH = "$.metadata.name"
 

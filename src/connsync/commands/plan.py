@@ -5,11 +5,13 @@ from pathlib import Path
 
 import click
 
-from connsync import key_age, planfile, render
+from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_CHANGES, EXIT_OK, UsageError
-from connsync.plan import Plan
-from connsync.reconcile import make_plan
+from connsync.providers import key_age
+from connsync.reconcile import planfile
+from connsync.reconcile.pipeline import make_plan
+from connsync.reconcile.plan import Plan
 from connsync.store import opened
 
 
@@ -30,7 +32,7 @@ def plan(config: Config, paths: Sequence[str], *, prune: bool | None, adopt: boo
          detailed_exitcode: bool, fmt: str, style: render.Style, base: str | None = None) -> int:
     prune = config.prune if prune is None else prune
     if base is not None:
-        from connsync.baseline import plan_against_files
+        from connsync.reconcile.baseline import plan_against_files
 
         if out:
             raise UsageError("--out cannot be used with --base: a plan without the store cannot be applied")

@@ -1,6 +1,6 @@
 """``connsync rotate``: a new AWS key in the file (GitOps), or in the store too (``--apply``).
 
-The procedure and its invariants live in :mod:`connsync.rotation`; this
+The procedure and its invariants live in :mod:`connsync.providers.aws_rotation`; this
 command chooses the connections, asks before acting, holds the workspace
 lock while the store is read or written, and reports.
 """
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import click
 
-from connsync import render, rotation
+from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
 from connsync.model import Declaration
+from connsync.providers import aws_rotation as rotation
 from connsync.providers.aws_keys import Credentials
 from connsync.store import Store, opened
 

@@ -4,8 +4,9 @@ from typing import Any
 
 import click
 
-from connsync import render, schema
+from connsync import render
 from connsync.errors import EXIT_OK
+from connsync.validate import schema
 
 
 def provider_summary(name: str) -> dict[str, Any]:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import click
 
-from connsync import planfile, render
+from connsync import render
 from connsync.errors import EXIT_OK
+from connsync.reconcile import planfile
 
 
 def show(path: str, *, fmt: str, style: render.Style) -> int:

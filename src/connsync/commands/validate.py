@@ -4,9 +4,10 @@ from collections.abc import Sequence
 
 import click
 
-from connsync import render, rules
+from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK
+from connsync.validate import rules
 
 
 def validate(paths: Sequence[str], config: Config, *, fmt: str, style: render.Style) -> int:

@@ -12,8 +12,8 @@ from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError
 from connsync.model import Desired
 from connsync.providers import Verdict
-from connsync.reconcile import load_valid
-from connsync.verification import verify_all
+from connsync.providers.verification import verify_all
+from connsync.reconcile.pipeline import load_valid
 
 # Up to this many connections, plain lines are progress enough.
 PROGRESS_BAR_ABOVE = 5

@@ -35,8 +35,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from connsync import key_age
 from connsync.model import Desired, Secret
+from connsync.providers import key_age
 from connsync.providers.base import Status, Verdict, VerifySettings
 
 # Tests (and only tests) use this to add botocore event handlers to each client.

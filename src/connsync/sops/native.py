@@ -6,7 +6,7 @@ A port of what sops 3.11 does when it decrypts a YAML file (getsops/sops
 age X25519 identities (pyrage) or AWS KMS (boto3), values in AES-256-GCM, the
 MAC verified before any value is returned, with and without
 ``mac_only_encrypted``. Values come back as sops's YAML output reads back
-(:mod:`connsync.sops_yaml`): whole floats below 1e6 as ints, times as RFC 3339
+(:mod:`connsync.sops.yaml_view`): whole floats below 1e6 as ints, times as RFC 3339
 text.
 
 Wherever sops would refuse a file, and wherever matching it exactly is not
@@ -33,9 +33,10 @@ import re2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from connsync import sops_keys, sops_yaml
-from connsync.sops_keys import NeedsBinary
-from connsync.sops_yaml import GoTime, GoUint, Scalar, Sequence, Unsupported
+from connsync.sops import keys as sops_keys
+from connsync.sops import yaml_view as sops_yaml
+from connsync.sops.keys import NeedsBinary
+from connsync.sops.yaml_view import GoTime, GoUint, Scalar, Sequence, Unsupported
 
 __all__ = ["NeedsBinary", "decrypt_text", "decrypt_value", "go_bytes"]
 

@@ -5,7 +5,7 @@ store's own fingerprint key (the per-store salt, sealed in the store), so whoeve
 but cannot open the store cannot turn an orphan into a delete or a conflict into an adopt. A plan
 made before the store existed has no key to sign with; such a plan is accepted only without
 ``prune`` and ``adopt``, and apply re-derives every decision from the files anyway (see
-:func:`connsync.plan.check_stale`), so what it may do is what a fresh apply would do.
+:func:`connsync.reconcile.plan.check_stale`), so what it may do is what a fresh apply would do.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from connsync.errors import ConnsyncError, StalePlan, UsageError
 from connsync.fsutil import write_atomic
 from connsync.model import Secret
-from connsync.plan import Plan
+from connsync.reconcile.plan import Plan
 from connsync.store import Store
 from connsync.store.base import EmptyStore
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from connsync.errors import ConnsyncError, StoreError
 from connsync.model import Desired
-from connsync.plan import Change, Plan
 from connsync.providers import Verdict
+from connsync.reconcile.plan import Change, Plan
 from connsync.store import Store, Write
 
 Verifier = Callable[[Sequence[Desired]], Mapping[str, Verdict]]  # keyed by casefolded name

@@ -17,8 +17,8 @@ from referencing.jsonschema import DRAFT202012
 
 from connsync import providers
 from connsync.errors import UsageError
-from connsync.loader import json_path, locate
 from connsync.model import Declaration, Finding
+from connsync.validate.loader import json_path, locate
 
 ENVELOPE = "connection"
 CONFIG = "config"  # connsync.yaml's own schema, not a provider

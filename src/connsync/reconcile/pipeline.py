@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from connsync import plan, rules, schema, sops
+from connsync import sops
 from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.identity import in_ci
 from connsync.model import Declaration, Desired, Finding
+from connsync.reconcile import plan
 from connsync.store import Store, ephemeral_store_warnings
+from connsync.validate import rules, schema
 
 
 class InvalidDeclarations(ConnsyncError):

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from connsync import sops_yaml
 from connsync.model import Declaration, Finding
+from connsync.sops import yaml_view as sops_yaml
 
 # Connection files are a few hundred bytes; anything this big is a mistake or an
 # attack, and is refused before the parser sees it.
@@ -79,7 +79,7 @@ class StrictLoader(yaml.CSafeLoader):
 # One YAML typing (YAML 1.2, as sops's yaml.v3 reads it) for validation and
 # decryption alike, so that what was validated is what is applied: PyYAML's
 # YAML 1.1 resolvers are replaced by one that hands every untagged plain
-# scalar to connsync.sops_yaml.
+# scalar to connsync.sops.yaml_view.
 _PLAIN_TAG = "tag:connsync.dev,2026:plain"
 StrictLoader.yaml_implicit_resolvers = {}
 StrictLoader.add_implicit_resolver(_PLAIN_TAG, re.compile(r"(?s:.*)"), None)

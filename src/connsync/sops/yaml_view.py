@@ -5,7 +5,7 @@ where ``yes`` is a bool, ``0777`` and ``1_000`` are typed differently and
 ``1e400`` is infinity. :func:`resolve_plain` is a port of yaml.v3's
 ``resolve()`` (resolve.go, v3.0.x) for untagged plain scalars, with Go's
 ``strconv`` rules. It is the one typing of clear values: validation
-(:mod:`connsync.loader`) and decryption (:mod:`connsync.sops_native`) both use
+(:mod:`connsync.validate.loader`) and decryption (:mod:`connsync.sops.native`) both use
 it, so what was validated is what is applied.
 
 Go types without a Python twin are marked: :class:`GoTime` (a timestamp, held

@@ -16,9 +16,10 @@ from typing import Any
 import click
 import yaml
 
-from connsync import loader, providers, render, rules, schema
+from connsync import providers, render
 from connsync.errors import ConnsyncError, UsageError
 from connsync.model import Declaration, Finding, Secret
+from connsync.validate import loader, rules, schema
 
 # Stands in for an encrypted value while a document is checked before encryption.
 PLACEHOLDER = "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]"

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connsync import discovery, loader, providers, schema
+from connsync import providers
 from connsync.model import Declaration, Desired, Finding, Severity
+from connsync.validate import discovery, loader, schema
 
 _B64 = r"[A-Za-z0-9+/=]"
 ENC_RE = re.compile(rf"^ENC\[AES256_GCM,data:{_B64}*,iv:{_B64}+,tag:{_B64}+,type:\w+\]$")

@@ -29,15 +29,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connsync import key_age, loader, rules, sops
+from connsync import sops
 from connsync.config import Config
 from connsync.errors import ConnsyncError
-from connsync.fields import find_connection
 from connsync.identity import actor, git_revision
 from connsync.model import Declaration, Desired, Secret
+from connsync.providers import key_age
 from connsync.providers.aws_keys import AccessKey, Credentials, Iam, Identity, identity, wait_until_accepted
+from connsync.reconcile.writer import update_fields
 from connsync.store import Store
-from connsync.writer import update_fields
+from connsync.validate import loader, rules
+from connsync.validate.fields import find_connection
 
 Echo = Callable[[str], None]
 
@@ -294,9 +296,9 @@ def gitops_next_steps(rotation: Rotation) -> list[str]:
 def store_new_key(config: Config, decl: Declaration, store: Store, rotation: Rotation,
                   echo: Echo | None) -> None:
     """Apply this one connection (verified), as 'connsync apply FILE' would; the caller holds the lock."""
-    from connsync.apply import execute
-    from connsync.reconcile import make_plan
-    from connsync.verification import verifier_for
+    from connsync.providers.verification import verifier_for
+    from connsync.reconcile.apply import execute
+    from connsync.reconcile.pipeline import make_plan
 
     journal = Journal(rotation, store, config.root, echo)
     planned = make_plan(config, store, [decl.file])

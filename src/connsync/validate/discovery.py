@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connsync.errors import ConfigError, UsageError
-from connsync.loader import YAML_SUFFIXES, display_path
 from connsync.model import Finding
+from connsync.validate.loader import YAML_SUFFIXES, display_path
 
 # Far deeper than any real layout; a bound, where an unbounded walk would crash.
 MAX_DEPTH = 32

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from connsync import rules, schema
 from connsync.config import Config
 from connsync.model import Declaration, StoredConnection
-from connsync.plan import Intent, Plan, diff
-from connsync.reconcile import load_valid
+from connsync.reconcile.pipeline import load_valid
+from connsync.reconcile.plan import Intent, Plan, diff
+from connsync.validate import rules, schema
 
 
 def _record(decl: Declaration) -> StoredConnection:

@@ -2,7 +2,7 @@
 
 Decryption turns a file into a document whose secret fields are
 :class:`Secret` values. Two engines serve it: the in-process one
-(:mod:`connsync.sops_native`, ~1 ms a file) and the sops binary (~16 ms),
+(:mod:`connsync.sops.native`, ~1 ms a file) and the sops binary (~16 ms),
 which takes every file the first cannot handle and has the last word on
 every refusal. ``CONNSYNC_SOPS_ENGINE=binary`` uses the binary only.
 
@@ -23,10 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from connsync import schema, sops_keys, sops_native, sops_yaml
 from connsync.errors import SopsError
 from connsync.fsutil import find_upward
 from connsync.model import Declaration, Desired, Secret
+from connsync.sops import keys as sops_keys
+from connsync.sops import native as sops_native
+from connsync.sops import yaml_view as sops_yaml
+from connsync.validate import schema
 
 DEFAULT_TIMEOUT = 30.0
 # Measured on the 2-core machines this runs on: more workers only add contention.

@@ -1,0 +1,1 @@
+"""The fleet view: the Connections page rendered from the declarations and the store."""

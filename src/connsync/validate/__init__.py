@@ -1,0 +1,1 @@
+"""Validation: discovery, loading, schema, rules and policy -> Findings; offline, no keys."""
