@@ -57,7 +57,8 @@ def iam_user_with_key(iam: Any, name: str) -> tuple[str, str]:
     iam.create_user(UserName=name)
     iam.put_user_policy(UserName=name, PolicyName="read-own-keys", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "iam:ListAccessKeys", "Resource": "*"}]}))
+        "Statement": [{"Effect": "Allow", "Action": ["iam:ListAccessKeys", "iam:ListAttachedUserPolicies"],
+                       "Resource": "*"}]}))
     for _ in range(50):  # moto's key ids may hold 0, 1, 8 or 9, which real ones never do
         key = iam.create_access_key(UserName=name)["AccessKey"]
         if KEY_ID.match(key["AccessKeyId"]):

@@ -1,6 +1,6 @@
 """A fake STS/IAM query-protocol endpoint on 127.0.0.1, for the throttling test and bench/verify.py.
 
-It answers GetCallerIdentity and ListAccessKeys for any access key after a
+It answers GetCallerIdentity, ListAccessKeys and ListAttachedUserPolicies for any access key after a
 configurable latency, spending next to no CPU (the figure a benchmark reads is
 connsync's own). It does not check signatures: the moto server does that in
 the other tests. It can answer ``Throttling`` a given number of times first.
@@ -31,6 +31,12 @@ _KEYS = """<ListAccessKeysResponse xmlns="https://iam.amazonaws.com/doc/2010-05-
 <UserName>platform</UserName><AccessKeyId>{key}</AccessKeyId><Status>Active</Status>
 <CreateDate>{created}</CreateDate></member></AccessKeyMetadata></ListAccessKeysResult>
 <ResponseMetadata><RequestId>2</RequestId></ResponseMetadata></ListAccessKeysResponse>"""
+_POLICIES = """<ListAttachedUserPoliciesResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">
+<ListAttachedUserPoliciesResult><IsTruncated>false</IsTruncated><AttachedPolicies>{members}</AttachedPolicies>
+</ListAttachedUserPoliciesResult>
+<ResponseMetadata><RequestId>4</RequestId></ResponseMetadata></ListAttachedUserPoliciesResponse>"""
+_POLICY = ("<member><PolicyName>{name}</PolicyName>"
+           "<PolicyArn>arn:aws:iam::aws:policy/{name}</PolicyArn></member>")
 _THROTTLED = """<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>
 <Message>Rate exceeded</Message></Error><RequestId>3</RequestId></ErrorResponse>"""
 
@@ -43,6 +49,7 @@ class FakeAws:
     accounts: Mapping[str, str] = field(default_factory=dict)  # access key id -> account
     throttle: int = 0  # answer this many requests with a throttling error first
     throttle_code: str = "Throttling"
+    attached: tuple[str, ...] = ()  # AWS managed policies attached to every key's user
     url: str = ""
     requests: dict[str, int] = field(default_factory=dict)  # action -> count
     throttled: int = 0
@@ -69,6 +76,8 @@ class FakeAws:
             if action == "ListAccessKeys":
                 created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400))
                 return 200, _KEYS.format(key=key, created=created)
+            if action == "ListAttachedUserPolicies":
+                return 200, _POLICIES.format(members="".join(_POLICY.format(name=n) for n in self.attached))
             return 400, _THROTTLED.format(code="InvalidAction")
         finally:
             with self._lock:

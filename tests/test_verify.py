@@ -157,7 +157,8 @@ def test_the_cli_rides_out_throttling(repo: Path, run: Run, monkeypatch: pytest.
         result = run("verify", "--format", "json")
     assert result.code == 0, result.out + result.err
     assert [r["status"] for r in json.loads(result.out)["results"]] == ["ok"]
-    assert fake.throttled == 4 and fake.requests == {"GetCallerIdentity": 5, "ListAccessKeys": 1}
+    assert fake.throttled == 4
+    assert fake.requests == {"GetCallerIdentity": 5, "ListAccessKeys": 1, "ListAttachedUserPolicies": 1}
 
 
 def test_many_connections_share_clients_yet_sign_with_their_own_keys(
@@ -266,7 +267,8 @@ def aws_repo(repo: Path, aws_endpoint: MotoServer, run: Run, monkeypatch: pytest
     iam.put_user_policy(UserName="platform", PolicyName="self", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
         # AWS would take the user's own ARN as Resource; moto matches this action against "*".
-        "Statement": [{"Effect": "Allow", "Action": "iam:ListAccessKeys", "Resource": "*"}]}))
+        "Statement": [{"Effect": "Allow", "Action": ["iam:ListAccessKeys", "iam:ListAttachedUserPolicies"],
+                       "Resource": "*"}]}))
     good_id, good_secret = create_key(iam, "platform")
     other_id, other_secret = create_key(iam, "stranger")
     assert new_aws(run, monkeypatch, name="Good", secret=good_secret, access_key_id=good_id).code == 0

@@ -16,6 +16,7 @@ environment's.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -36,7 +37,7 @@ from botocore.exceptions import (
 )
 
 from connsync.model import Desired, Secret
-from connsync.providers import key_age
+from connsync.providers import aws_exposure, key_age
 from connsync.providers.base import Status, Verdict, VerifySettings
 
 # Tests (and only tests) use this to add botocore event handlers to each client.
@@ -96,6 +97,9 @@ class AwsClients:
         self._hook = client_hook
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+        # connsync's own identity, for the exposure check of a key that may not read IAM
+        self.ambient = aws_exposure.Ambient(lambda service, region: self._session.create_client(
+            service, region_name=region, config=self._config))
 
     def get(self, service: str, region: str) -> Any:
         with self._lock:
@@ -189,6 +193,13 @@ def verify(desired: Desired, settings: VerifySettings, client_hook: ClientHook |
                       "the permissions the platform needs, and delete the root key", identity=who)
 
     warnings = _key_age_warnings(clients.get("iam", region), key, settings)
+    listing = clients.get("iam", region).list_attached_user_policies
+    exposure = aws_exposure.check(who["arn"].rsplit("/", 1)[-1], declared_account, region, key.access_key_id,
+                                  lambda **p: _call(functools.partial(listing, **p), key), clients.ambient)
+    failure, note = aws_exposure.judged(exposure, accepted=who["arn"] in settings.quarantine_accepted)
+    if failure:
+        return result("failed", failure, *warnings, identity=who)
+    warnings += [note] if note else []
     return result("warning" if warnings else "ok", *warnings, identity=who)
 
 

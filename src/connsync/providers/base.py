@@ -53,6 +53,9 @@ class VerifySettings:
     gcp_resource_manager_endpoint: str | None = None
     gcp_iam_endpoint: str | None = None
     gcp_certificates_endpoint: str | None = None
+    # IAM user ARNs whose AWS quarantine policy `rotate --exposed` has dealt with: their new key
+    # verifies (with a warning) although the policy is still attached to the user.
+    quarantine_accepted: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

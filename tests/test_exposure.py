@@ -1,0 +1,121 @@
+"""``verify`` sees AWS's quarantine policy, on a moto server with credential checks on.
+
+moto loads AWS's managed policies (AWSCompromisedKeyQuarantineV3 among them)
+only when ``MOTO_IAM_LOAD_MANAGED_POLICIES`` is true when its IAM backend is
+made; the fixture sets it and resets the in-process server, so only these
+tests pay for the 1,600 policies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import CANARY, MotoServer, Run, new_aws
+from tests.test_outputs import checked
+
+QUARANTINE = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3"
+READ_OWN_POLICIES = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": ["iam:ListAccessKeys", "iam:ListAttachedUserPolicies"],
+                   "Resource": "*"}],
+}
+
+
+@pytest.fixture
+def managed_policies(aws_endpoint: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    aws_endpoint.reset()  # the IAM backend is made again, now with AWS's managed policies
+    assert boto3.client("iam").get_policy(PolicyArn=QUARANTINE)["Policy"]["PolicyName"]
+    return aws_endpoint
+
+
+def user_with_key(iam: Any, user: str, policy: dict[str, Any] | None = None) -> dict[str, str]:
+    iam.create_user(UserName=user)
+    if policy:
+        iam.put_user_policy(UserName=user, PolicyName="own", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+
+
+@pytest.fixture
+def quarantined(repo: Path, managed_policies: MotoServer, run: Run, monkeypatch: pytest.MonkeyPatch,
+                ) -> dict[str, dict[str, str]]:
+    """'Leaked' (its user quarantined, may read its own policies), 'Blind' (quarantined, may read
+    nothing) and 'Fine' (not quarantined); and an admin key, not yet in the environment."""
+    iam = boto3.client("iam", region_name="us-east-1")
+    keys = {"Leaked": user_with_key(iam, "leaked", READ_OWN_POLICIES),
+            "Blind": user_with_key(iam, "blind"),
+            "Fine": user_with_key(iam, "fine", READ_OWN_POLICIES),
+            "admin": user_with_key(iam, "admin")}
+    iam.attach_user_policy(UserName="admin", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    for user in ("leaked", "blind"):
+        iam.attach_user_policy(UserName=user, PolicyArn=QUARANTINE)
+    for name in ("Leaked", "Blind", "Fine"):
+        result = new_aws(run, monkeypatch, name=name, secret=keys[name]["secret"],
+                         access_key_id=keys[name]["id"])
+        assert result.code == 0, result.err
+    managed_policies.require_auth()
+    return keys
+
+
+def exposed(user: str, key_id: str) -> str:
+    return (f"exposed: AWS has quarantined IAM user {user} (policy AWSCompromisedKeyQuarantineV3); "
+            f"run `connsync rotate --exposed {key_id}`")
+
+
+def test_a_quarantined_key_fails_verify(quarantined: dict[str, dict[str, str]], run: Run,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # no identity of connsync's own: the key asks alone
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    result = run("verify", "--format", "json")
+    assert result.code == 1
+    by_name = {r["name"]: r for r in checked("verify", result, ok=False)["results"]}
+    assert by_name["Leaked"]["status"] == "failed"
+    assert by_name["Leaked"]["messages"][0] == exposed("leaked", quarantined["Leaked"]["id"])
+    assert by_name["Fine"]["status"] == "ok", by_name["Fine"]["messages"]
+    # The key may not read IAM and connsync has no identity of its own: said, never a pass.
+    assert by_name["Blind"]["status"] == "warning"
+    assert any(m.startswith("exposure unverifiable: ") and "ListAttachedUserPolicies" in m
+               for m in by_name["Blind"]["messages"])
+
+    text = run("verify")
+    assert text.code == 1
+    assert exposed("leaked", quarantined["Leaked"]["id"]) in text.out
+    assert "exposure unverifiable" in text.out
+    for output in (result, text):
+        assert CANARY not in output.out + output.err
+        assert all(k["secret"] not in output.out + output.err for k in quarantined.values())
+
+
+def test_the_jobs_own_identity_sees_what_the_key_may_not(quarantined: dict[str, dict[str, str]], run: Run,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", quarantined["admin"]["id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", quarantined["admin"]["secret"])
+    result = run("verify", "--format", "json")
+    by_name = {r["name"]: r for r in checked("verify", result, ok=False)["results"]}
+    assert by_name["Blind"]["status"] == "failed"
+    assert by_name["Blind"]["messages"][0] == exposed("blind", quarantined["Blind"]["id"])
+    assert by_name["Fine"]["status"] == "ok"
+
+
+def test_an_ambient_identity_that_does_not_work_is_unverifiable(
+        quarantined: dict[str, dict[str, str]], run: Run) -> None:
+    # The environment's "testing" key is unknown to moto once credential checks are on.
+    result = run("verify", "--format", "json", "connections/blind.yaml")
+    [verdict] = checked("verify", result, ok=True)["results"]
+    assert verdict["status"] == "warning"
+    assert "connsync's own AWS identity is not usable (InvalidClientTokenId)" in verdict["messages"][-1]
+
+
+def test_apply_does_not_store_a_quarantined_key(quarantined: dict[str, dict[str, str]], run: Run) -> None:
+    result = run("apply", "--auto-approve", "--format", "json")
+    assert result.code == 1
+    report = checked("apply", result, ok=False)
+    assert [f["name"] for f in report["failed"]] == ["Leaked"]
+    assert exposed("leaked", quarantined["Leaked"]["id"]) in report["failed"][0]["error"]
+    assert sorted(a["name"] for a in report["applied"]) == ["Blind", "Fine"]
