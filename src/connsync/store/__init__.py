@@ -8,10 +8,19 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from connsync.errors import ConnsyncError, StoreError
-from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Store, Write
+from connsync.store.base import (
+    HISTORY_LIMIT,
+    AuditEntry,
+    EmptyStore,
+    LockInfo,
+    Snapshot,
+    Store,
+    Verification,
+    Write,
+)
 
-__all__ = ["AuditEntry", "EmptyStore", "LockInfo", "Snapshot", "Store", "Write", "ephemeral_store_warnings",
-           "is_embedded", "open_store", "opened", "refuse_ephemeral_store"]
+__all__ = ["HISTORY_LIMIT", "AuditEntry", "EmptyStore", "LockInfo", "Snapshot", "Store", "Verification", "Write",
+           "ephemeral_store_warnings", "is_embedded", "open_store", "opened", "refuse_ephemeral_store"]
 
 
 def open_store(url: str, workspace: str, *, create: bool = True) -> Store:

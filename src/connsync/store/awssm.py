@@ -30,6 +30,12 @@ a write of the last minutes — every write re-checks with ``DescribeSecret``;
 the audit keeps the last entries of each record (as many as fit the
 Description) and those of records that still exist or are within their
 recovery window; CloudTrail is the complete log.
+
+Verification history: one more secret per connection that has been verified,
+``PREFIX/W/.verified/SLUG``, whose Description holds the newest results (as
+many of the last N as fit its 2,048 characters); the listing that a plan makes
+anyway brings them, so ``report`` reads no secret value. Two verify runs at the
+same moment may each keep only their own result for a connection.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from connsync.errors import StoreError, VersionConflict
@@ -67,7 +74,18 @@ from connsync.store.awssm_layout import (
     version_token,
 )
 from connsync.store.awssm_lock import LeaseLock
-from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Write, fingerprint, now
+from connsync.store.awssm_history import fit_history, history_entries, history_meta
+from connsync.store.base import (
+    HISTORY_LIMIT,
+    AuditEntry,
+    EmptyStore,
+    LockInfo,
+    Snapshot,
+    Verification,
+    Write,
+    fingerprint,
+    now,
+)
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
 
 _LISTING_REUSE_SECONDS = 1.0
@@ -231,6 +249,41 @@ class SecretsManagerStore:
                 rows.append((float(at), len(rows), AuditEntry(iso(float(at)), self.workspace, name, action,
                                                               before, after, actor, git_revision, source)))
         return [row[2] for row in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+    def _history_name(self, name: str) -> str:
+        return f"{self._prefix}.verified/{slug(name.casefold())}"
+
+    def verifications(self, name: str | None = None) -> list[Verification]:
+        wanted = self._history_name(name) if name is not None else None
+        found: list[Verification] = []
+        for entry in self._entries():
+            if entry["Name"].startswith(self._prefix + ".verified/") and not entry.get("DeletedDate") \
+                    and wanted in (None, entry["Name"]):
+                found += history_entries(parse_meta(entry.get("Description")))
+        # Stable: within one connection the entries are already newest first.
+        return sorted(found, key=lambda v: v.at, reverse=True)
+
+    def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
+        self._writing()
+        by_name: dict[str, list[Verification]] = {}
+        for result in results:
+            by_name.setdefault(result.name.casefold(), []).append(result.bounded())
+        for newest_last in by_name.values():
+            name = newest_last[-1].name
+            secret = self._history_name(name)
+            entry = describe_secret(self._client, self._target, secret)
+            kept = history_entries(parse_meta((entry or {}).get("Description")))
+            description = fit_history(history_meta(name, [*reversed(newest_last), *kept][:max(1, keep)]))
+            with aws_errors(self._target, f"record the verification of {name[:80]!r}", secret):
+                if entry is None:
+                    self._client.create_secret(
+                        Name=secret, SecretString=compact({"connsync": 1, "kind": "verifications"}),
+                        Description=description, Tags=self._tags(True), **kms_option(self._target))
+                elif entry.get("DeletedDate"):
+                    self._client.restore_secret(SecretId=secret)
+                    self._client.update_secret(SecretId=secret, Description=description)
+                else:
+                    self._client.update_secret(SecretId=secret, Description=description)
 
     def _events_name(self) -> str:
         """Where events about names without a record are kept (its Description; no value versions)."""

@@ -12,8 +12,8 @@ import hmac
 import os
 import secrets
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -91,6 +91,48 @@ class AuditEntry:
     source: str | None
 
 
+# Verification results kept per connection, newest first (verify.history in connsync.yaml).
+HISTORY_LIMIT = 20
+# What one kept result may hold: verifier messages are short sentences; anything longer is cut.
+_MESSAGES_KEPT = 10
+_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One check of one connection with its provider, as ``verify`` and ``apply`` saw it.
+
+    What ``report`` shows as the last verification. Never a secret: the verifier's
+    messages, the account (subscription, project) the provider said the key belongs to,
+    and when the key was created where the provider told.
+    """
+
+    name: str
+    at: str  # ISO-8601, UTC, "...Z"
+    status: str  # ok | warning | failed | skipped
+    account: str | None = None
+    messages: tuple[str, ...] = ()
+    key_created: str | None = None  # ISO-8601, when the provider told (IAM's CreateDate, ...)
+
+    def bounded(self) -> Verification:
+        """The result as a store keeps it: at most 10 messages of at most 500 characters."""
+        messages = tuple(m if len(m) <= _MESSAGE_CHARS else m[:_MESSAGE_CHARS - 1] + "…"
+                         for m in self.messages[:_MESSAGES_KEPT])
+        return replace(self, messages=messages)
+
+
+def latest_first(newest_first: Iterable[Verification], keep: int) -> list[Verification]:
+    """At most ``keep`` entries per connection (ignoring case), in the order given: newest first."""
+    kept: dict[str, int] = {}
+    result = []
+    for entry in newest_first:
+        key = entry.name.casefold()
+        if kept.get(key, 0) < keep:
+            kept[key] = kept.get(key, 0) + 1
+            result.append(entry)
+    return result
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A workspace whole, for ``connsync store copy``: records with their secrets, and the audit."""
@@ -144,6 +186,22 @@ class Store(Protocol):
     def break_lock(self, lock_id: str) -> LockInfo | None: ...
 
     def audit(self) -> list[AuditEntry]: ...
+
+    def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
+        """Add results to the verification history; each connection keeps its ``keep`` newest.
+
+        Written by ``verify`` and ``apply`` whether or not the store holds a record of that name
+        (a connection is verified before it is first applied). Never part of a record's version or
+        audit, and needs no workspace lock. Each result is stored :meth:`Verification.bounded`.
+        """
+        ...
+
+    def verifications(self, name: str | None = None) -> list[Verification]:
+        """The history, newest first: of the connection ``name`` (ignoring case), or of the workspace.
+
+        ``report`` reads the first entry of each connection as its last verification.
+        """
+        ...
 
     def snapshot(self) -> Snapshot: ...
 
@@ -206,6 +264,12 @@ class EmptyStore:
         return None
 
     def audit(self) -> list[AuditEntry]:
+        return []
+
+    def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
+        raise self._refuse()
+
+    def verifications(self, name: str | None = None) -> list[Verification]:
         return []
 
     def snapshot(self) -> Snapshot:

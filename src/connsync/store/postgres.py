@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,12 +30,23 @@ from psycopg.types.json import Jsonb
 
 from connsync.errors import LockError, StoreError, VersionConflict
 from connsync.model import Secret, StoredConnection
-from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Write, fingerprint, new_lock, now
+from connsync.store.base import (
+    HISTORY_LIMIT,
+    AuditEntry,
+    EmptyStore,
+    LockInfo,
+    Snapshot,
+    Verification,
+    Write,
+    fingerprint,
+    new_lock,
+    now,
+)
 from connsync.store.pgconnect import ConnectionTarget, connect
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
 from connsync.store.sql import COLUMNS, record_from_row
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verification history
 _LOCK_POLL_SECONDS = 0.25
 
 # Tables of one schema; {s} is the schema, quoted as an identifier.
@@ -83,6 +94,22 @@ CREATE TABLE IF NOT EXISTS {s}.locks (
     acquired_at timestamptz NOT NULL,
     backend_pid integer NOT NULL
 );
+"""
+
+# Schema 2: one row per verification result, the newest N of each connection kept.
+_HISTORY_TABLES = """
+CREATE TABLE IF NOT EXISTS {s}.verifications (
+    id bigserial PRIMARY KEY,
+    workspace text NOT NULL,
+    name_key text NOT NULL,
+    name text NOT NULL,
+    at text NOT NULL,
+    status text NOT NULL,
+    account text,
+    messages jsonb NOT NULL,
+    key_created text
+);
+CREATE INDEX IF NOT EXISTS verifications_by_name ON {s}.verifications (workspace, name_key, id);
 """
 
 
@@ -155,6 +182,13 @@ class PostgresStore:
             "SELECT at, workspace, name, action, version_before, version_after, actor, git_revision, "
             "source FROM {s}.audit WHERE workspace = %s ORDER BY id", (self.workspace,))
         return [AuditEntry(_iso(row[0]), *row[1:]) for row in rows]
+
+    def verifications(self, name: str | None = None) -> list[Verification]:
+        one = " AND name_key = %s" if name is not None else ""
+        params = (self.workspace, name.casefold()) if name is not None else (self.workspace,)
+        rows = self._query("SELECT name, at, status, account, messages, key_created FROM {s}.verifications "
+                           f"WHERE workspace = %s{one} ORDER BY id DESC", params)
+        return [Verification(row[0], row[1], row[2], row[3], tuple(row[4]), row[5]) for row in rows]
 
     def snapshot(self) -> Snapshot:
         return Snapshot([(r, self.read_secrets(r.name)) for r in self.records()], self.audit())
@@ -274,6 +308,19 @@ class PostgresStore:
             version = row[0] if row else None
             self._audit(cursor, AuditEntry(now(), self.workspace, name, action, version, version, actor,
                                            git_revision, source))
+
+    def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
+        with self._write() as cursor:
+            for result in map(Verification.bounded, results):
+                key = result.name.casefold()
+                self._run(cursor, "INSERT INTO {s}.verifications (workspace, name_key, name, at, status, "
+                          "account, messages, key_created) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                          (self.workspace, key, result.name, result.at, result.status, result.account,
+                           Jsonb(list(result.messages)), result.key_created))
+                self._run(cursor, "DELETE FROM {s}.verifications WHERE workspace = %s AND name_key = %s "
+                          "AND id NOT IN (SELECT id FROM {s}.verifications WHERE workspace = %s AND "
+                          "name_key = %s ORDER BY id DESC LIMIT %s)",
+                          (self.workspace, key, self.workspace, key, max(1, keep)))
 
     def _audit(self, cursor: psycopg.Cursor[Any], entry: AuditEntry) -> None:
         self._run(cursor, "INSERT INTO {s}.audit (at, workspace, name, action, version_before, "
@@ -415,10 +462,14 @@ def _prepare(conn: psycopg.Connection[Any], target: ConnectionTarget, sealer: Se
             if namespace.fetchone() is None:  # CREATE SCHEMA needs rights on the database itself
                 conn.execute(sql.SQL("CREATE SCHEMA {s}").format(s=schema))
             conn.execute(sql.SQL(_TABLES).format(s=schema))
+            conn.execute(sql.SQL(_HISTORY_TABLES).format(s=schema))
             conn.execute(sql.SQL("INSERT INTO {s}.meta (key, value) VALUES ('schema_version', %s), "
                                  "('salt', %s) ON CONFLICT DO NOTHING").format(s=schema),
                          (str(SCHEMA_VERSION).encode(), sealer.new_sealed_salt()))
         meta = dict(conn.execute(sql.SQL("SELECT key, value FROM {s}.meta").format(s=schema)).fetchall())
+        if int(bytes(meta.get("schema_version", b"0"))) == 1 and "salt" in meta:
+            _upgrade_to_history(conn, target)
+            meta["schema_version"] = str(SCHEMA_VERSION).encode()
     version = int(bytes(meta.get("schema_version", b"0")))
     if version > SCHEMA_VERSION:
         raise StoreError(
@@ -428,6 +479,15 @@ def _prepare(conn: psycopg.Connection[Any], target: ConnectionTarget, sealer: Se
         raise StoreError(f"the schema {target.schema!r} of {target.shown} is not a connsync store",
                          hint="choose another schema with ?schema=NAME in the store URL")
     return sealer.open_salt(bytes(meta["salt"]), target.shown, KEY_VARIABLE)
+
+
+def _upgrade_to_history(conn: psycopg.Connection[Any], target: ConnectionTarget) -> None:
+    """Schema 2 adds the verification history: a new table, nothing else changes (once, under a lock)."""
+    schema = sql.Identifier(target.schema)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(target.schema, "\0init"),))
+    conn.execute(sql.SQL(_HISTORY_TABLES).format(s=schema))
+    conn.execute(sql.SQL("UPDATE {s}.meta SET value = %s WHERE key = 'schema_version'").format(s=schema),
+                 (str(SCHEMA_VERSION).encode(),))
 
 
 @contextlib.contextmanager

@@ -15,14 +15,24 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from connsync.errors import LockError, StoreError, VersionConflict
 from connsync.model import Secret, StoredConnection
-from connsync.store.base import AuditEntry, LockInfo, Snapshot, Write, fingerprint, new_lock, now
+from connsync.store.base import (
+    HISTORY_LIMIT,
+    AuditEntry,
+    LockInfo,
+    Snapshot,
+    Verification,
+    Write,
+    fingerprint,
+    new_lock,
+    now,
+)
 from connsync.store.sealing import Sealer
 from connsync.store.sql import COLUMNS, record_from_row
 from connsync.store.sqlite_file import SCHEMA_VERSION, create, load_key, open_salt, read_meta, transaction
@@ -123,6 +133,16 @@ class SqliteStore:
             "source FROM audit WHERE workspace = ? ORDER BY id", (self.workspace,)
         ).fetchall()
         return [AuditEntry(*row) for row in rows]
+
+    def verifications(self, name: str | None = None) -> list[Verification]:
+        where, params = "workspace = ?", [self.workspace]
+        if name is not None:
+            where, params = where + " AND name_key = ?", [*params, name.casefold()]
+        rows = self._conn.execute(
+            "SELECT name, at, status, account, messages, key_created FROM verifications "  # noqa: S608
+            f"WHERE {where} ORDER BY id DESC", params).fetchall()
+        return [Verification(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5])
+                for row in rows]
 
     def snapshot(self) -> Snapshot:
         return Snapshot([(r, self.read_secrets(r.name)) for r in self.records()], self.audit())
@@ -225,6 +245,20 @@ class SqliteStore:
             version = current[4] if current else None
             self._audit(AuditEntry(now(), self.workspace, name, action, version, version, actor,
                                    git_revision, source))
+
+    def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
+        with self._write():
+            for result in map(Verification.bounded, results):
+                key = result.name.casefold()
+                self._conn.execute(
+                    "INSERT INTO verifications (workspace, name_key, name, at, status, account, messages, "
+                    "key_created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.workspace, key, result.name, result.at, result.status, result.account,
+                     json.dumps(list(result.messages)), result.key_created))
+                self._conn.execute(
+                    "DELETE FROM verifications WHERE workspace = ? AND name_key = ? AND id NOT IN "
+                    "(SELECT id FROM verifications WHERE workspace = ? AND name_key = ? ORDER BY id DESC "
+                    "LIMIT ?)", (self.workspace, key, self.workspace, key, max(1, keep)))
 
     def _audit(self, entry: AuditEntry) -> None:
         self._conn.execute(

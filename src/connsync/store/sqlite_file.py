@@ -19,7 +19,23 @@ from connsync.errors import StoreError
 from connsync.fsutil import write_atomic
 from connsync.store.sealing import KEY_VARIABLE, Sealer, decode_key, new_key_text
 
-SCHEMA_VERSION = 2  # 2: the fingerprint salt is sealed with the store key
+SCHEMA_VERSION = 3  # 2: the fingerprint salt is sealed with the store key; 3: verification history
+
+# Schema 3: one row per verification result, the newest N of each connection kept.
+HISTORY_TABLES = (
+    """CREATE TABLE IF NOT EXISTS verifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- insertion order: newest is highest
+    workspace TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    account TEXT,
+    messages TEXT NOT NULL,           -- JSON list of strings
+    key_created TEXT
+)""",
+    "CREATE INDEX IF NOT EXISTS verifications_by_name ON verifications (workspace, name_key, id)",
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -87,6 +103,8 @@ def create(path: Path) -> None:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            for statement in HISTORY_TABLES:
+                conn.execute(statement)
             sealer = Sealer(key)
             conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                              [("schema_version", str(SCHEMA_VERSION)), ("salt", sealer.new_sealed_salt())])
@@ -168,7 +186,17 @@ def open_salt(conn: sqlite3.Connection, meta: dict[str, Any], sealer: Sealer, pa
     if int(meta.get("schema_version", 0)) < 2:
         _upgrade_to_sealed_salt(conn, sealer, meta, path, key_source)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if int(meta.get("schema_version", 0)) < 3:
+        _upgrade_to_history(conn)
     return sealer.open_salt(bytes(meta["salt"]), str(path), key_source)
+
+
+def _upgrade_to_history(conn: sqlite3.Connection) -> None:
+    """Schema 3 adds the verification history: a new table, nothing else changes."""
+    with transaction(conn):
+        for statement in HISTORY_TABLES:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _upgrade_to_sealed_salt(conn: sqlite3.Connection, sealer: Sealer, meta: dict[str, Any], path: Path,
@@ -186,7 +214,7 @@ def _upgrade_to_sealed_salt(conn: sqlite3.Connection, sealer: Sealer, meta: dict
         conn.execute("UPDATE meta SET value = ? WHERE key = 'salt'",
                      (sealer.seal_salt(bytes(meta["salt"])),))
         conn.execute("DELETE FROM meta WHERE key = 'key_check'")
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
 
 @contextlib.contextmanager

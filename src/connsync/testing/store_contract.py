@@ -31,7 +31,7 @@ import pytest
 
 from connsync.errors import LockError, StoreError, VersionConflict
 from connsync.model import Secret
-from connsync.store import Store, Write, open_store, opened
+from connsync.store import HISTORY_LIMIT, Store, Verification, Write, open_store, opened
 
 CANARY = "ContractCanary/NeverShown+0123456789abcd"  # 40 characters, as AWS secrets are
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -219,6 +219,48 @@ class StoreContract:
             ("aws prod", "rotate-create-key AKIAIOSFODNN7EXAMPLE", 1, 1, "rotator", "abc",
              "connections/x.yaml"),
             ("Gone", "rotate-delete-key AKIAIOSFODNN7EXAMPLE", None, None, "rotator", None, None)]
+
+    # --- verification history ---------------------------------------------------
+
+    def test_verification_history_keeps_the_newest_per_connection(self, store: Store) -> None:
+        store.put(write(), expected_version=None)
+        first = Verification("AWS Prod", "2026-01-01T00:00:00Z", "ok", "123456789012", (), "2025-06-01")
+        second = Verification("AWS Prod", "2026-01-02T00:00:00Z", "warning", "123456789012",
+                              ("the key is 200 days old",), "2025-06-01")
+        third = Verification("aws PROD", "2026-01-03T00:00:00Z", "failed", None, ("key rejected by STS",))
+        # A connection is verified before it is first applied: no record needed.
+        unapplied = Verification("Not Applied", "2026-01-02T12:00:00Z", "ok", "210987654321")
+        store.record_verifications([first, unapplied], keep=2)
+        store.record_verifications([second], keep=2)
+        store.record_verifications([third], keep=2)
+        assert store.verifications("AWS PROD") == [third, second], store.verifications()
+        assert store.verifications("not applied") == [unapplied]
+        assert store.verifications("nobody") == []
+        everything = store.verifications()
+        assert sorted(everything, key=lambda v: v.at) == [second, unapplied, third]
+        # History is neither a write of the record nor an audit entry.
+        record = store.get("AWS Prod")
+        assert record is not None and record.version == 1
+        assert [a.action for a in store.audit()] == ["create"]
+
+    def test_verification_history_is_bounded_by_default_and_per_workspace(self, url: str) -> None:
+        with opened(url, "one") as one, opened(url, "two") as two:
+            results = [Verification("AWS Prod", f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z", "ok", "1" * 12,
+                                    (f"check {i}",)) for i in range(HISTORY_LIMIT + 5)]
+            for result in results:
+                one.record_verifications([result])
+            kept = one.verifications("AWS Prod")
+            assert kept == results[::-1][:HISTORY_LIMIT]
+            assert two.verifications() == [] and two.verifications("AWS Prod") == []
+
+    def test_verification_history_keeps_long_messages_bounded(self, store: Store) -> None:
+        long = Verification("AWS Prod", "2026-01-01T00:00:00Z", "failed", None,
+                            tuple("x" * 2000 for _ in range(30)))
+        store.record_verifications([long])
+        [kept] = store.verifications("AWS Prod")
+        assert (kept.name, kept.at, kept.status) == ("AWS Prod", long.at, "failed")
+        assert 1 <= len(kept.messages) <= 10 and all(len(m) <= 500 for m in kept.messages)
+        assert kept.messages[0].startswith("xxx")
 
     # --- the workspace lock ----------------------------------------------------
 
