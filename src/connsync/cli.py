@@ -284,9 +284,11 @@ def edit(app: App, name: str) -> int:
 @global_options
 @click.argument("paths", nargs=-1, type=click.Path())
 @REQUIRE_VERIFIED
+@click.option("--no-history", is_flag=True,
+              help="Do not keep the results in the store's verification history (read by 'report').")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
-def verify(app: App, paths: tuple[str, ...], require_verified: bool, fmt: str) -> int:
+def verify(app: App, paths: tuple[str, ...], require_verified: bool, no_history: bool, fmt: str) -> int:
     """Decrypt the files and check each credential with its provider (network).
 
     AWS: STS GetCallerIdentity with the connection's own key proves the key
@@ -296,11 +298,17 @@ def verify(app: App, paths: tuple[str, ...], require_verified: bool, fmt: str) -
     its subscription. GCP: a token for the key, then its project; the key's
     age (best effort). Exit 0 when none failed (warnings and skipped allowed,
     unless --require-verified), else 1.
+
+    The results go into the store's verification history (the newest
+    verify.history per connection, 20 by default) when the store exists;
+    'connsync report' shows the latest. A store that cannot take them costs
+    a warning, not the exit status.
     """
     from connsync.commands.verify import verify as run
 
     json_errors("verify", fmt)
-    return run(_requiring_verified(app.config, require_verified), paths, fmt=fmt, style=app.style)
+    return run(_requiring_verified(app.config, require_verified), paths, fmt=fmt, style=app.style,
+               history=not no_history)
 
 
 @cli.command()

@@ -13,6 +13,7 @@ from connsync import render
 from connsync.errors import ConfigError
 from connsync.fsutil import find_upward
 from connsync.providers.base import VerifySettings
+from connsync.store.base import HISTORY_LIMIT
 from connsync.validate import schema
 from connsync.validate.loader import YamlProblem, locate, parse
 
@@ -31,6 +32,7 @@ class Config:
     verify: VerifySettings = field(default_factory=VerifySettings)
     max_deletes: int = 10
     prune: bool = False  # apply.prune: plan and apply delete records whose file is gone
+    verify_history: int = HISTORY_LIMIT  # verify.history: results kept per connection
 
 
 def _read(path: Path) -> Mapping[str, Any]:
@@ -182,4 +184,5 @@ def load_config(
         verify=_verify_settings(verify, env),
         max_deletes=int(apply_.get("max_deletes", 10)),
         prune=bool(apply_.get("prune", False)),
+        verify_history=int(verify.get("history", HISTORY_LIMIT)),
     )

@@ -74,7 +74,8 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
             try:
                 report = execute(planned.plan, planned.desired, store,
                                  verifier=None if options.skip_verify else verifier,
-                                 actor=actor(), git_revision=git_revision(config.root))
+                                 actor=actor(), git_revision=git_revision(config.root),
+                                 history=config.verify_history)
             except ApplyInterrupted as interrupted:
                 return _report_interrupted(interrupted.report, fmt, style)
         finally:

@@ -31,6 +31,7 @@ verify:
   concurrency: 64        # connections verified at once (the work waits on the network)
   per_account_concurrency: 8   # at most this many at once for one account/tenant/project
   timeout_seconds: 10
+  history: 20            # results the store keeps per connection ('connsync report' shows the latest)
 apply:
   prune: false           # true: plan and apply delete records whose file was deleted
   max_deletes: 10        # a prune never deletes more than this in one apply

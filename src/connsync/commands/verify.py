@@ -13,13 +13,15 @@ from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError
 from connsync.model import Desired
 from connsync.providers import Verdict
 from connsync.providers.verification import verify_all
+from connsync.reconcile.history import record_at
 from connsync.reconcile.pipeline import load_valid
 
 # Up to this many connections, plain lines are progress enough.
 PROGRESS_BAR_ABOVE = 5
 
 
-def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Style) -> int:
+def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Style,
+           history: bool = True) -> int:
     declarations = load_valid(config, paths)
     decrypted = sops.decrypt_many((d, Path(d.file)) for d in declarations)
     verdicts: list[Verdict] = [
@@ -41,6 +43,10 @@ def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Styl
         results = verify_all(desired, config.verify, on_done=on_done)
     verdicts += results.values()
     verdicts.sort(key=lambda v: v.name.casefold())
+    if history:
+        warning = record_at(config.store_url, config.workspace, verdicts, config.verify_history)
+        if warning:
+            click.echo(style(f"Warning: {render.text(warning, 400)}", fg="yellow"), err=True)
 
     if fmt == "json":
         ok = not any(v.status == "failed" for v in verdicts)

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -192,18 +193,19 @@ def verify(desired: Desired, settings: VerifySettings, client_hook: ClientHook |
         return result("failed", "this is the account root user's key: use an IAM user's key with only "
                       "the permissions the platform needs, and delete the root key", identity=who)
 
-    warnings = _key_age_warnings(clients.get("iam", region), key, settings)
+    warnings, created = _key_age_warnings(clients.get("iam", region), key, settings)
     listing = clients.get("iam", region).list_attached_user_policies
     exposure = aws_exposure.check(who["arn"].rsplit("/", 1)[-1], declared_account, region, key.access_key_id,
                                   lambda **p: _call(functools.partial(listing, **p), key), clients.ambient)
     failure, note = aws_exposure.judged(exposure, accepted=who["arn"] in settings.quarantine_accepted)
     if failure:
-        return result("failed", failure, *warnings, identity=who)
+        return replace(result("failed", failure, *warnings, identity=who), key_created=created)
     warnings += [note] if note else []
-    return result("warning" if warnings else "ok", *warnings, identity=who)
+    return replace(result("warning" if warnings else "ok", *warnings, identity=who), key_created=created)
 
 
-def _key_age_warnings(iam: Any, key: _Key, settings: VerifySettings) -> list[str]:
+def _key_age_warnings(iam: Any, key: _Key, settings: VerifySettings) -> tuple[list[str], datetime | None]:
+    """What IAM says about the key's age and status, and when it was created (None: unknown)."""
     try:
         # Without UserName, IAM lists the calling user's own keys.
         keys = _call(iam.list_access_keys, key)["AccessKeyMetadata"]
@@ -211,13 +213,13 @@ def _key_age_warnings(iam: Any, key: _Key, settings: VerifySettings) -> list[str
         code = _code(exc)
         if code in ("AccessDenied", "AccessDeniedException"):
             return ["key age unknown: IAM denied ListAccessKeys (allow iam:ListAccessKeys on the "
-                    "user itself to check rotation)"]
-        return [f"key age unknown: IAM ListAccessKeys failed ({code})"]
+                    "user itself to check rotation)"], None
+        return [f"key age unknown: IAM ListAccessKeys failed ({code})"], None
     except BotoCoreError as exc:
-        return [f"key age unknown: IAM ListAccessKeys failed ({type(exc).__name__})"]
+        return [f"key age unknown: IAM ListAccessKeys failed ({type(exc).__name__})"], None
     mine = next((k for k in keys if k.get("AccessKeyId") == key.access_key_id), None)
     if mine is None:
-        return ["key age unknown: IAM did not list this key"]
+        return ["key age unknown: IAM did not list this key"], None
     warnings = []
     if mine.get("Status") != "Active":
         warnings.append(f"the key is {str(mine.get('Status', 'inactive')).lower()}")
@@ -226,4 +228,5 @@ def _key_age_warnings(iam: Any, key: _Key, settings: VerifySettings) -> list[str
         overdue = key_age.overdue_message(created, settings.max_key_age_days)
         if overdue:
             warnings.append(overdue)
-    return warnings
+        return warnings, created
+    return warnings, None

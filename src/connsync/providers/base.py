@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from connsync.model import Desired
@@ -66,6 +67,8 @@ class Verdict:
     status: Status
     identity: Mapping[str, str] = field(default_factory=dict)
     messages: tuple[str, ...] = ()
+    # When the key was created, where the provider told (IAM's CreateDate): the report's key age.
+    key_created: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {

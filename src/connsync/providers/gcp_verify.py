@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,8 +113,9 @@ def verify(desired: Desired, settings: VerifySettings, session: requests.Session
     warnings = []
     if body.get("state") not in (None, "ACTIVE"):
         warnings.append(f"project {project} is {body['state']}")
-    warnings += _key_age_warnings(session, token, email, key_id, settings)
-    return result("warning" if warnings else "ok", *warnings, identity=who)
+    key_warnings, created = _key_age_warnings(session, token, email, key_id, settings)
+    warnings += key_warnings
+    return replace(result("warning" if warnings else "ok", *warnings, identity=who), key_created=created)
 
 
 def _load_key(secret: Secret) -> Any:
@@ -167,27 +169,27 @@ def _published_keys(session: requests.Session, email: str,
 
 
 def _key_age_warnings(session: requests.Session, token: str, email: str, key_id: str,
-                      settings: VerifySettings) -> list[str]:
+                      settings: VerifySettings) -> tuple[list[str], datetime | None]:
     iam = (settings.gcp_iam_endpoint or IAM).rstrip("/")
     try:
         status, body = get_json(session, f"{iam}/v1/projects/-/serviceAccounts/{email}/keys/{key_id}",
                                 token, settings)
     except requests.RequestException as exc:
-        return [f"key age unknown: IAM serviceAccounts.keys.get failed ({type(exc).__name__})"]
+        return [f"key age unknown: IAM serviceAccounts.keys.get failed ({type(exc).__name__})"], None
     if status == 403:
-        return ["key age unknown: IAM denied serviceAccounts.keys.get (grant iam.serviceAccountKeys.get "
-                "on the service account itself, e.g. roles/iam.serviceAccountKeyAdmin, to check rotation)"]
+        return ["key age unknown: IAM denied serviceAccounts.keys.get (grant iam.serviceAccountKeys.get on "
+                "the service account itself, e.g. roles/iam.serviceAccountKeyAdmin, to check rotation)"], None
     if status != 200 or not isinstance(body, dict):
-        return [f"key age unknown: IAM serviceAccounts.keys.get answered HTTP {status}"]
+        return [f"key age unknown: IAM serviceAccounts.keys.get answered HTTP {status}"], None
     warnings = []
     if body.get("disabled"):
         warnings.append("the key is disabled")
     try:
         created = datetime.fromisoformat(str(body.get("validAfterTime")).replace("Z", "+00:00"))
     except ValueError:
-        return [*warnings, "key age unknown: IAM gave no validAfterTime"]
+        return [*warnings, "key age unknown: IAM gave no validAfterTime"], None
     age = (datetime.now(UTC) - created).days
     if age > settings.max_key_age_days:
         warnings.append(f"the key is {age} days old, past max_key_age_days ({settings.max_key_age_days}): "
                         "rotate it")
-    return warnings
+    return warnings, created

@@ -14,8 +14,9 @@ from typing import Any
 from connsync.errors import ConnsyncError, StoreError
 from connsync.model import Desired
 from connsync.providers import Verdict
+from connsync.reconcile.history import record
 from connsync.reconcile.plan import Change, Plan
-from connsync.store import Store, Write
+from connsync.store import HISTORY_LIMIT, Store, Write
 
 Verifier = Callable[[Sequence[Desired]], Mapping[str, Verdict]]  # keyed by casefolded name
 
@@ -66,11 +67,15 @@ def execute(
     verifier: Verifier | None,
     actor: str,
     git_revision: str | None,
+    history: int = HISTORY_LIMIT,
 ) -> ApplyReport:
     report = ApplyReport(plan)
     writes = [c for c in plan.changes if c.action in ("create", "update")]
     verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
     report.verified = sum(v.status != "skipped" for v in verdicts.values())
+    not_kept = record(store, verdicts.values(), history)  # what report shows as the last verification
+    if not_kept:
+        report.warnings.append(not_kept)
 
     try:
         for change in plan.changes:

@@ -19,8 +19,9 @@ from connsync.store.base import (
     Write,
 )
 
-__all__ = ["HISTORY_LIMIT", "AuditEntry", "EmptyStore", "LockInfo", "Snapshot", "Store", "Verification", "Write",
-           "ephemeral_store_warnings", "is_embedded", "open_store", "opened", "refuse_ephemeral_store"]
+__all__ = ["HISTORY_LIMIT", "AuditEntry", "EmptyStore", "LockInfo", "Snapshot", "Store", "Verification",
+           "Write", "ephemeral_store_warnings", "is_embedded", "open_store", "opened",
+           "refuse_ephemeral_store"]
 
 
 def open_store(url: str, workspace: str, *, create: bool = True) -> Store:

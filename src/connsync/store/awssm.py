@@ -51,6 +51,7 @@ from typing import Any
 
 from connsync.errors import StoreError, VersionConflict
 from connsync.model import Secret, StoredConnection
+from connsync.store.awssm_history import fit_history, history_entries, history_meta
 from connsync.store.awssm_layout import (
     MANAGED_TAG,
     WORKSPACE_TAG,
@@ -74,7 +75,6 @@ from connsync.store.awssm_layout import (
     version_token,
 )
 from connsync.store.awssm_lock import LeaseLock
-from connsync.store.awssm_history import fit_history, history_entries, history_meta
 from connsync.store.base import (
     HISTORY_LIMIT,
     AuditEntry,

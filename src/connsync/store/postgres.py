@@ -184,10 +184,12 @@ class PostgresStore:
         return [AuditEntry(_iso(row[0]), *row[1:]) for row in rows]
 
     def verifications(self, name: str | None = None) -> list[Verification]:
-        one = " AND name_key = %s" if name is not None else ""
-        params = (self.workspace, name.casefold()) if name is not None else (self.workspace,)
-        rows = self._query("SELECT name, at, status, account, messages, key_created FROM {s}.verifications "
-                           f"WHERE workspace = %s{one} ORDER BY id DESC", params)
+        query = "SELECT name, at, status, account, messages, key_created FROM {s}.verifications WHERE "
+        if name is None:
+            rows = self._query(query + "workspace = %s ORDER BY id DESC", (self.workspace,))
+        else:
+            rows = self._query(query + "workspace = %s AND name_key = %s ORDER BY id DESC",
+                               (self.workspace, name.casefold()))
         return [Verification(row[0], row[1], row[2], row[3], tuple(row[4]), row[5]) for row in rows]
 
     def snapshot(self) -> Snapshot:

@@ -1,0 +1,126 @@
+"""Verification history: verify and apply leave each result in the store, through the CLI."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connsync.store import opened
+from connsync.store.sqlite_file import SCHEMA_VERSION
+from tests.conftest import CANARY, MotoServer, Run
+from tests.pgserver import PgServer
+from tests.test_verify import aws_repo  # noqa: F401 - the fixture: a moto server, four AWS connections
+
+
+@pytest.fixture(autouse=True)
+def _auth_off_afterwards(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The moto server's credential checks are process-wide: in-process moto tests run after these."""
+    yield
+    if "aws_repo" in request.fixturenames:
+        server: MotoServer = request.getfixturevalue("moto_server")
+        server.require_auth(False)
+
+
+def _store(repo: Path) -> str:
+    return f"sqlite:{repo / '.connsync' / 'store.db'}"
+
+
+def test_apply_then_verify_keep_each_result(aws_repo: Path, run: Run) -> None:  # noqa: F811
+    assert run("apply", "--auto-approve").code == 1  # two keys fail verification and are not written
+    with opened(_store(aws_repo), "default") as store:
+        after_apply = {v.name: v for v in store.verifications()}
+    assert {n: v.status for n, v in after_apply.items()} == {
+        "Good": "ok", "No IAM": "warning", "Unknown Key": "failed", "Wrong Secret": "failed"}
+    assert after_apply["Good"].account == "123456789012"
+    assert after_apply["Good"].key_created is not None  # IAM told the key's CreateDate
+    assert after_apply["No IAM"].key_created is None  # IAM denied: age unknown
+    assert after_apply["Wrong Secret"].messages == (
+        "key rejected by STS: the secret access key does not match the access key id",)
+
+    result = run("verify")
+    assert result.code == 1 and "Warning" not in result.err
+    with opened(_store(aws_repo), "default") as store:
+        good = store.verifications("good")
+        everything = store.verifications()
+        audit = store.audit()
+    assert [v.status for v in good] == ["ok", "ok"] and good[0].at >= good[1].at
+    assert len(everything) == 8
+    # Never a secret, and never a write of a record.
+    assert CANARY not in repr(everything)
+    assert [a.action for a in audit] == ["create", "create"]
+
+
+def test_history_is_bounded_by_the_setting(aws_repo: Path, run: Run) -> None:  # noqa: F811
+    config = aws_repo / "connsync.yaml"
+    text = config.read_text()
+    assert "\n  history: 20 " in text  # init writes the default, for the user to find
+    config.write_text(text.replace("\n  history: 20 ", "\n  history: 2 ", 1))
+    assert run("apply", "--auto-approve", "--skip-verify").code == 0  # the store exists now
+    for _ in range(3):
+        run("verify", "connections/good.yaml")
+    with opened(_store(aws_repo), "default") as store:
+        assert len(store.verifications("Good")) == 2
+
+
+def test_verify_without_a_store_says_the_results_were_not_kept(aws_repo: Path, run: Run) -> None:  # noqa: F811
+    result = run("verify", "connections/good.yaml")
+    assert result.code == 0
+    assert "verification results were not kept: the store does not exist yet" in result.err
+    assert not (aws_repo / ".connsync" / "store.db").exists()  # verify never creates the store
+    quiet = run("verify", "--no-history", "connections/good.yaml")
+    assert quiet.code == 0 and "not kept" not in quiet.err
+
+
+def test_an_embedded_store_of_schema_2_gains_the_history_table(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from connsync.store import Verification
+
+    url = f"sqlite:{tmp_path / 'store.db'}"
+    with opened(url, "default"):
+        pass
+    conn = sqlite3.connect(tmp_path / "store.db")
+    conn.execute("DROP TABLE verifications")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with opened(url, "default") as store:
+        store.record_verifications([Verification("AWS Prod", "2026-01-01T00:00:00Z", "ok")])
+        assert [v.status for v in store.verifications()] == ["ok"]
+    conn = sqlite3.connect(tmp_path / "store.db")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == \
+        str(SCHEMA_VERSION)
+    conn.close()
+
+
+def test_a_postgresql_store_of_schema_1_gains_the_history_table(pg_server: PgServer,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+    import os
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from connsync.store import Verification
+    from connsync.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = pg_server.url(schema=schema)
+    with opened(url, "default"):
+        pass
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:  # as a store of schema 1 was
+        conn.execute(sql.SQL("DROP TABLE {}.verifications").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("UPDATE {}.meta SET value = '1'::bytea WHERE key = 'schema_version'")
+                     .format(sql.Identifier(schema)))
+    with opened(url, "default") as store:
+        store.record_verifications([Verification("AWS Prod", "2026-01-01T00:00:00Z", "failed", None,
+                                                 ("no",))])
+        assert [(v.status, v.messages) for v in store.verifications("aws prod")] == [("failed", ("no",))]
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        row = conn.execute(sql.SQL("SELECT value FROM {}.meta WHERE key = 'schema_version'")
+                           .format(sql.Identifier(schema))).fetchone()
+        assert row is not None and bytes(row[0]) == str(PG_SCHEMA_VERSION).encode()
