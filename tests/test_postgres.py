@@ -126,7 +126,7 @@ def test_readme_team_setup_followed_as_written(pg_server: PgServer, tmp_path: Pa
         assert owner.fetchone() == ("connsync",)
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'connsync' AND tableowner = 'connsync'")}
-        assert tables == {"meta", "connections", "audit", "locks"}
+        assert tables == {"meta", "connections", "audit", "locks", "verifications"}
 
 
 def test_store_copy_both_ways_and_refusing_a_full_target(repo: Path, run: Run, pg_url: str,
