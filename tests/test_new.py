@@ -116,6 +116,16 @@ def test_force_keeps_description_and_labels(repo: Path, run: Run, monkeypatch: p
     assert "kept" not in result.out
 
 
+def test_new_in_the_repository_outside_connections_says_why(repo: Path, run: Run,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    result = new_aws(run, monkeypatch, extra=("--file", "rooted.yaml"))
+    assert result.code == 1
+    assert "outside its connections directory connections" in result.err
+    assert "--file connections/rooted.yaml" in result.err and "init --force" not in result.err
+    assert not (repo / "rooted.yaml").exists()
+    assert new_aws(run, monkeypatch, extra=("--file", "connections/rooted.yaml")).code == 0
+
+
 def test_new_outside_the_repository_uses_its_sops_rules_and_0600(
         repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch,
         tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -381,13 +381,30 @@ def test_a_secret_of_the_wrong_shape_is_never_planned_or_written(repo: Path, run
     assert store_of(repo).records() == []
 
 
-def test_plan_and_apply_act_only_on_files_of_this_repository(two: Path, run: Run, tmp_path: Path) -> None:
-    elsewhere = tmp_path.parent / f"{tmp_path.name}-other"
-    elsewhere.mkdir()
+@pytest.mark.parametrize("where", ["other-repository", "repository-root"])
+def test_every_command_acts_only_on_the_connections_directory(two: Path, run: Run, tmp_path: Path,
+                                                               where: str) -> None:
+    if where == "other-repository":
+        elsewhere = tmp_path.parent / f"{tmp_path.name}-other"
+        elsewhere.mkdir()
+    else:  # in the repository, beside connections/: a stored record would be an orphan of it
+        elsewhere = two / "other"
+        elsewhere.mkdir()
     outside = elsewhere / "aws-prod.yaml"
     outside.write_bytes((two / "connections/aws-prod.yaml").read_bytes().replace(b"AWS Prod", b"Other"))
-    assert run("validate", str(outside)).code == 0  # checking a file elsewhere is fine
-    for args in (["plan", str(outside)], ["plan", str(outside), "--out", "x.plan"]):
-        result = run(*args)  # (apply takes paths only through a saved plan)
-        assert result.code == 1 and "outside the repository" in result.err, (args, result)
+    for args in (["validate"], ["verify"], ["plan"], ["plan", "--out", "x.plan"]):
+        result = run(*args, str(outside), "--format", "json")
+        assert result.code == 1, (args, result)
+        assert "outside-connections" in result.out + result.err, (args, result)
+        assert "outside the connections directory connections" in result.out + result.err, (args, result)
     assert not (two / "x.plan").exists()
+    finding = json.loads(run("validate", str(outside), "--format", "json").out)["findings"][0]
+    assert (finding["rule"], finding["line"], finding["column"]) == ("outside-connections", 1, 1)
+    assert run("validate", "connections/aws-prod.yaml").code == 0  # the rule is the directory, not PATHS
+
+
+def test_apply_given_a_connection_file_says_it_takes_a_plan(two: Path, run: Run) -> None:
+    result = run("apply", "connections/aws-prod.yaml")
+    assert result.code == 64
+    assert "apply takes a plan file, not a connection file" in result.err
+    assert "connsync apply" in result.err and "--out" in result.err

@@ -301,6 +301,24 @@ def test_verify_command(aws_repo: Path, run: Run) -> None:
     assert run("verify", "connections/good.yaml").code == 0
 
 
+def test_an_invalid_file_fails_alone_and_the_others_are_verified(aws_repo: Path, run: Run) -> None:
+    (aws_repo / "connections/broken.yaml").write_text("apiVersion: connsync/v1\nprovider: aws\n")
+    report = json.loads(run("verify", "--format", "json").out)
+    by_name = {r["name"]: r for r in report["results"]}
+    assert by_name["Good"]["status"] == "ok"  # still verified
+    broken = by_name["connections/broken.yaml"]
+    assert broken["status"] == "failed" and broken["file"] == "connections/broken.yaml"
+    assert any(m.startswith("invalid: 1:1 [schema]") for m in broken["messages"]), broken
+
+
+def test_a_file_no_key_opens_says_where_sops_looked(aws_repo: Path, run: Run,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOPS_AGE_KEY_FILE")
+    result = run("verify", "connections/good.yaml")
+    assert result.code == 1
+    assert "SOPS_AGE_KEY_FILE" in result.out and "keys.txt" in result.out, result.out
+
+
 def test_apply_verifies_before_writing(aws_repo: Path, run: Run) -> None:
     result = run("apply", "--auto-approve", "--format", "json")
     assert result.code == 1

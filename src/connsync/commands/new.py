@@ -166,6 +166,12 @@ def new(config: Config, options: NewOptions, style: render.Style,
     if "name" not in form.metadata or errors:
         return _refuse(errors, missing, None)
     target = form.target(str(form.metadata["name"]))
+    if inside(target, config.root) and not inside(target, config.connections_dir):
+        # .sops.yaml's rules and every command look only in the connections directory.
+        return _refuse([f"--file {display_path(target)} is in the repository but outside its connections "
+                        f"directory {display_path(config.connections_dir)}: validate, plan and apply would "
+                        f"never see it; put it there (--file "
+                        f"{display_path(config.connections_dir / target.name)})"], [], target)
     kept = _kept_metadata(target, options) if target.exists() and options.force else {}
     form.metadata = {"name": form.metadata.pop("name"), **kept, **form.metadata}
 

@@ -14,7 +14,7 @@ from connsync.model import Desired
 from connsync.providers import Verdict
 from connsync.providers.verification import verify_all
 from connsync.reconcile.history import record_at
-from connsync.reconcile.pipeline import load_valid
+from connsync.validate import rules
 
 # Up to this many connections, plain lines are progress enough.
 PROGRESS_BAR_ABOVE = 5
@@ -22,10 +22,13 @@ PROGRESS_BAR_ABOVE = 5
 
 def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Style,
            history: bool = True) -> int:
-    declarations = load_valid(config, paths)
+    # An invalid file fails on its own; it does not stop the others being verified.
+    validation = rules.validate_files(paths, config.connections_dir, config.root)
+    declarations = validation.valid_declarations()
     decrypted = sops.decrypt_many((d, Path(d.file)) for d in declarations)
-    verdicts: list[Verdict] = [
-        Verdict(d.name, d.file, d.provider, "failed", messages=(str(r.message),))
+    verdicts: list[Verdict] = _invalid(validation) + [
+        Verdict(d.name, d.file, d.provider, "failed",
+                messages=tuple(m for m in (r.message, r.hint) if m))  # the hint says where sops looked
         for d, r in zip(declarations, decrypted, strict=True) if isinstance(r, ConnsyncError)
     ]
     desired = [r for r in decrypted if isinstance(r, Desired)]
@@ -44,7 +47,9 @@ def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Styl
     verdicts += results.values()
     verdicts.sort(key=lambda v: v.name.casefold())
     if history:
-        warning = record_at(config.store_url, config.workspace, verdicts, config.verify_history)
+        # A file too broken to name a connection has no history to keep.
+        named = [v for v in verdicts if v.provider != "-"]
+        warning = record_at(config.store_url, config.workspace, named, config.verify_history)
         if warning:
             click.echo(style(f"Warning: {render.text(warning, 400)}", fg="yellow"), err=True)
 
@@ -57,3 +62,21 @@ def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Styl
                 click.echo(render.verdict_line(verdict, style))
         click.echo(f"{render.verify_summary(verdicts)} in {time.monotonic() - started:.1f}s")
     return EXIT_FAILED if any(v.status == "failed" for v in verdicts) else EXIT_OK
+
+
+def _invalid(validation: rules.Validation) -> list[Verdict]:
+    """A failed verdict for each file with validation errors, naming them (as validate would)."""
+    parsed = {d.file: d.data for d in validation.declarations}  # may lack any field: it is invalid
+    by_file: dict[str, list[str]] = {}
+    for finding in validation.findings:
+        if finding.severity == "error":
+            by_file.setdefault(finding.file, []).append(
+                f"invalid: {finding.line}:{finding.column} [{finding.rule}] {finding.message}")
+    def field(file: str, *path: str) -> str | None:
+        value: object = parsed.get(file)
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, str) else None
+
+    return [Verdict(field(file, "metadata", "name") or file, file, field(file, "provider") or "-",
+                    "failed", messages=tuple(messages)) for file, messages in by_file.items()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,19 +32,9 @@ def load_valid(config: Config, paths: Sequence[str]) -> list[Declaration]:
     """The declarations, or InvalidDeclarations: nothing acts on a broken file."""
     validation = rules.validate_files(paths, config.connections_dir, config.root)
     errors = [f for f in validation.findings if f.severity == "error"]
-    errors += _outside(validation.declarations, config.root)
     if errors:
         raise InvalidDeclarations(errors)
     return validation.declarations
-
-
-def _outside(declarations: Sequence[Declaration], root: Path) -> list[Finding]:
-    """validate may check a file elsewhere; plan and apply act on this repository's files only
-    (a record whose source is another repository's file would be pruned by the next plan here)."""
-    repository = Path(os.path.realpath(root))
-    return [Finding("error", "outside-repository", d.file, 1, 1, "$",
-                    f"outside the repository {repository}: plan and apply act only on its files")
-            for d in declarations if not Path(os.path.realpath(d.file)).is_relative_to(repository)]
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,11 @@ def _load(path: str) -> tuple[SavedPlan, dict[str, Any]]:
     try:
         data = json.loads(text)
     except ValueError as exc:
+        if Path(path).suffix.lower() in (".yaml", ".yml"):  # a connection file, not a plan
+            raise UsageError(f"{path}: apply takes a plan file, not a connection file",
+                             hint="to apply the connection files run 'connsync apply' "
+                                  "(or 'connsync plan FILE --out PLANFILE', then 'connsync apply PLANFILE')"
+                             ) from None
         raise ConnsyncError(f"{path}: not a connsync plan file (not JSON: {exc})") from None
     error = next(iter(sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))), None)
     if error is not None:

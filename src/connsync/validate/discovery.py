@@ -149,6 +149,12 @@ class _Walk:
         self.finding(path, "not-a-file", f"{kind}, not a regular file; connection files are plain files")
 
 
+def _within(path: Path, directory: Path) -> bool:
+    """Whether ``path`` lies in ``directory``, as written or with its symlinks resolved."""
+    return (Path(os.path.abspath(path)).is_relative_to(os.path.abspath(directory))
+            or Path(os.path.realpath(path)).is_relative_to(os.path.realpath(directory)))
+
+
 def _dir_key(path: Path) -> tuple[int, int]:
     info = path.stat()
     return info.st_dev, info.st_ino
@@ -158,8 +164,8 @@ def discover(paths: Sequence[str | Path], default_dir: Path, root: Path | None =
     """The files named by PATH arguments (or under the default directory), and what could not be seen.
 
     ``root`` is the repository (the directory of connsync.yaml): a symlink may
-    not lead out of it. A path the user names explicitly outside it is
-    searched, with the same rule for the symlinks under it.
+    not lead out of it. A path the user names outside ``default_dir`` is a
+    finding, never read: every command acts on the connections directory's files only.
     """
     repository = Path(os.path.realpath(root or Path.cwd()))
     walk = _Walk(repository)
@@ -172,6 +178,13 @@ def discover(paths: Sequence[str | Path], default_dir: Path, root: Path | None =
                 f"no connections directory at {display_path(start)}",
                 hint="run 'connsync init', or set 'connections:' in connsync.yaml",
             )
+        if paths and not _within(start, default_dir):
+            # One rule for every command: a stored record's source is a file of the connections
+            # directory, so no record can be the "orphan" of a file that still exists elsewhere.
+            walk.finding(start, "outside-connections",
+                         f"outside the connections directory {display_path(default_dir)}: connsync "
+                         "validates, verifies, plans and applies only the files in it")
+            continue
         # Where the path itself lives (its parent resolved), to tell inside from outside.
         located = Path(os.path.realpath(start.parent)) / start.name
         walk.boundary = repository if located.is_relative_to(repository) else Path(os.path.realpath(start))
