@@ -51,6 +51,18 @@ def test_new_asks_for_the_name_checks_each_answer_and_asks_again(repo: Path) -> 
     assert desired.secrets["secret_access_key"] == Secret(CANARY)
 
 
+@pytest.mark.parametrize(("flags", "env", "coloured"), [
+    ((), {}, True), (("--no-color",), {}, False), ((), {"NO_COLOR": "1"}, False)])
+def test_prompts_are_plain_under_no_color(repo: Path, flags: tuple[str, ...], env: dict[str, str],
+                                          coloured: bool) -> None:
+    code, transcript = run_in_terminal(
+        *flags, "new", "aws", "--name", "Plain", "--set", "account_id=123456789012",
+        "--set", "default_region=us-east-1", "--set", "access_key_id=AKIAIOSFODNN7EXAMPLE",
+        answers=((b"Secret Access Key", CANARY.encode() + b"\n"),), env=env)
+    assert code == 0, transcript
+    assert (b"\x1b[" in transcript) is coloured, transcript
+
+
 def test_a_bad_flag_is_asked_again_on_a_terminal(repo: Path) -> None:
     code, transcript = run_in_terminal(
         "new", "aws", "--name", "AWS Dev", "--set", "account_id=1234", "--set", "default_region=us-east-1",

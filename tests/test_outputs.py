@@ -61,12 +61,16 @@ def test_every_command_json_output_validates(repo: Path, run: Run, monkeypatch: 
     assert plan["pending"] is True and plan["summary"]["create"] == 1
     shown = checked("show", run("show", "changes.plan", "--format", "json"), ok=True)
     assert shown["changes"] == plan["changes"] and shown["signed"] is False
-    checked("verify", run("verify", "--format", "json"), ok=None)
+    assert "format" not in plan and "format" not in shown  # format_version versions the output
+    verified = checked("verify", run("verify", "--format", "json"), ok=None)
+    assert sum(verified["summary"].values()) == len(verified["results"]) == 1
     applied = checked("apply", run("apply", "--auto-approve", "--skip-verify", "--format", "json"), ok=True)
     assert applied["applied"] == [{"action": "create", "name": "AWS Prod", "version": 1}]
     listed = checked("list", run("list", "--format", "json"), ok=True)
     assert listed["connections"][0]["secrets"] == ["secret_access_key"]
     assert listed["connections"][0]["labels"] == {}
+    record = listed["connections"][0]
+    assert record["file"] == record["source"] == "connections/aws-prod.yaml"
     audited = checked("audit", run("audit", "--format", "json"), ok=True)
     assert [(e["name"], e["action"], e["version_after"]) for e in audited["entries"]] == [
         ("AWS Prod", "create", 1)]
@@ -105,3 +109,53 @@ def test_an_internal_error_is_json_too(repo: Path, run: Run, monkeypatch: pytest
     assert result.code == 3
     error = checked("list", result, ok=False)["error"]
     assert error["exit_code"] == 3 and error["message"].startswith("internal error (RuntimeError)")
+
+
+def test_the_json_commands_are_those_with_an_output_schema() -> None:
+    assert set(COMMANDS) == render.JSON_COMMANDS
+
+
+@pytest.mark.parametrize("args", [("list", "--format", "json", "--bogus"), ("verify", "--format=json", "-x"),
+                                  ("audit", "--format", "json", "--since", "x"),
+                                  ("plan", "--format", "json", "--detailed-exitcode", "--max-deletes", "2")])
+def test_usage_errors_under_format_json_are_the_envelope(repo: Path, run: Run, args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.code == 64
+    error = checked(args[0], result, ok=False)["error"]
+    assert error["exit_code"] == 64 and "no such option" in error["message"].lower()
+    assert error["hint"] == f"try 'connsync {args[0]} --help'"
+    assert "Error:" in result.err  # people still read click's own lines on stderr
+
+
+def test_a_bad_format_value_stays_click_text(repo: Path, run: Run) -> None:
+    result = run("list", "--format", "yaml")
+    assert result.code == 64 and result.out == "" and "'yaml' is not one of" in result.err
+
+
+def test_audit_says_which_names_it_does_not_know(repo: Path, run: Run,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    assert run("apply", "--auto-approve", "--skip-verify").code == 0
+    result = run("audit", "AWS Prod", "Nope", "--format", "json")
+    document = checked("audit", result, ok=False)
+    assert result.code == 1 and document["unknown"] == ["Nope"] and len(document["entries"]) == 1
+    text = run("audit", "Nope")
+    assert text.code == 1 and "no audit entry for 'Nope' in workspace default" in text.err
+    assert checked("audit", run("audit", "aws prod", "--format", "json"), ok=True)["unknown"] == []
+
+
+@pytest.mark.parametrize("command", ["list", "audit"])
+def test_outside_any_repository_list_and_audit_say_so(tmp_path: Path, run: Run, command: str) -> None:
+    result = run(command, cwd=tmp_path)
+    assert result.code == 1 and result.out == ""
+    assert "no connsync.yaml in" in result.err and "not a connections repository" in result.err
+    assert "--store" in result.err
+    named = run("--store", f"sqlite:{tmp_path}/elsewhere.db", command, cwd=tmp_path)
+    assert named.code == 0, named.err  # a store named explicitly needs no repository
+
+
+def test_init_again_says_it_is_already_initialised(repo: Path, run: Run) -> None:
+    before = (repo / ".sops.yaml").read_bytes()
+    result = run("init")
+    assert result.code == 0 and "already initialised" in result.out and "nothing was changed" in result.out
+    assert (repo / ".sops.yaml").read_bytes() == before

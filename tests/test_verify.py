@@ -328,4 +328,12 @@ def test_apply_verifies_before_writing(aws_repo: Path, run: Run) -> None:
     assert "verification failed" in report["failed"][0]["error"]
     listed = [r["name"] for r in json.loads(run("list", "--format", "json").out)["connections"]]
     assert listed == ["Good", "No IAM"]
+
+
+def test_apply_text_says_how_the_checks_ended(aws_repo: Path, run: Run) -> None:
+    result = run("apply", "--auto-approve")
+    assert result.code == 1
+    assert ("Checked 4 connections with their providers before writing: 2 passed, 2 failed (not written)."
+            in result.out), result.out
+    assert "Verified" not in result.out
     assert run("apply", "--auto-approve", "--skip-verify").code == 0  # the seam can be skipped

@@ -556,9 +556,20 @@ def unlock(app: App, lock_id: str) -> int:
     return run(app.config, lock_id)
 
 
+def _json_requested(argv: list[str]) -> str | None:
+    """The command, when ARGV asks it for --format json: click's own usage errors, raised before the
+    command runs, then come out in the JSON envelope like every other error."""
+    asked = any(a == "--format=json" or (a == "--format" and b == "json")
+                for a, b in zip(argv, [*argv[1:], ""], strict=True))
+    command = next((a for a in argv if a in cli.commands), None)
+    return command if asked and command in render.JSON_COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
-    json_errors_for = render.json_command.set(None)  # each run decides for itself (tests run many)
+    # Each run decides for itself (tests run many); a usage error under --format json is JSON too.
+    args = list(argv if argv is not None else sys.argv[1:])
+    json_errors_for = render.json_command.set(_json_requested(args))
     try:
         with error_handler(verbose) as outcome:
             result: Any = cli.main(args=list(argv) if argv is not None else None,

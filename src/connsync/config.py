@@ -34,6 +34,15 @@ class Config:
     prune: bool = False  # apply.prune: plan and apply delete records whose file is gone
     verify_history: int = HISTORY_LIMIT  # verify.history: results kept per connection
 
+    def require_repository_or_store(self) -> None:
+        """Outside any repository the embedded default store is nobody's: an "empty" answer from it
+        would be a false one, so say that there is no repository (as plan and validate do)."""
+        if self.file is None and self.store_url == resolve_store_url(DEFAULT_STORE, self.root):
+            raise ConfigError(f"no {CONFIG_NAME} in {render.text(str(self.root))} or any parent: "
+                              "not a connections repository",
+                              hint="run this inside one ('connsync init' makes one), or name a store "
+                                   "with --store or CONNSYNC_STORE")
+
 
 def _read(path: Path) -> Mapping[str, Any]:
     """The settings, checked against schemas/config.schema.json; every problem located."""

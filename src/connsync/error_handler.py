@@ -48,8 +48,9 @@ def error_handler(verbose: bool = False) -> Iterator[Outcome]:
         click.echo("Aborted.", err=True)
         outcome.code = EXIT_INTERRUPTED
     except click.ClickException as exc:
-        exc.show()
         outcome.code = EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+        _json_error(ConnsyncError(exc.format_message(), hint=_usage_hint(exc)), outcome.code)
+        exc.show()
     except KeyboardInterrupt:
         click.echo("Interrupted (^C).", err=True)
         outcome.code = EXIT_INTERRUPTED
@@ -73,6 +74,11 @@ def _json_error(exc: ConnsyncError, exit_code: int | None = None) -> bool:
     if command is not None:
         click.echo(render.error_envelope(command, exc, exit_code))
     return command is not None
+
+
+def _usage_hint(exc: click.ClickException) -> str | None:
+    ctx = getattr(exc, "ctx", None)
+    return f"try '{ctx.command_path} --help'" if ctx is not None else None
 
 
 def _explain_findings(exc: ConnsyncError) -> None:

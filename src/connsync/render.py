@@ -273,7 +273,10 @@ def _plan_markdown(plan: Plan) -> str:
 def apply_text(report: ApplyReport, style: Style) -> str:
     lines = []
     if report.verified:
-        lines.append(f"Verified {plural(report.verified, 'connection')} with their providers before writing.")
+        # "Verified" alone above a FAILED line would read as a pass: say how each check ended.
+        lines.append(f"Checked {plural(report.verified, 'connection')} with their providers before writing: "
+                     f"{report.verified - report.rejected} passed"
+                     + (f", {report.rejected} failed (not written)." if report.rejected else "."))
     for item in report.applied:
         version = f" (version {item['version']})" if "version" in item else ""
         lines.append(f"{text(item['name'])}: {item['action']}d{version}")
@@ -296,7 +299,8 @@ def apply_text(report: ApplyReport, style: Style) -> str:
 def record_json(record: StoredConnection) -> dict[str, Any]:
     return {
         "name": record.name, "provider": record.provider, "managed": record.managed,
-        "source": record.source, "version": record.version, "spec": dict(record.spec),
+        "source": record.source, "file": record.source,  # "file", as verify and plan say
+        "version": record.version, "spec": dict(record.spec),
         "secrets": sorted(record.fingerprints), "updated_at": record.updated_at,
         "updated_by": record.updated_by, "drift": record.drifted,
         "description": record.description, "labels": dict(record.labels),
@@ -354,6 +358,9 @@ def verify_summary(verdicts: Sequence[Verdict]) -> str:
 # The JSON Schemas are in connsync/outputs/<command>.schema.json (and docs/schemas/).
 
 JSON_FORMAT_VERSION = 1
+# The commands with --format json (each has connsync/outputs/<command>.schema.json).
+JSON_COMMANDS = frozenset({"validate", "verify", "plan", "show", "apply", "rotate", "list", "audit",
+                           "schema"})
 # Set by a command running with --format json, so that its errors come out as JSON too.
 json_command: ContextVar[str | None] = ContextVar("json_command", default=None)
 

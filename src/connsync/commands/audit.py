@@ -9,22 +9,30 @@ import click
 
 from connsync import render
 from connsync.config import Config
-from connsync.errors import EXIT_OK
+from connsync.errors import EXIT_FAILED, EXIT_OK
 from connsync.store import AuditEntry, opened
 
 
 def audit(config: Config, names: Sequence[str], *, fmt: str) -> int:
+    config.require_repository_or_store()
     with opened(config.store_url, config.workspace, create=False) as store:
         entries = store.audit()
     wanted = {n.casefold() for n in names}
     if wanted:
         entries = [e for e in entries if e.name.casefold() in wanted]
+    seen = {e.name.casefold() for e in entries}
+    # A NAME with no entry is a typo or a connection never written: said, never an empty "ok".
+    unknown = list(dict.fromkeys(n for n in names if n.casefold() not in seen))
     if fmt == "json":
-        click.echo(render.json_output("audit", True, {"workspace": config.workspace,
-                                                      "entries": [asdict(e) for e in entries]}))
+        click.echo(render.json_output("audit", not unknown, {
+            "workspace": config.workspace, "entries": [asdict(e) for e in entries], "unknown": unknown}))
     else:
-        click.echo(audit_text(entries))
-    return EXIT_OK
+        if entries or not unknown:
+            click.echo(audit_text(entries))
+        for name in unknown:
+            click.echo(f"connsync: no audit entry for {render.text(repr(name))} in workspace "
+                       f"{render.text(config.workspace)}", err=True)
+    return EXIT_FAILED if unknown else EXIT_OK
 
 
 def audit_text(entries: Sequence[AuditEntry]) -> str:

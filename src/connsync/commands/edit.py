@@ -85,7 +85,7 @@ def set_fields(config: Config, options: SetOptions, style: render.Style,
                     if f.path == f"$.spec.{field}"]
 
         secrets[field] = Secret(fields.ask(f"{prop.get('title', field)} ({field})", fields.about(prop, True),
-                                           hidden=True, check=check))
+                                           hidden=True, check=check, style=style))
     if not clear and not secrets:
         raise UsageError("nothing to set: give FIELD=VALUE, a secret FIELD to be asked for, or --secret-env")
 

@@ -147,6 +147,14 @@ def ensure_age_key() -> tuple[str, Path, bool]:
 
 def init(root: Path, options: InitOptions) -> int:
     recipients = list(options.age_recipients)
+    asked_for_keys = recipients or options.kms_arns or options.generate_age_key
+    if not asked_for_keys and (root / CONFIG_NAME).is_file() and (root / SOPS_CONFIG).is_file():
+        # As `git init` in a repository: nothing to do is not an error.
+        click.echo(f"connsync is already initialised in {render.text(str(root))} "
+                   f"({CONFIG_NAME} and {SOPS_CONFIG} exist); nothing was changed.")
+        click.echo("To change who can decrypt, run 'connsync init --force' with --age-recipient, --kms "
+                   "or --generate-age-key.")
+        return EXIT_OK
     if options.generate_age_key:
         public, key_path, created = ensure_age_key()
         click.echo(f"{'Created' if created else 'Using'} age key {key_path} (public key {public})")

@@ -19,6 +19,7 @@ def _with_age(shown: dict[str, Any], record: StoredConnection, ages: dict[str, i
 
 
 def list_connections(config: Config, *, fmt: str) -> int:
+    config.require_repository_or_store()
     with opened(config.store_url, config.workspace, create=False) as store:
         records = store.records()
         ages = key_age.known_ages(store)

@@ -117,7 +117,7 @@ def _kept_metadata(target: Path, options: NewOptions) -> dict[str, Any]:
 
 def _fill(form: Form, path: str, current: str | None, label: str, about: str, hidden: bool,
           store: Callable[[str], None], interactive: bool, errors: list[str],
-          missing: list[str]) -> None:
+          missing: list[str], style: render.Style) -> None:
     """One field of the form: from its flag, else the prompt; checked either way."""
     provider = form.options.provider
 
@@ -137,7 +137,7 @@ def _fill(form: Form, path: str, current: str | None, label: str, about: str, hi
     elif not interactive:
         missing.append(f"{_flag(path, provider)}: missing ({label})")
         return
-    fields.ask(label, about, hidden=hidden, check=check)
+    fields.ask(label, about, hidden=hidden, check=check, style=style)
 
 
 def new(config: Config, options: NewOptions, style: render.Style,
@@ -162,7 +162,7 @@ def new(config: Config, options: NewOptions, style: render.Style,
 
     _fill(form, NAME_PATH, options.name, "Name", fields.about(
         schema.get_schema("connection")["properties"]["metadata"]["properties"]["name"], False),
-        False, set_name, interactive, errors, missing)
+        False, set_name, interactive, errors, missing, style)
     if "name" not in form.metadata or errors:
         return _refuse(errors, missing, None)
     target = form.target(str(form.metadata["name"]))
@@ -187,7 +187,7 @@ def new(config: Config, options: NewOptions, style: render.Style,
 
         current = form.secrets[field].reveal() if field in form.secrets else form.clear.get(field)
         _fill(form, f"$.spec.{field}", current, f"{prop.get('title', field)} ({field})",
-              fields.about(prop, secret), secret, keep, interactive, errors, missing)
+              fields.about(prop, secret), secret, keep, interactive, errors, missing, style)
 
     if not errors and not missing:  # whatever no single field owns: labels, description
         asked = {NAME_PATH, *(f"$.spec.{f}" for f in properties)}

@@ -19,7 +19,7 @@ def print_plan(plan: Plan, fmt: str, style: render.Style, *, command: str = "pla
                extra: dict[str, object] | None = None) -> None:
     """One plan in one of the three formats; text warnings go to stderr, the rest to stdout."""
     if fmt == "json":
-        click.echo(render.json_output(command, True, {**plan.as_json(), **(extra or {})}))
+        click.echo(render.json_output(command, True, {**plan.as_output(), **(extra or {})}))
     elif fmt == "markdown":
         click.echo(render.plan_markdown(plan) + render.plan_notes_markdown(plan))
     else:

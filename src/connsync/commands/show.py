@@ -11,7 +11,7 @@ def show(path: str, *, fmt: str, style: render.Style) -> int:
     saved = planfile.read(path)
     plan = saved.plan
     if fmt == "json":
-        click.echo(render.json_output("show", True, {**plan.as_json(), "paths": list(saved.paths),
+        click.echo(render.json_output("show", True, {**plan.as_output(), "paths": list(saved.paths),
                                                       "signed": saved.signed}))
         return EXIT_OK
     if fmt == "markdown":

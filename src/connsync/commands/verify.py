@@ -55,7 +55,9 @@ def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Styl
 
     if fmt == "json":
         ok = not any(v.status == "failed" for v in verdicts)
-        click.echo(render.json_output("verify", ok, {"results": [v.as_json() for v in verdicts]}))
+        summary = {s: sum(v.status == s for v in verdicts) for s in ("ok", "warning", "failed", "skipped")}
+        click.echo(render.json_output("verify", ok, {"results": [v.as_json() for v in verdicts],
+                                                     "summary": summary}))
     else:
         if show_bar:
             for verdict in verdicts:

@@ -28,6 +28,7 @@ class ApplyReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     verified: int = 0  # connections checked with their provider before writing
+    rejected: int = 0  # of those, the ones that failed and so were not written
     interrupted: bool = False  # ^C between two writes: what is in applied was written, whole
     unverified: list[str] = field(default_factory=list)  # written, but their provider cannot verify them
 
@@ -73,6 +74,7 @@ def execute(
     writes = [c for c in plan.changes if c.action in ("create", "update")]
     verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
     report.verified = sum(v.status != "skipped" for v in verdicts.values())
+    report.rejected = sum(v.status == "failed" for v in verdicts.values())
     not_kept = record(store, verdicts.values(), history)  # what report shows as the last verification
     if not_kept:
         report.warnings.append(not_kept)

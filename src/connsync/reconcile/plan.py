@@ -137,6 +137,11 @@ class Plan:
             "pending": self.pending, "secrets_compared": self.secrets_compared, "warnings": self.warnings,
         }
 
+    def as_output(self) -> dict[str, Any]:
+        """The plan as a command's JSON output: the envelope's format_version versions it, so the
+        saved plan file's own ``format`` is left out."""
+        return {k: v for k, v in self.as_json().items() if k != "format"}
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
         """A plan from its JSON; the caller has checked ``data`` against the plan-file schema."""

@@ -140,10 +140,11 @@ def about(prop: Mapping[str, Any], secret: bool) -> str:
     return text
 
 
-def ask(label: str, description: str, *, hidden: bool, check: Callable[[str], list[str]]) -> str:
+def ask(label: str, description: str, *, hidden: bool, check: Callable[[str], list[str]],
+        style: render.Style) -> str:
     """Prompt until the answer passes ``check``; its problems are shown, never a hidden answer."""
     if description:
-        click.echo(click.style(description, dim=True), err=True)
+        click.echo(style(description, dim=True), err=True)  # no escape codes with --no-color/NO_COLOR
     while True:
         answer = click.prompt(label, hide_input=hidden, err=True).strip()
         found = check(answer)
