@@ -3,16 +3,30 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-clean local-aws test lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+# One virtualenv, .venv, made on first use and brought up to date when pyproject.toml changes.
+# The demo installs only what it runs (the 'demo' extra); the tests install the 'test' extra.
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/.installed: pyproject.toml $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(BIN)/.installed-demo
+
+$(BIN)/.installed-demo: pyproject.toml $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
 	touch $@
 
-demo: $(BIN)/.installed  ## the main job end to end, against a local moto AWS and the embedded store
-	$(BIN)/python scripts/demo.py
+demo: $(BIN)/.installed-demo  ## the main job end to end, against a local moto AWS and the embedded store
+	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
+
+demo-clean:  ## remove what 'make demo KEEP=1' (or an interrupted demo) left in the temp directory
+	rm -rf "$${TMPDIR:-/tmp}"/connsync-demo-*
+
+local-aws: $(BIN)/.installed-demo  ## a local AWS (moto) for the Quick start; prints what to export
+	$(BIN)/python scripts/local_aws.py $(if $(PORT),--port $(PORT))
 
 test: $(BIN)/.installed  ## the whole test suite (real sops, real age keys, moto, SQLite)
 	$(BIN)/python -m pytest -q

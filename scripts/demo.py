@@ -7,7 +7,8 @@ real protocols, on 127.0.0.1). Makes a fresh connections repository with
 ``connsync init`` and a generated age key, adds two AWS connections, an Azure
 and a GCP one with ``connsync new``, then runs validate, verify, plan, apply
 into the embedded SQLite store, and a second plan that shows no changes. Run
-it with ``make demo``.
+it with ``make demo``; everything it made is removed when it ends (^C included),
+unless ``--keep`` (``make demo KEEP=1``) keeps the repository to go on working in.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,16 +69,42 @@ def iam_user_with_key(iam: Any, name: str) -> tuple[str, str]:
     raise SystemExit("demo failed: moto issued no well-formed access key")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    keep = "--keep" in argv
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="connsync-demo-"))
+    repo = work / "connections-repo"
+    try:
+        run_demo(work, repo)
+    except KeyboardInterrupt:
+        print("\nInterrupted (^C): the demo stopped" + ("." if keep else "; removing what it made."))
+        return 130
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    banner(f"Done in {time.monotonic() - started:.1f}s")
+    if keep:
+        print(f"""The demo repository is kept in {repo}. To go on working in it:
+    cd {shlex.quote(str(repo))}
+    export SOPS_AGE_KEY_FILE={shlex.quote(str(work / "age" / "keys.txt"))}   # the key to its files
+    connsync validate && connsync plan && connsync list
+The local clouds stopped with the demo, so 'connsync verify' there can no longer reach them;
+'make local-aws' starts a fresh local AWS for the README's Quick start.
+Remove it with: make demo-clean""")
+    else:
+        print("""The demo removed everything it made (make demo KEEP=1 keeps its repository).
+Next: the README's Quick start ('connsync init' in your own repository); 'make local-aws' starts
+a local AWS to try it against.""")
+    return 0
+
+
+def run_demo(work: Path, repo: Path) -> None:
     import urllib.request
 
     import boto3
     from moto.server import ThreadedMotoServer
 
-    started = time.monotonic()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    work = Path(tempfile.mkdtemp(prefix="connsync-demo-"))
-    repo = work / "connections-repo"
     repo.mkdir()
 
     banner("Starting a local AWS (moto) on 127.0.0.1")
@@ -165,9 +193,7 @@ def main() -> int:
     finally:
         clouds.close()
         server.stop()
-    banner(f"Done in {time.monotonic() - started:.1f}s. The demo repository is in {repo}")
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

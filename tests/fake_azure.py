@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -90,11 +91,10 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    # A private key, if only a test's: readable by its owner alone, as every key connsync writes.
+    with os.fdopen(os.open(paths[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        out.write(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return paths
 
 
