@@ -270,11 +270,11 @@ def test_pre_commit_hook_sees_the_whole_directory(repo: Path, run: Run,
 def test_validate_of_one_path_checks_names_against_the_whole_directory(
         repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     assert new_aws(run, monkeypatch).code == 0
-    (repo / "elsewhere").mkdir()
-    (repo / "elsewhere/copy.yaml").write_text((repo / "connections/aws-prod.yaml").read_text())
-    result = run("validate", "elsewhere/copy.yaml")
+    (repo / "connections/team").mkdir()
+    (repo / "connections/team/copy.yaml").write_text((repo / "connections/aws-prod.yaml").read_text())
+    result = run("validate", "connections/team/copy.yaml")
     assert result.code == 1 and "[duplicate-name]" in result.out
-    assert "elsewhere/copy.yaml" in result.out and "1 file checked" in result.out
+    assert "connections/team/copy.yaml" in result.out and "1 file checked" in result.out
 
 
 def test_markdown_folds_long_plans_and_marks_secrets() -> None:
