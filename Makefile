@@ -39,6 +39,7 @@ bench: $(BIN)/.installed  ## figures next to check-jsonschema and the sops binar
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/awssm.py
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/verify.py --provider azure
 	$(BIN)/python bench/verify.py --provider gcp

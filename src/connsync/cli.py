@@ -546,10 +546,13 @@ def store_copy(app: App, from_url: str, to_url: str, overwrite: bool, lock_timeo
 @click.argument("lock_id")
 @pass_app
 def unlock(app: App, lock_id: str) -> int:
-    """Break a stale workspace lock, left by an apply that died.
+    """Break the workspace lock of an apply that is alive but stuck.
 
-    Only do this when no apply is running: the lock is what stops two applies
-    from interleaving.
+    A dead holder's lock needs no unlock: the next apply takes it over and
+    says whose it was. LOCK_ID is in the message of the apply that waited for
+    the lock ("held by USER@HOST (pid N) since TIME, lock id LOCK_ID"). Only
+    do this when that holder should not write: the lock is what stops two
+    applies from interleaving.
     """
     from connsync.commands.unlock import unlock as run
 
