@@ -1,8 +1,8 @@
 """A local AWS for the Quick start: moto as a server on 127.0.0.1, with an IAM user and its key.
 
 ``make local-aws`` (or ``python scripts/local_aws.py [--port N]``) starts the server, creates the
-IAM user ``quickstart`` with an access key (allowed to read its own keys, as the README's least
-privilege advice says), switches on moto's signature and IAM checks (as AWS does), then prints the
+IAM user ``quickstart`` with an access key (allowed to read only what verify reads: its own keys
+and attached policies), switches on moto's signature and IAM checks (as AWS does), then prints the
 lines to paste into another shell and the ``connsync new aws`` command that uses the key. It runs
 until ^C; moto keeps everything in memory, so a restart starts from nothing.
 """
@@ -10,6 +10,7 @@ until ^C; moto keeps everything in memory, so a restart starts from nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -28,7 +29,8 @@ def user_with_key(iam: Any) -> tuple[str, str]:
     iam.create_user(UserName=USER)
     iam.put_user_policy(UserName=USER, PolicyName="read-own-keys", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "iam:ListAccessKeys", "Resource": "*"}]}))
+        "Statement": [{"Effect": "Allow", "Action": ["iam:ListAccessKeys", "iam:ListAttachedUserPolicies"],
+                       "Resource": "*"}]}))
     for _ in range(50):
         key = iam.create_access_key(UserName=USER)["AccessKey"]
         if KEY_ID.match(key["AccessKeyId"]):
@@ -64,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        # Before auth is switched on moto takes any signature: the admin is a placeholder.
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                           aws_access_key_id="local-admin", aws_secret_access_key="local-admin")
+                           aws_access_key_id="local-admin", aws_secret_access_key="local-admin")  # noqa: S106
         key_id, secret = user_with_key(iam)
         # From here on moto checks every signature and IAM policy, as AWS does.
         urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback only
@@ -79,10 +82,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stopped.wait()
-        except KeyboardInterrupt:
-            pass
     finally:
         server.stop()
     print("local-aws stopped.")

@@ -62,3 +62,40 @@ def test_demo_interrupted_removes_what_it_made(tmp_path: Path) -> None:
     assert proc.returncode == 130, out
     assert "Interrupted (^C)" in out and "Traceback" not in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_local_aws_serves_the_quick_start(tmp_path: Path) -> None:
+    """`make local-aws`, then the README's Quick start with the lines it printed: verify passes."""
+    server = subprocess.Popen([sys.executable, str(REPO / "scripts/local_aws.py")], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        assert server.stdout is not None
+        printed = ""
+        for line in server.stdout:
+            printed += line
+            if line.startswith("Stop it with ^C"):
+                break
+        exports = dict(re.findall(r"^export (\w+)=(\S+)", printed, re.M))
+        assert set(exports) == {"AWS_ENDPOINT_URL", "AWS_EC2_METADATA_DISABLED", "QUICKSTART_SECRET"}
+        assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        key_id = re.search(r"access_key_id=(AKIA[A-Z2-7]{16})", printed)
+        assert key_id, printed
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SOPS_", "CONNSYNC_"))}
+        env |= {**exports, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / ".config")}
+
+        def connsync(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "connsync", *args], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, check=False, timeout=120)
+
+        assert connsync("init", "--generate-age-key").returncode == 0
+        new = connsync("new", "aws", "--name", "AWS Local", "--no-input", "--set", "account_id=123456789012",
+                       "--set", "default_region=us-east-1", "--set", f"access_key_id={key_id.group(1)}",
+                       "--secret-env", "secret_access_key=QUICKSTART_SECRET")
+        assert new.returncode == 0, new.stderr
+        verified = connsync("verify")
+        assert verified.returncode == 0 and "1 connection verified: 1 ok" in verified.stdout, verified
+        assert exports["QUICKSTART_SECRET"] not in verified.stdout + verified.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
