@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -562,7 +563,7 @@ def unlock(app: App, lock_id: str) -> int:
 def _json_requested(argv: list[str]) -> str | None:
     """The command, when ARGV asks it for --format json: click's own usage errors, raised before the
     command runs, then come out in the JSON envelope like every other error."""
-    asked = "--format=json" in argv or any(a == "--format" and b == "json" for a, b in zip(argv, argv[1:]))
+    asked = "--format=json" in argv or ("--format", "json") in itertools.pairwise(argv)
     command = next((a for a in argv if a in cli.commands), None)
     return command if asked and command in render.JSON_COMMANDS else None
 
