@@ -149,12 +149,14 @@ def test_new_prompts_on_a_terminal_with_the_secret_hidden(repo: Path) -> None:
 
 def test_no_creation_rule_for_the_path(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("S", CANARY)
-    result = run("new", "aws", "--name", "Elsewhere", "--file", "other/x.yaml", "--no-input",
+    rules = repo / ".sops.yaml"  # hand-edited so that no rule matches the connections directory
+    rules.write_text(rules.read_text().replace("path_regex: ^connections/", "path_regex: ^nowhere/"))
+    result = run("new", "aws", "--name", "Elsewhere", "--file", "connections/x.yaml", "--no-input",
                  "--set", "account_id=123456789012", "--set", "default_region=us-east-1",
                  "--set", "access_key_id=AKIAIOSFODNN7EXAMPLE", "--secret-env", "secret_access_key=S")
     assert result.code == 1
-    assert result.err.startswith("connsync: error: other/x.yaml: no creation rule in")
-    assert "Traceback" not in result.err and not (repo / "other/x.yaml").exists()
+    assert result.err.startswith("connsync: error: connections/x.yaml: no creation rule in")
+    assert "Traceback" not in result.err and not (repo / "connections/x.yaml").exists()
 
 
 def test_no_sops_config_at_all(workdir: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
