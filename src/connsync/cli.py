@@ -411,11 +411,18 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
 @click.option("--dry-run", is_flag=True, help="Show the steps; change nothing.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
               metavar="SECONDS")
+@click.option("--exposed", is_flag=True,
+              help="Incident runbook: the arguments are exposed access key ids; deactivate each at once, "
+              "then replace it everywhere it is held (admin identity; the exposed key signs nothing).")
+@click.option("--detach-quarantine", is_flag=True,
+              help="With --exposed: detach AWS's AWSCompromisedKeyQuarantine* policy from the user at "
+              "the end.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
 def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: bool, delete: bool,
            apply_: bool, auto_approve: bool, delete_inactive: bool, admin_profile: str | None,
-           admin_env: bool, wait_seconds: float, dry_run: bool, lock_timeout: float, fmt: str) -> int:
+           admin_env: bool, wait_seconds: float, dry_run: bool, lock_timeout: float, exposed: bool,
+           detach_quarantine: bool, fmt: str) -> int:
     """Rotate the AWS access key of each connection NAME, the way AWS documents it, made safe.
 
     Finds the IAM user behind the key (root and temporary keys are refused),
@@ -428,13 +435,20 @@ def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: boo
     in the store's audit log. The IAM calls are signed with the connection's
     own key (see the README's least-privilege policy) unless --admin-profile
     or --admin-env is given.
+
+    --exposed KEY_ID...: a key was leaked. Finds every file and store record
+    (all workspaces) holding it, deactivates it first, creates a new key for
+    the same user, writes it into every file (and with --apply the store), and
+    records an 'exposed' audit entry. The IAM calls use --admin-profile,
+    --admin-env or the standard AWS chain, never the exposed key.
     """
     from connsync.commands.rotate import RotateCommand
     from connsync.commands.rotate import rotate as run
 
     json_errors("rotate", fmt)
     command = RotateCommand(names, older_than, finish, delete, apply_, auto_approve, delete_inactive,
-                            admin_profile, admin_env, wait_seconds, dry_run, lock_timeout)
+                            admin_profile, admin_env, wait_seconds, dry_run, lock_timeout, exposed,
+                            detach_quarantine)
     return run(app.config, command, fmt=fmt, style=app.style)
 
 

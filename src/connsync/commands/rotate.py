@@ -17,6 +17,7 @@ from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
 from connsync.model import Declaration
+from connsync.providers import aws_incident, key_holders
 from connsync.providers import aws_rotation as rotation
 from connsync.providers.aws_keys import Credentials
 from connsync.store import Store, opened
@@ -36,9 +37,22 @@ class RotateCommand:
     wait_seconds: float = 60.0
     dry_run: bool = False
     lock_timeout: float = 60.0
+    exposed: bool = False  # names are access key ids: the incident runbook
+    detach_quarantine: bool = False
 
 
 def _check_flags(command: RotateCommand) -> None:
+    if command.detach_quarantine and not command.exposed:
+        raise UsageError("--detach-quarantine belongs to --exposed")
+    if command.exposed:
+        if not command.names or command.older_than is not None or command.finish:
+            raise UsageError("--exposed takes the exposed access key ids (not --older-than or --finish)")
+        if command.admin_profile and command.admin_env:
+            raise UsageError("choose one of --admin-profile and --admin-env")
+        if not command.auto_approve and not command.dry_run and not sys.stdin.isatty():
+            raise ConnsyncError("refusing to deactivate keys without confirmation: standard input is not "
+                                "a terminal", hint="pass --auto-approve (or --dry-run to see the steps)")
+        return
     if bool(command.names) == (command.older_than is not None):
         raise UsageError("name the connections to rotate, or pass --older-than DAYS (not both)")
     if command.delete and not command.finish:
@@ -60,6 +74,8 @@ def _admin(command: RotateCommand) -> Credentials | None:
 
 def rotate(config: Config, command: RotateCommand, *, fmt: str, style: render.Style) -> int:
     _check_flags(command)
+    if command.exposed:
+        return _exposed(config, command, fmt=fmt, style=style)
     options = rotation.RotateOptions(admin=_admin(command), delete_inactive=command.delete_inactive,
                                      wait_seconds=command.wait_seconds, dry_run=command.dry_run,
                                      timeout=config.verify.timeout_seconds)
@@ -144,3 +160,69 @@ def _confirm(decl: Declaration) -> None:
                 "store it, then deactivate the old key?")
     if not click.confirm(question, default=False, err=True):
         raise ConnsyncError("rotation cancelled; nothing was changed")
+
+
+# --- rotate --exposed: the incident runbook ---------------------------------------------------------
+
+
+def _exposed(config: Config, command: RotateCommand, *, fmt: str, style: render.Style) -> int:
+    options = aws_incident.IncidentOptions(
+        admin=_admin(command) or Credentials(), delete_inactive=command.delete_inactive,
+        detach_quarantine=command.detach_quarantine, apply=command.apply, wait_seconds=command.wait_seconds,
+        dry_run=command.dry_run, timeout=config.verify.timeout_seconds, lock_timeout=command.lock_timeout)
+    echo = click.echo if fmt == "text" else None
+    key_ids = list(dict.fromkeys(aws_incident.check_key_id(k) for k in command.names))
+    results: list[aws_incident.Incident] = []
+    with opened(config.store_url, config.workspace, create=not command.dry_run) as store:
+        def lookup(key_id: str) -> key_holders.Holders:
+            return key_holders.find(config, key_id, store)
+
+        found = [lookup(k) for k in key_ids]
+        for holders in found:  # every key is accounted for before any is touched
+            if not holders.all:
+                raise aws_incident.no_holder(holders)
+        if not command.auto_approve and not command.dry_run:
+            _confirm_exposed(found, command.apply)
+        for holders in found:
+            results.append(_contain_one(config, holders, lookup, store, options, echo, style))
+    failed = [r for r in results if r.error]
+    if fmt == "json":
+        click.echo(render.json_output("rotate", not failed, {
+            "dry_run": command.dry_run, "rotations": [], "skipped": [],
+            "exposed": [r.as_json() for r in results]}))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _contain_one(config: Config, holders: key_holders.Holders, lookup: aws_incident.Lookup, store: Store,
+                 options: aws_incident.IncidentOptions, echo: rotation.Echo | None,
+                 style: render.Style) -> aws_incident.Incident:
+    incident = aws_incident.Incident(holders.key_id)
+    if echo:
+        echo(style(f"Containing the exposed key {holders.key_id}"
+                   + (" — dry run, nothing changes" if options.dry_run else ""), bold=True))
+        for holder in holders.all:
+            echo(f"  held by {render.text(holder.describe())}")
+    try:
+        aws_incident.contain(config, holders, lookup, store, options, echo, incident)
+    except ConnsyncError as exc:
+        incident.error = exc.message
+        if echo:
+            click.echo(style(f"  ✗ {render.text_lines(exc.message)}", fg="red"), err=True)
+            if exc.hint:
+                click.echo(f"  hint: {render.text_lines(exc.hint)}", err=True)
+    if echo:
+        for note in incident.notes:
+            echo(f"  note: {render.text_lines(note)}")
+        if incident.next_steps:
+            echo("What is left to do:")
+            for line in incident.next_steps:
+                echo(f"  {render.text(line, limit=600)}")
+    return incident
+
+
+def _confirm_exposed(found: Sequence[key_holders.Holders], apply: bool) -> None:
+    keys = ", ".join(h.key_id for h in found)
+    question = (f"Deactivate {keys} now, create a new key, write it into every file that held the old one"
+                + (" and store it" if apply else "") + "?")
+    if not click.confirm(question, default=False, err=True):
+        raise ConnsyncError("cancelled; nothing was changed")

@@ -155,6 +155,21 @@ class Iam:
     def delete(self, user: str, key_id: str) -> None:
         self._call("DeleteAccessKey", self._client.delete_access_key, UserName=user, AccessKeyId=key_id)
 
+    def last_used(self, key_id: str) -> tuple[str, dict[str, Any]]:
+        """The key's IAM user and its last use (date, service, region), without using the key."""
+        found = self._call("GetAccessKeyLastUsed", self._client.get_access_key_last_used, AccessKeyId=key_id)
+        return str(found["UserName"]), dict(found.get("AccessKeyLastUsed") or {})
+
+    def attached_policies(self, user: str) -> list[tuple[str, str]]:
+        """(name, ARN) of the managed policies attached to ``user``, every page."""
+        pages = self._client.get_paginator("list_attached_user_policies").paginate(UserName=user)
+        listed = self._call("ListAttachedUserPolicies", lambda: [p for page in pages
+                                                                 for p in page["AttachedPolicies"]])
+        return [(str(p["PolicyName"]), str(p["PolicyArn"])) for p in listed]
+
+    def detach(self, user: str, policy_arn: str) -> None:
+        self._call("DetachUserPolicy", self._client.detach_user_policy, UserName=user, PolicyArn=policy_arn)
+
 
 def identity(key_id: str, secret: Secret, region: str, timeout: float = 10.0) -> Identity:
     """STS GetCallerIdentity signed with the key itself."""

@@ -193,7 +193,7 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
             raise ConnsyncError(f"STS says {new.key_id} is {accepted.arn}, not {who.arn}")
         journal.step("rotate-key-accepted", new.key_id, f"STS accepts {new.key_id} in account "
                      f"{accepted.account} (after {tries} {'try' if tries == 1 else 'tries'})")
-        _write_key(decl, new.key_id, new_secret)
+        write_key(decl, new.key_id, new_secret)
     except BaseException as exc:
         raise _undo_new_key(rotation, journal, iam, user, old_id, new.key_id, exc) from None
     try:
@@ -231,7 +231,7 @@ def _make_room(config: Config, store: Store, journal: Journal, iam: Iam, user: s
     journal.step("rotate-delete-inactive-key", other.key_id, f"deleted the inactive {other.key_id}")
 
 
-def _write_key(decl: Declaration, key_id: str, secret: Secret) -> None:
+def write_key(decl: Declaration, key_id: str, secret: Secret) -> None:
     path = Path(decl.file)
     meta = decl.data.get("sops")
 

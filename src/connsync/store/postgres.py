@@ -161,6 +161,11 @@ class PostgresStore:
             (self.workspace,))
         return [record_from_row(_texts(row)) for row in rows]
 
+    def workspaces(self) -> list[str]:
+        """Every workspace that holds a record (``rotate --exposed`` searches them all)."""
+        return [str(row[0]) for row in self._query(
+            "SELECT DISTINCT workspace FROM {s}.connections ORDER BY workspace", ())]
+
     def get(self, name: str) -> StoredConnection | None:
         rows = self._query(
             f"SELECT {COLUMNS} FROM {{s}}.connections WHERE workspace = %s AND name_key = %s",  # noqa: S608

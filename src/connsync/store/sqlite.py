@@ -104,6 +104,11 @@ class SqliteStore:
         ).fetchall()
         return [record_from_row(row) for row in rows]
 
+    def workspaces(self) -> list[str]:
+        """Every workspace that holds a record (``rotate --exposed`` searches them all)."""
+        return [row[0] for row in self._conn.execute(
+            "SELECT DISTINCT workspace FROM connections ORDER BY workspace").fetchall()]
+
     def get(self, name: str) -> StoredConnection | None:
         row = self._row(name)
         return record_from_row(row) if row else None

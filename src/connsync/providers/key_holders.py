@@ -1,0 +1,96 @@
+"""Who holds a key: every connection file of the repository and every record of every workspace.
+
+An exposed key is contained only when every place that uses it moves to the
+new key, so ``rotate --exposed`` first asks this module where the key id
+appears. Key ids are compared after removing whitespace and upper-casing
+(what a person pastes from an alert e-mail), never by prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connsync.config import Config
+from connsync.model import Declaration
+from connsync.store import Store, opened
+from connsync.validate import rules
+
+KEY_ID_FIELD = "access_key_id"
+
+
+def normalised(key_id: str) -> str:
+    return "".join(key_id.split()).upper()
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One connection that holds the key: a file (``declaration``) or a store record (``workspace``)."""
+
+    name: str
+    provider: str
+    account: str | None
+    region: str | None
+    file: str | None = None
+    workspace: str | None = None
+    declaration: Declaration | None = None
+
+    def describe(self) -> str:
+        if self.file:
+            return f"{self.file} ({self.name!r})"
+        return f"the store's record {self.name!r} in workspace {self.workspace!r}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "file": self.file, "workspace": self.workspace}
+
+
+@dataclass(frozen=True)
+class Holders:
+    key_id: str
+    files: tuple[Holder, ...]
+    records: tuple[Holder, ...]
+    searched_workspaces: tuple[str, ...]
+    note: str | None = None  # what could not be searched
+
+    @property
+    def all(self) -> tuple[Holder, ...]:
+        return self.files + self.records
+
+    def accounts(self) -> set[str]:
+        return {h.account for h in self.all if h.account}
+
+
+def _holds(spec: Any, key_id: str) -> bool:
+    value = spec.get(KEY_ID_FIELD) if isinstance(spec, dict) else None
+    return isinstance(value, str) and normalised(value) == key_id
+
+
+def find(config: Config, key_id: str, store: Store) -> Holders:
+    """``store`` is the configured workspace's; the others of the same store are opened read-only."""
+    files = tuple(
+        Holder(d.name, d.provider, _text(d.spec, "account_id"), _text(d.spec, "default_region"),
+               file=d.file, declaration=d)
+        for d in rules.validate_files([], config.connections_dir).declarations if _holds(d.spec, key_id))
+    lister = getattr(store, "workspaces", None)
+    workspaces: Sequence[str] = lister() if callable(lister) else []
+    note = None if callable(lister) else (f"{store.describe()} cannot list its workspaces: only "
+                                          f"workspace {config.workspace!r} was searched")
+    records = [_record_holders(store, config.workspace, key_id)]
+    for workspace in workspaces:
+        if workspace != config.workspace:
+            with opened(config.store_url, workspace, create=False) as other:
+                records.append(_record_holders(other, workspace, key_id))
+    searched = tuple(sorted({config.workspace, *workspaces}))
+    return Holders(key_id, files, tuple(h for found in records for h in found), searched, note)
+
+
+def _record_holders(store: Store, workspace: str, key_id: str) -> list[Holder]:
+    return [Holder(r.name, r.provider, _text(r.spec, "account_id"), _text(r.spec, "default_region"),
+                   file=None, workspace=workspace)
+            for r in store.records() if _holds(dict(r.spec), key_id)]
+
+
+def _text(spec: Any, key: str) -> str | None:
+    value = spec.get(key) if hasattr(spec, "get") else None
+    return value if isinstance(value, str) else None
