@@ -6,6 +6,14 @@ finds the account by ``iss`` and the key by ``kid``, and checks the RS256
 signature against that key's public half, ``aud`` (google-auth always sends
 ``https://oauth2.googleapis.com/token``) and the expiry; every refusal is
 ``invalid_grant`` as Google answers. Keys are real RSA keys made in the test.
+
+IAM's ``projects.serviceAccounts.keys`` speaks as Google's does for rotation:
+``list`` (user-managed keys, ``disabled`` when so), ``create`` (a Google
+credentials file, base64 in ``privateKeyData``, with a fresh RSA key), ``:disable``
+and ``delete``, for callers in ``key_admins``; the refusals are Google's:
+PERMISSION_DENIED for anyone else, FAILED_PRECONDITION past ``max_keys`` keys.
+A disabled key no longer signs in and is no longer published. With ``tls``
+(see ``serve``), everything is served over HTTPS by a CA made in the test.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -20,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from ssl import PROTOCOL_TLS_SERVER, SSLContext
 from typing import Any
 
 from cryptography import x509
@@ -72,6 +83,10 @@ class FakeGcp:
     accounts: dict[str, dict[str, Key]] = field(default_factory=dict)  # email -> active keys by id
     projects: dict[str, set[str]] = field(default_factory=dict)  # project id -> emails that may read it
     key_readers: set[str] = field(default_factory=set)  # emails allowed serviceAccounts.keys.get
+    key_admins: set[str] = field(default_factory=set)  # emails allowed keys.list/create/disable/delete
+    disabled: set[str] = field(default_factory=set)  # key ids disabled through the API
+    max_keys: int = 10  # Google's limit of keys per service account
+    ca_bundle: str = ""
     deleting: set[str] = field(default_factory=set)  # projects in state DELETE_REQUESTED
     token_failures: list[int] = field(default_factory=list)
     project_failures: list[int] = field(default_factory=list)  # statuses projects.get answers first
@@ -92,7 +107,7 @@ class FakeGcp:
         if keys is None:
             return None, "Invalid grant: account not found"
         key = keys.get(str(header.get("kid")))
-        if header.get("alg") != "RS256" or key is None:
+        if header.get("alg") != "RS256" or key is None or key.key_id in self.disabled:
             return None, "Invalid JWT Signature."
         try:
             key.private.public_key().verify(
@@ -132,6 +147,8 @@ def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            if self.path.startswith("/v1/"):
+                return self.keys_api("POST")
             if fake.hang:
                 time.sleep(fake.hang)
             with fake._lock:
@@ -155,7 +172,8 @@ def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
                 keys = fake.accounts.get(parts[1])
                 if keys is None:
                     return self.reply(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
-                return self.reply(200, {kid: key.certificate(parts[1]) for kid, key in keys.items()})
+                return self.reply(200, {kid: key.certificate(parts[1]) for kid, key in keys.items()
+                                        if kid not in fake.disabled})
             caller = self.caller()
             if caller is None:
                 return self.reply(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
@@ -175,6 +193,8 @@ def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
                         "state": "DELETE_REQUESTED" if parts[2] in fake.deleting else "ACTIVE",
                     },
                 )
+            if parts[:3] == ["v1", "projects", "-"] and len(parts) == 6 and parts[5] == "keys":
+                return self.keys_api("GET")
             if parts[:3] == ["v1", "projects", "-"] and len(parts) == 7 and parts[5] == "keys":
                 email, key_id = parts[4], parts[6]
                 key = fake.accounts.get(email, {}).get(key_id)
@@ -192,6 +212,57 @@ def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
                 )
             return self.reply(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
 
+        def do_DELETE(self) -> None:
+            self.keys_api("DELETE")
+
+        def keys_api(self, method: str) -> None:
+            """projects.serviceAccounts.keys: list, create, disable, delete."""
+            parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
+            if parts[:3] != ["v1", "projects", "-"] or len(parts) not in (6, 7) or parts[5] != "keys":
+                return self.reply(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+            caller, email = self.caller(), urllib.parse.unquote(parts[4])
+            if caller is None:
+                return self.reply(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+            if caller not in fake.key_admins:
+                return self.reply(403, {"error": {"code": 403, "status": "PERMISSION_DENIED", "message":
+                                                  "Permission 'iam.serviceAccountKeys.create' denied"}})
+            with fake._lock:
+                keys = fake.accounts.get(email)
+                if keys is None:
+                    return self.reply(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+                if len(parts) == 6 and method == "GET":
+                    return self.reply(200, {"keys": [{
+                        "name": f"projects/-/serviceAccounts/{email}/keys/{kid}",
+                        "validAfterTime": key.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "keyType": "USER_MANAGED", **({"disabled": True} if kid in fake.disabled else {})}
+                        for kid, key in keys.items()]})
+                if len(parts) == 6 and method == "POST":
+                    if len(keys) >= fake.max_keys:
+                        return self.reply(400, {"error": {"code": 400, "status": "FAILED_PRECONDITION",
+                                                          "message": "Precondition check failed."}})
+                    key = new_key(os.urandom(20).hex())
+                    keys[key.key_id] = key
+                    document = {"type": "service_account", "project_id": email.split("@")[1].split(".")[0],
+                                "private_key_id": key.key_id, "private_key": key.pem, "client_email": email,
+                                "token_uri": f"{fake.url}/token"}
+                    return self.reply(200, {
+                        "name": f"projects/-/serviceAccounts/{email}/keys/{key.key_id}",
+                        "privateKeyType": "TYPE_GOOGLE_CREDENTIALS_FILE",
+                        "privateKeyData": base64.b64encode(json.dumps(document).encode()).decode(),
+                        "validAfterTime": key.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "keyType": "USER_MANAGED"})
+                kid, _, verb = parts[6].partition(":")
+                if kid not in keys:
+                    return self.reply(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+                if method == "POST" and verb == "disable":
+                    fake.disabled.add(kid)
+                    return self.reply(200, {})
+                if method == "DELETE" and not verb:
+                    del keys[kid]
+                    fake.disabled.discard(kid)
+                    return self.reply(200, {})
+            return self.reply(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT"}})
+
         def log_message(self, format: str, *args: object) -> None:
             pass
 
@@ -199,7 +270,16 @@ def _handler(fake: FakeGcp) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve(fake: FakeGcp) -> Iterator[FakeGcp]:
-    with serving(_handler(fake)) as url:
+def serve(fake: FakeGcp, tls_directory: Path | None = None) -> Iterator[FakeGcp]:
+    """Over HTTPS when ``tls_directory`` is given (its CA in ``fake.ca_bundle``), else plain HTTP."""
+    context = None
+    if tls_directory is not None:
+        from tests.fake_azure import make_tls
+
+        ca, cert, key = make_tls(tls_directory)
+        context = SSLContext(PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        fake.ca_bundle = str(ca)
+    with serving(_handler(fake), tls=context) as url:
         fake.url = url
         yield fake

@@ -388,7 +388,7 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
     return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
 
 
-@cli.command(short_help="Rotate AWS access keys: new key in the file, then retire the old one.")
+@cli.command(short_help="Rotate AWS and GCP keys: new key in the file, then retire the old one.")
 @global_options
 @click.argument("names", nargs=-1)
 @click.option("--older-than", type=click.IntRange(min=0), metavar="DAYS",
@@ -435,6 +435,11 @@ def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: boo
     in the store's audit log. The IAM calls are signed with the connection's
     own key (see the README's least-privilege policy) unless --admin-profile
     or --admin-env is given.
+
+    A GCP connection rotates the same way through the IAM API: a new
+    service-account key (serviceAccounts.keys.create) in the file, the old
+    one disabled by --finish and deleted by --finish --delete; --admin-env
+    signs with the environment's Google credentials (google.auth.default).
 
     --exposed KEY_ID...: a key was leaked. Finds every file and store record
     (all workspaces) holding it, deactivates it first, creates a new key for

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -17,7 +18,7 @@ from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
 from connsync.model import Declaration
-from connsync.providers import aws_incident, key_holders
+from connsync.providers import aws_incident, gcp_rotation, key_holders
 from connsync.providers import aws_rotation as rotation
 from connsync.providers.aws_keys import Credentials
 from connsync.store import Store, opened
@@ -114,7 +115,7 @@ def _one(config: Config, store: Store, decl: Declaration, command: RotateCommand
         if command.finish:
             lock = None if command.dry_run else store.acquire_lock(timeout=command.lock_timeout)
             try:
-                rotation.finish(config, decl, store, options, delete=command.delete, echo=echo,
+                _engine(decl).finish(config, decl, store, options, delete=command.delete, echo=echo,
                                 rotation=result)
             finally:
                 if lock is not None:
@@ -122,14 +123,14 @@ def _one(config: Config, store: Store, decl: Declaration, command: RotateCommand
         else:
             if command.apply and not command.auto_approve and not command.dry_run:
                 _confirm(decl)
-            rotation.start(config, decl, store, options, echo, result)
+            _engine(decl).start(config, decl, store, options, echo, result)
             if command.dry_run:
                 result.next_steps.append("store the new key: the pull request's apply job, or --apply; "
                                          "then deactivate the old key: --finish")
             elif command.apply:
                 _store_and_retire(config, store, decl, command, options, echo, result)
             else:
-                result.next_steps = rotation.gitops_next_steps(result)
+                result.next_steps = _engine(decl).gitops_next_steps(result)
     except ConnsyncError as exc:
         result.error = exc.message
         if echo:
@@ -149,10 +150,15 @@ def _store_and_retire(config: Config, store: Store, decl: Declaration, command: 
     lock = store.acquire_lock(timeout=command.lock_timeout)
     try:
         rotation.store_new_key(config, rotation.find(config, decl.file), store, result, echo)
-        rotation.finish(config, rotation.find(config, decl.file), store, options, delete=False, echo=echo,
-                        rotation=result)
+        _engine(decl).finish(config, rotation.find(config, decl.file), store, options, delete=False,
+                             echo=echo, rotation=result)
     finally:
         store.release_lock(lock)
+
+
+def _engine(decl: Declaration) -> Any:
+    """The provider's rotation procedure: the same steps (start, finish, next steps) for each card."""
+    return gcp_rotation if decl.provider == "gcp" else rotation
 
 
 def _confirm(decl: Declaration) -> None:

@@ -23,7 +23,7 @@ the new key itself when it was written nowhere. Every step is audited.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +42,7 @@ from connsync.validate import loader, rules
 from connsync.validate.fields import find_connection
 
 Echo = Callable[[str], None]
+ROTATABLE = ("aws", "gcp")  # gcp: connsync.providers.gcp_rotation
 
 
 class RotationFailed(ConnsyncError):
@@ -120,8 +121,9 @@ def find(config: Config, name: str) -> Declaration:
     if errors:
         raise ConnsyncError(f"{decl.file} has errors ({errors[0].message}); nothing was rotated",
                             hint="run 'connsync validate' and fix the file first")
-    if decl.provider != "aws":
-        raise ConnsyncError(f"{decl.name!r} is a {decl.provider} connection; rotate supports AWS keys")
+    if decl.provider not in ROTATABLE:
+        raise ConnsyncError(f"{decl.name!r} is a {decl.provider} connection; rotate supports "
+                            f"{', '.join(ROTATABLE)} keys")
     return decl
 
 
@@ -232,11 +234,15 @@ def _make_room(config: Config, store: Store, journal: Journal, iam: Iam, user: s
 
 
 def write_key(decl: Declaration, key_id: str, secret: Secret) -> None:
+    write_fields(decl, {"access_key_id": key_id, "secret_access_key": secret})
+
+
+def write_fields(decl: Declaration, values: Mapping[str, str | Secret]) -> None:
+    """Write ``values`` into the file through sops; the file as written must validate and decrypt to them."""
     path = Path(decl.file)
     meta = decl.data.get("sops")
 
     def check(data: bytes, written: Path) -> None:
-        """The file as written must be valid and decrypt to exactly the new key."""
         loaded = loader.load_bytes(data, decl.file)
         if not isinstance(loaded, Declaration):
             raise ConnsyncError(f"{decl.file}: sops wrote a file that does not parse: {loaded.message}")
@@ -244,11 +250,11 @@ def write_key(decl: Declaration, key_id: str, secret: Secret) -> None:
         if errors:
             raise ConnsyncError(f"{decl.file}: the new key does not validate: {errors[0].message}")
         got = sops.decrypt(loaded, written)
-        if got.spec.get("access_key_id") != key_id or got.secrets.get("secret_access_key") != secret:
+        if any((got.secrets if isinstance(v, Secret) else got.spec).get(k) != v for k, v in values.items()):
             raise ConnsyncError(f"{decl.file}: the file did not read back with the new key")
 
-    update_fields(path, {"access_key_id": key_id, "secret_access_key": secret}, shown=decl.file,
-                  sops_meta=meta if isinstance(meta, dict) else {}, check=check)
+    update_fields(path, dict(values), shown=decl.file, sops_meta=meta if isinstance(meta, dict) else {},
+                  check=check)
 
 
 def _undo_new_key(rotation: Rotation, journal: Journal, iam: Iam, user: str, old_id: str, new_id: str,
