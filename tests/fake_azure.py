@@ -4,13 +4,20 @@
   (400 ``invalid_tenant`` / AADSTS90002 for an unknown tenant, as Entra ID answers);
 - ``POST /{tenant}/oauth2/v2.0/token``: the client-credentials grant, refusing with the
   AADSTS codes Entra ID uses (700016 unknown client, 7000215 wrong secret, 7000222 expired);
-- ``GET /subscriptions/{id}?api-version=...``: ARM, bearer token required.
+- ``GET /subscriptions/{id}?api-version=...``: ARM, bearer token required;
+- Microsoft Graph for client secrets (token scope ``{url}/.default``): ``GET
+  /v1.0/applications(appId='…')`` and ``/v1.0/applications/{id}`` (password
+  credentials by key id, display name, expiry and hint, never the secret),
+  ``POST …/addPassword`` (the secret's text, once) and ``…/removePassword``;
+  refusing as Graph does: 403 ``Authorization_RequestDenied`` to an app that may
+  not manage the application, 400 past ``max_secrets``.
 
 The certificate is made here by a CA made here; ``ca_bundle`` is that CA's PEM.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
@@ -18,6 +25,7 @@ import os
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,6 +111,13 @@ class App:
     secret: str
     expired: bool = False
     subscriptions: tuple[str, ...] = (SUBSCRIPTION,)  # where it holds a role
+    manages_itself: bool = True  # may add and remove its own secrets (Application.ReadWrite.OwnedBy)
+    others: dict[str, str] = field(default_factory=dict)  # more secrets: key id -> secret
+    first_key_id: str = "00000000-0000-0000-0000-0000000000a1"
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret that signs in now, by key id (``secret`` under ``first_key_id``, unless removed)."""
+        return {**({self.first_key_id: self.secret} if self.secret else {}), **self.others}
 
 
 @dataclass
@@ -111,6 +126,8 @@ class FakeAzure:
     tenants: set[str] = field(default_factory=lambda: {TENANT})
     disabled: set[str] = field(default_factory=set)  # subscriptions in state Disabled
     subscriptions: dict[str, str] = field(default_factory=lambda: {SUBSCRIPTION: "Platform Prod"})
+    graph_admins: set[str] = field(default_factory=set)  # client ids that may manage any application
+    max_secrets: int = 5
     token_failures: list[int] = field(default_factory=list)  # statuses answered first (429, 503...)
     arm_failures: list[int] = field(default_factory=list)
     hang: float = 0.0  # seconds every answer waits (a silent endpoint)
@@ -171,6 +188,8 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                         "tenant_region_scope": "EU",
                     },
                 )
+            if parts[0] == "v1.0":
+                return self.graph("GET", parts, {})
             if parts[0] == "subscriptions" and len(parts) == 2:
                 return self.subscription(parts[1], urllib.parse.parse_qs(url.query))
             return self.reply(404, {"error": {"code": "NotFound", "message": "no such path"}})
@@ -213,9 +232,10 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
             )
 
         def do_POST(self) -> None:
-            form = urllib.parse.parse_qs(
-                self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            )
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            if self.path.startswith("/v1.0/"):
+                return self.graph("POST", self.path.strip("/").split("/"), json.loads(raw or "{}"))
+            form = urllib.parse.parse_qs(raw)
             if fake.hang:
                 time.sleep(fake.hang)
             with fake._lock:
@@ -233,7 +253,8 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                 or field_.get("grant_type") != "client_credentials"
             ):
                 return self.reply(400, _aad_error("invalid_request", 900144, "bad grant"))
-            if field_.get("scope") != "https://management.azure.com/.default":
+            graph = field_.get("scope") == f"{fake.url}/.default"
+            if field_.get("scope") != "https://management.azure.com/.default" and not graph:
                 return self.reply(400, _aad_error("invalid_scope", 70011, "bad scope"))
             app = fake.apps.get(field_.get("client_id", ""))
             if app is None:
@@ -246,7 +267,7 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                         f"'{field_.get('client_id')}' was not found in the directory.",
                     ),
                 )
-            if field_.get("client_secret") != app.secret:
+            if field_.get("client_secret") not in app.secrets().values():
                 return self.reply(
                     401, _aad_error("invalid_client", 7000215, "Invalid client secret provided.")
                 )
@@ -260,9 +281,56 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                     "token_type": "Bearer",
                     "expires_in": 3599,
                     "ext_expires_in": 3599,
-                    "access_token": f"fake-arm-token-{field_['client_id']}",
+                    "access_token": f"fake-{'graph' if graph else 'arm'}-token-{field_['client_id']}",
                 },
             )
+
+        def graph(self, method: str, parts: list[str], body: dict[str, Any]) -> None:
+            token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            prefix = "fake-graph-token-"
+            caller = token.removeprefix(prefix) if token.startswith(prefix) else None
+            if caller is None:
+                return self.reply(401, {"error": {"code": "InvalidAuthenticationToken", "message": "-"}})
+            target = parts[1]
+            if target.startswith("applications(appId='"):
+                client = urllib.parse.unquote(target.removeprefix("applications(appId='").removesuffix("')"))
+            else:
+                client = target.removeprefix("applications/").removeprefix("app-")
+                client = urllib.parse.unquote(parts[2]).removeprefix("app-") if len(parts) > 2 else client
+            app = fake.apps.get(client)
+            if app is None:
+                return self.reply(404, {"error": {"code": "Request_ResourceNotFound", "message": "-"}})
+            if not (caller in fake.graph_admins or (caller == client and app.manages_itself)):
+                denied = "Insufficient privileges to complete the operation."
+                return self.reply(403, {"error": {"code": "Authorization_RequestDenied", "message": denied}})
+            with fake._lock:
+                action = parts[3] if len(parts) > 3 else None
+                if method == "GET" and action is None:
+                    return self.reply(200, {"id": f"app-{client}", "appId": client, "passwordCredentials": [
+                        {"keyId": kid, "hint": secret[:3], "displayName": "secret",
+                         "endDateTime": "2027-06-01T00:00:00Z"} for kid, secret in app.secrets().items()]})
+                if method == "POST" and action == "addPassword":
+                    if len(app.secrets()) >= fake.max_secrets:
+                        full = "The application has the maximum number of secrets."
+                        return self.reply(400, {"error": {"code": "Request_BadRequest", "message": full}})
+                    kid, secret = str(uuid.uuid4()), base64.urlsafe_b64encode(os.urandom(30)).decode()
+                    app.others[kid] = secret
+                    asked = body.get("passwordCredential") or {}
+                    return self.reply(200, {"keyId": kid, "secretText": secret, "hint": secret[:3],
+                                            "displayName": asked.get("displayName"),
+                                            "endDateTime": asked.get("endDateTime")})
+                if method == "POST" and action == "removePassword":
+                    kid = str(body.get("keyId"))
+                    if kid == app.first_key_id and app.secret:
+                        app.secret = ""
+                    elif app.others.pop(kid, None) is None:
+                        missing = {"code": "Request_ResourceNotFound", "message": "-"}
+                        return self.reply(404, {"error": missing})
+                    self.send_response(204)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+            return self.reply(400, {"error": {"code": "Request_BadRequest", "message": "-"}})
 
         def log_message(self, format: str, *args: object) -> None:
             pass

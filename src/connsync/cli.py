@@ -388,7 +388,7 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
     return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
 
 
-@cli.command(short_help="Rotate AWS and GCP keys: new key in the file, then retire the old one.")
+@cli.command(short_help="Rotate AWS, Azure and GCP keys: new key in the file, then retire the old one.")
 @global_options
 @click.argument("names", nargs=-1)
 @click.option("--older-than", type=click.IntRange(min=0), metavar="DAYS",
@@ -417,12 +417,14 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
 @click.option("--detach-quarantine", is_flag=True,
               help="With --exposed: detach AWS's AWSCompromisedKeyQuarantine* policy from the user at "
               "the end.")
+@click.option("--expires-in-days", type=click.IntRange(min=1, max=730), default=180, show_default=True,
+              metavar="DAYS", help="Azure: how long a new client secret is valid.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
 def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: bool, delete: bool,
            apply_: bool, auto_approve: bool, delete_inactive: bool, admin_profile: str | None,
            admin_env: bool, wait_seconds: float, dry_run: bool, lock_timeout: float, exposed: bool,
-           detach_quarantine: bool, fmt: str) -> int:
+           detach_quarantine: bool, expires_in_days: int, fmt: str) -> int:
     """Rotate the AWS access key of each connection NAME, the way AWS documents it, made safe.
 
     Finds the IAM user behind the key (root and temporary keys are refused),
@@ -440,6 +442,10 @@ def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: boo
     service-account key (serviceAccounts.keys.create) in the file, the old
     one disabled by --finish and deleted by --finish --delete; --admin-env
     signs with the environment's Google credentials (google.auth.default).
+    An Azure connection gets a new client secret (Microsoft Graph addPassword,
+    valid --expires-in-days), and --finish removes the app's other secrets
+    (removePassword); --admin-env signs with AZURE_TENANT_ID/AZURE_CLIENT_ID/
+    AZURE_CLIENT_SECRET.
 
     --exposed KEY_ID...: a key was leaked. Finds every file and store record
     (all workspaces) holding it, deactivates it first, creates a new key for
@@ -453,7 +459,7 @@ def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: boo
     json_errors("rotate", fmt)
     command = RotateCommand(names, older_than, finish, delete, apply_, auto_approve, delete_inactive,
                             admin_profile, admin_env, wait_seconds, dry_run, lock_timeout, exposed,
-                            detach_quarantine)
+                            detach_quarantine, expires_in_days)
     return run(app.config, command, fmt=fmt, style=app.style)
 
 

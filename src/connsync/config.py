@@ -100,6 +100,7 @@ ENDPOINT_VARIABLES = {
     "ca_bundle": "CONNSYNC_CA_BUNDLE",
     "azure_authority_host": "CONNSYNC_AZURE_AUTHORITY_HOST",
     "azure_management_endpoint": "CONNSYNC_AZURE_MANAGEMENT_ENDPOINT",
+    "azure_graph_endpoint": "CONNSYNC_AZURE_GRAPH_ENDPOINT",
     "gcp_token_uri": "CONNSYNC_GCP_TOKEN_URI",
     "gcp_resource_manager_endpoint": "CONNSYNC_GCP_RESOURCE_MANAGER_ENDPOINT",
     "gcp_iam_endpoint": "CONNSYNC_GCP_IAM_ENDPOINT",

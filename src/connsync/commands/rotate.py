@@ -18,7 +18,7 @@ from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
 from connsync.model import Declaration
-from connsync.providers import aws_incident, gcp_rotation, key_holders
+from connsync.providers import aws_incident, azure_rotation, gcp_rotation, key_holders
 from connsync.providers import aws_rotation as rotation
 from connsync.providers.aws_keys import Credentials
 from connsync.store import Store, opened
@@ -40,6 +40,7 @@ class RotateCommand:
     lock_timeout: float = 60.0
     exposed: bool = False  # names are access key ids: the incident runbook
     detach_quarantine: bool = False
+    expires_in_days: int = 180
 
 
 def _check_flags(command: RotateCommand) -> None:
@@ -79,7 +80,8 @@ def rotate(config: Config, command: RotateCommand, *, fmt: str, style: render.St
         return _exposed(config, command, fmt=fmt, style=style)
     options = rotation.RotateOptions(admin=_admin(command), delete_inactive=command.delete_inactive,
                                      wait_seconds=command.wait_seconds, dry_run=command.dry_run,
-                                     timeout=config.verify.timeout_seconds)
+                                     timeout=config.verify.timeout_seconds,
+                                     expires_in_days=command.expires_in_days)
     echo = click.echo if fmt == "text" else None
     skipped: list[str] = []
     if command.older_than is not None:
@@ -158,7 +160,7 @@ def _store_and_retire(config: Config, store: Store, decl: Declaration, command: 
 
 def _engine(decl: Declaration) -> Any:
     """The provider's rotation procedure: the same steps (start, finish, next steps) for each card."""
-    return gcp_rotation if decl.provider == "gcp" else rotation
+    return {"gcp": gcp_rotation, "azure": azure_rotation}.get(decl.provider, rotation)
 
 
 def _confirm(decl: Declaration) -> None:

@@ -42,7 +42,7 @@ from connsync.validate import loader, rules
 from connsync.validate.fields import find_connection
 
 Echo = Callable[[str], None]
-ROTATABLE = ("aws", "gcp")  # gcp: connsync.providers.gcp_rotation
+ROTATABLE = ("aws", "azure", "gcp")  # also connsync.providers.azure_rotation and gcp_rotation
 
 
 class RotationFailed(ConnsyncError):
@@ -56,6 +56,7 @@ class RotateOptions:
     wait_seconds: float = 60.0
     dry_run: bool = False
     timeout: float = 10.0
+    expires_in_days: int = 180  # Azure: the lifetime of a new client secret
 
 
 @dataclass

@@ -49,6 +49,7 @@ class VerifySettings:
     ca_bundle: str | None = None
     azure_authority_host: str | None = None
     azure_management_endpoint: str | None = None
+    azure_graph_endpoint: str | None = None  # Microsoft Graph, for rotating client secrets
     azure_instance_discovery: bool = True
     gcp_token_uri: str | None = None
     gcp_resource_manager_endpoint: str | None = None

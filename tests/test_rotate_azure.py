@@ -1,0 +1,106 @@
+"""``connsync rotate`` on an Azure connection, against Microsoft Graph in tests/fake_azure.py over HTTPS.
+
+The fake issues a token only for a secret the application holds, so "the new
+secret works" means Entra ID (the fake) signed it in; secrets are random and
+never leave the fake but through addPassword's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connsync import sops
+from connsync.model import Declaration
+from connsync.store.sqlite import SqliteStore
+from connsync.validate import loader
+from tests.conftest import CANARY, Result, Run
+from tests.fake_azure import CLIENT, SUBSCRIPTION, TENANT, App, FakeAzure, serve
+from tests.test_outputs import checked
+
+ADMIN = "99999999-2222-3333-4444-555555555555"
+ADMIN_SECRET = "AdminSecret~0123456789abcdefghijklmnop"
+FILE = Path("connections/azure-prod.yaml")
+
+
+@pytest.fixture
+def azure(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAzure]:
+    fake = FakeAzure(apps={CLIENT: App(CANARY), ADMIN: App(ADMIN_SECRET)}, graph_admins={ADMIN})
+    with serve(fake, tmp_path_factory.mktemp("tls")) as served:
+        monkeypatch.setenv("CONNSYNC_CA_BUNDLE", served.ca_bundle)
+        for variable in ("AUTHORITY_HOST", "MANAGEMENT_ENDPOINT", "GRAPH_ENDPOINT"):
+            monkeypatch.setenv(f"CONNSYNC_AZURE_{variable}", served.url)
+        monkeypatch.setenv("CONNSYNC_AZURE_INSTANCE_DISCOVERY", "false")
+        monkeypatch.setenv("TEST_AZ_SECRET", CANARY)
+        made = run("new", "azure", "--name", "Azure Prod", "--no-input", "--secret-env",
+                   "client_secret=TEST_AZ_SECRET", "--set", f"tenant_id={TENANT}",
+                   "--set", f"client_id={CLIENT}", "--set", f"subscription_id={SUBSCRIPTION}")
+        assert made.code == 0, made.err
+        yield served
+
+
+def in_file(repo: Path) -> str:
+    decl = loader.load_file(repo / FILE)
+    assert isinstance(decl, Declaration)
+    return sops.decrypt(decl, repo / FILE).secrets["client_secret"].reveal()
+
+
+def clean(results: list[Result], *secrets: str) -> None:
+    for result in results:
+        for secret in (CANARY, *secrets):
+            assert secret not in result.out + result.err
+
+
+def test_azure_rotation_cycle(repo: Path, azure: FakeAzure, run: Run) -> None:
+    app = azure.apps[CLIENT]
+    outputs = [run("apply", "--auto-approve")]
+    assert outputs[0].code == 0, outputs[0].err
+    outputs.append(rotated := run("rotate", "Azure Prod", "--expires-in-days", "30"))
+    assert rotated.code == 0, rotated.err
+    new = in_file(repo)
+    assert new != CANARY and list(app.secrets().values()) == [CANARY, new]  # both work until stored
+    assert "(in 30 days)" in rotated.out and "Entra ID accepts" in rotated.out
+
+    outputs.append(early := run("rotate", "--finish", "Azure Prod"))
+    assert early.code == 1 and "does not hold the new secret" in early.err
+    assert CANARY in app.secrets().values()
+    outputs.append(run("apply", "--auto-approve"))
+    outputs.append(finished := run("rotate", "--finish", "Azure Prod", "--format", "json"))
+    report = checked("rotate", finished, ok=True)
+    assert [s["action"] for s in report["rotations"][0]["steps"]] == ["rotate-remove-secret"]
+    assert list(app.secrets().values()) == [new]  # the old secret no longer signs in
+    outputs.append(verified := run("verify", "--format", "json"))
+    assert checked("verify", verified, ok=True)["results"][0]["status"] == "ok"
+    actions = [a.action.split(" ")[0] for a in SqliteStore.open(
+        f"sqlite:{repo / '.connsync/store.db'}", "default").audit()]
+    assert actions == ["create", "rotate-create-key", "rotate-key-accepted", "rotate-write-file", "update",
+                       "rotate-remove-secret"]
+    clean(outputs, new)
+
+
+def test_an_app_that_may_not_manage_itself(repo: Path, azure: FakeAzure, run: Run,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    azure.apps[CLIENT].manages_itself = False
+    before = (repo / FILE).read_bytes()
+    refused = run("rotate", "Azure Prod")
+    assert refused.code == 1 and "Authorization_RequestDenied" in refused.err and "--admin-env" in refused.err
+    assert (repo / FILE).read_bytes() == before and list(azure.apps[CLIENT].secrets().values()) == [CANARY]
+    monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
+    monkeypatch.setenv("AZURE_CLIENT_ID", ADMIN)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", ADMIN_SECRET)
+    result = run("rotate", "Azure Prod", "--admin-env", "--apply", "--auto-approve")
+    assert result.code == 0, result.err
+    new = in_file(repo)
+    assert list(azure.apps[CLIENT].secrets().values()) == [new]
+    clean([refused, result], new, ADMIN_SECRET)
+
+
+def test_an_app_at_its_maximum_of_secrets(repo: Path, azure: FakeAzure, run: Run) -> None:
+    azure.max_secrets = 1
+    before = (repo / FILE).read_bytes()
+    result = run("rotate", "Azure Prod")
+    assert result.code == 1 and "addPassword" in result.err and "maximum number of secrets" in result.err
+    assert (repo / FILE).read_bytes() == before and list(azure.apps[CLIENT].secrets().values()) == [CANARY]
