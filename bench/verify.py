@@ -5,12 +5,13 @@
 
 Makes N SOPS-encrypted AWS connections (one encrypted with the real sops
 binary and an age key made here, copied with other names, account ids and key
-ids), serves tests/fake_aws.py on 127.0.0.1 (GetCallerIdentity and
-ListAccessKeys for any key, after --latency seconds, next to no CPU), then runs
+ids), serves tests/fake_aws.py on 127.0.0.1 (GetCallerIdentity, ListAccessKeys
+and ListAttachedUserPolicies for any key, after --latency seconds, next to no
+CPU), then runs
 `connsync verify --format json` as a child process and prints, per N:
 
   wall         the child's wall time
-  serial floor N x 2 calls x latency: calling the two APIs one after another
+  serial floor N x calls x latency: calling the APIs one after another
   speedup      floor / wall (goal: >= 10x)
   CPU/conn     user + system CPU of the child (resource.getrusage) / N (goal: <= 10 ms)
 
@@ -44,7 +45,7 @@ from common import connsync_argv
 from tests import fake_azure, fake_gcp
 from tests.fake_aws import FakeAws, serve
 
-CALLS = {"aws": 2, "azure": 3, "gcp": 3}
+CALLS = {"aws": 3, "azure": 3, "gcp": 3}  # aws: STS, ListAccessKeys, ListAttachedUserPolicies
 GCP_KEY_ID = "0123456789abcdef0123456789abcdef01234567"
 
 _BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
