@@ -41,8 +41,20 @@ class StoreError(ConnsyncError):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The store stopped answering, went away or refuses every further write (disk full).
+
+    Unlike a refusal of one record, nothing more can be written: an apply ends early and
+    reports what the store holds.
+    """
+
+
 class LockError(StoreError):
     pass
+
+
+class LockLost(LockError):
+    """The workspace lock was lost while this process held it: it writes nothing more."""
 
 
 class VersionConflict(StoreError):

@@ -8,13 +8,14 @@ import click
 
 from connsync import render
 from connsync.config import Config
-from connsync.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConnsyncError, UsageError
+from connsync.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConnsyncError, StoreError, UsageError
 from connsync.identity import actor, git_revision, in_ci
+from connsync.model import Declaration, StoredConnection
 from connsync.reconcile import planfile
-from connsync.reconcile.apply import ApplyInterrupted, ApplyReport, Verifier, check_deletes, execute
+from connsync.reconcile.apply import ApplyReport, Verifier, check_deletes, execute, settle
 from connsync.reconcile.pipeline import load_valid, make_plan
 from connsync.reconcile.plan import Plan, check_stale
-from connsync.store import opened, refuse_ephemeral_store
+from connsync.store import LockInfo, Store, opened, refuse_ephemeral_store
 
 
 @dataclass(frozen=True)
@@ -55,50 +56,89 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
         prune = saved.prune if saved else (config.prune if options.prune is None else options.prune)
         adopt = saved.adopt if saved else options.adopt
         lock = store.acquire_lock(timeout=options.lock_timeout)
-        if lock.replaced:
-            click.echo(render.text(lock.takeover_note(), 400), err=True)
         try:
-            # Planned afresh under the lock: whatever ran before us is already in the store, and
-            # every decision comes from the files and the settings, not from the plan file.
-            planned = make_plan(config, store, paths, prune=prune, adopt=adopt, declarations=declarations)
-            if saved is not None:
-                check_stale(saved, planned.plan)
-            check_deletes(planned.plan, config.max_deletes if options.max_deletes is None
-                          else options.max_deletes)
-            if fmt == "text":
-                click.echo(render.plan_text(planned.plan, style))
-                for warning in render.plan_notes_text(planned.plan):
-                    click.echo(style(f"Warning: {warning}", fg="yellow"), err=True)
-            if planned.plan.pending and not options.auto_approve:
-                _confirm(planned.plan)
-            try:
-                report = execute(planned.plan, planned.desired, store,
-                                 verifier=None if options.skip_verify else verifier,
-                                 actor=actor(), git_revision=git_revision(config.root),
-                                 history=config.verify_history)
-            except ApplyInterrupted as interrupted:
-                return _report_interrupted(interrupted.report, fmt, style)
-        finally:
-            store.release_lock(lock)
-    _print_report(report, fmt, style)
+            if lock.replaced:
+                click.echo(render.text(lock.takeover_note(), 400), err=True)
+            report = _plan_and_execute(config, store, paths, declarations, options, saved, prune=prune,
+                                       adopt=adopt, verifier=verifier, fmt=fmt, style=style)
+        except BaseException:
+            # The error (or ^C) that ended the command is what the user reads; a lock that cannot
+            # be given back on top of it is a note.
+            for note in _release(store, lock):
+                click.echo(f"note: {render.text_lines(note)}", err=True)
+            raise
+        late_interrupt = False
+        try:
+            report.notes += _release(store, lock)
+        except KeyboardInterrupt:
+            late_interrupt = True
+    try:
+        _print_report(report, fmt, style)
+    except KeyboardInterrupt:
+        late_interrupt = True
+    if late_interrupt and report.ended is None:
+        click.echo("Interrupted (^C) after the apply finished: the report above is complete; nothing "
+                   "was left half-done.", err=True)
+        return EXIT_INTERRUPTED
+    if report.ended is not None:
+        return EXIT_INTERRUPTED if report.ended.interrupted else EXIT_FAILED
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _plan_and_execute(config: Config, store: Store, paths: Sequence[str], declarations: list[Declaration],
+                      options: ApplyOptions, saved: Plan | None, *, prune: bool, adopt: bool,
+                      verifier: Verifier | None, fmt: str, style: render.Style) -> ApplyReport:
+    try:
+        # Planned afresh under the lock: whatever ran before us is already in the store, and
+        # every decision comes from the files and the settings, not from the plan file.
+        planned = make_plan(config, store, paths, prune=prune, adopt=adopt, declarations=declarations)
+    except KeyboardInterrupt:
+        raise Cancelled("interrupted (^C) while planning; nothing was written") from None
+    if saved is not None:
+        check_stale(saved, planned.plan)
+    check_deletes(planned.plan, config.max_deletes if options.max_deletes is None else options.max_deletes)
+    if fmt == "text":
+        click.echo(render.plan_text(planned.plan, style))
+        for warning in render.plan_notes_text(planned.plan):
+            click.echo(style(f"Warning: {warning}", fg="yellow"), err=True)
+    if planned.plan.pending and not options.auto_approve:
+        _confirm(planned.plan)
+    report = execute(planned.plan, planned.desired, store,
+                     verifier=None if options.skip_verify else verifier,
+                     actor=actor(), git_revision=git_revision(config.root), history=config.verify_history)
+    if report.ended is not None and not report.ended.before_writes:
+        settle(report, _read_back(store))
+    return report
+
+
+def _read_back(store: Store) -> list[StoredConnection] | None:
+    """The store's records after an early end, or None when it cannot be read (gone, or ^C again)."""
+    try:
+        return store.records()
+    except (StoreError, KeyboardInterrupt):
+        return None
+
+
+def _release(store: Store, lock: LockInfo) -> list[str]:
+    """Give the lock back; when the store is gone that fails, and it is a note, not the error."""
+    try:
+        store.release_lock(lock)
+    except StoreError as exc:
+        return [f"the workspace lock {lock.id} could not be released ({exc.message}); it belongs to this "
+                "process, which is ending, so the next apply takes it over"]
+    return []
 
 
 def _print_report(report: ApplyReport, fmt: str, style: render.Style) -> None:
     if fmt == "json":
         click.echo(render.json_output("apply", report.ok, report.as_json()))
-    elif report.plan.pending or report.failed or report.interrupted:
+    elif report.plan.pending or report.failed or report.ended:
         click.echo("")
         click.echo(render.apply_text(report, style))
-
-
-def _report_interrupted(report: ApplyReport, fmt: str, style: render.Style) -> int:
-    """^C: say exactly what was written; each record is whole, and a re-run converges."""
-    _print_report(report, fmt, style)
-    planned = sum(report.plan.summary[a] for a in ("create", "update", "delete"))
-    click.echo(f"Interrupted (^C) after {len(report.applied)} of {planned} write(s); each record is "
-               "whole, the rest were not written. Run apply again to finish.", err=True)
-    return EXIT_INTERRUPTED
+    for line in render.early_end_lines(report):
+        click.echo(line, err=True)
+    for note in report.notes:
+        click.echo(f"note: {render.text_lines(note)}", err=True)
 
 
 def _confirm(plan: Plan) -> None:

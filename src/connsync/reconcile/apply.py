@@ -11,14 +11,28 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from connsync.errors import ConnsyncError, StoreError
-from connsync.model import Desired
+from connsync.errors import ConnsyncError, LockError, StoreError, StoreUnavailable
+from connsync.model import Desired, StoredConnection
 from connsync.providers import Verdict
 from connsync.reconcile.history import record
 from connsync.reconcile.plan import Change, Plan
 from connsync.store import HISTORY_LIMIT, Store, Write
 
 Verifier = Callable[[Sequence[Desired]], Mapping[str, Verdict]]  # keyed by casefolded name
+
+
+WRITES = ("create", "update", "delete")
+RERUN_HINT = "run apply again: what was written is not written twice, and it finishes the rest"
+
+
+@dataclass(frozen=True)
+class EarlyEnd:
+    """Why an apply stopped before the end of its plan: the store went away, the lock was lost,
+    the disk filled up, or ^C. A value, so that every store and every caller reports it alike."""
+
+    cause: str  # one line, the store's own words
+    interrupted: bool = False  # ^C: exit 130 rather than 1
+    before_writes: bool = False  # it came during verification: nothing was written
 
 
 @dataclass
@@ -29,25 +43,39 @@ class ApplyReport:
     warnings: list[str] = field(default_factory=list)
     verified: int = 0  # connections checked with their provider before writing
     rejected: int = 0  # of those, the ones that failed and so were not written
-    interrupted: bool = False  # ^C between two writes: what is in applied was written, whole
     unverified: list[str] = field(default_factory=list)  # written, but their provider cannot verify them
+    ended: EarlyEnd | None = None
+    not_written: list[dict[str, Any]] = field(default_factory=list)  # planned writes that did not happen
+    # The write under way when the store went away, when the store could not be read afterwards to
+    # say whether it landed: it is whole either way, and a re-run finds out.
+    in_doubt: dict[str, Any] | None = None
+    counted_from_store: bool = False  # applied was read back from the store after an early end
+    notes: list[str] = field(default_factory=list)  # after the report: a lock that could not be released
+    in_flight: Change | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.interrupted
+        return not self.failed and self.ended is None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.ended is not None and self.ended.interrupted
+
+    def counts(self) -> dict[str, int]:
+        return {a: sum(1 for i in self.applied if i["action"] == a) for a in WRITES}
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "applied": self.applied, "failed": self.failed,
-                "summary": self.plan.summary, "warnings": self.warnings, "interrupted": self.interrupted,
-                "unverified": self.unverified}
-
-
-class ApplyInterrupted(Exception):
-    """^C during the writes; carries the report of what was written before it."""
-
-    def __init__(self, report: ApplyReport) -> None:
-        super().__init__("apply interrupted")
-        self.report = report
+        payload: dict[str, Any] = {
+            "ok": self.ok, "applied": self.applied, "failed": self.failed, "summary": self.plan.summary,
+            "warnings": self.warnings, "interrupted": self.interrupted, "unverified": self.unverified}
+        if self.ended is not None:
+            payload["ended_early"] = {
+                "cause": self.ended.cause, "interrupted": self.ended.interrupted,
+                "counted_from": "store" if self.counted_from_store else "confirmed writes",
+                "not_written": self.not_written, "in_doubt": self.in_doubt, "hint": RERUN_HINT}
+        if self.notes:
+            payload["notes"] = self.notes
+        return payload
 
 
 def check_deletes(plan: Plan, max_deletes: int) -> None:
@@ -70,23 +98,67 @@ def execute(
     git_revision: str | None,
     history: int = HISTORY_LIMIT,
 ) -> ApplyReport:
+    """Carry out ``plan``; an early end (store gone, lock lost, disk full, ^C) is in the report."""
     report = ApplyReport(plan)
     writes = [c for c in plan.changes if c.action in ("create", "update")]
-    verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
+    try:
+        verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
+    except KeyboardInterrupt:
+        report.ended = EarlyEnd("interrupted (^C) while verifying", interrupted=True, before_writes=True)
+        report.not_written = [_item(c) for c in plan.changes if c.action in WRITES]
+        return report
     report.verified = sum(v.status != "skipped" for v in verdicts.values())
     report.rejected = sum(v.status == "failed" for v in verdicts.values())
-    not_kept = record(store, verdicts.values(), history)  # what report shows as the last verification
-    if not_kept:
-        report.warnings.append(not_kept)
-
     try:
+        not_kept = record(store, verdicts.values(), history)  # what report shows as the last verification
+        if not_kept:
+            report.warnings.append(not_kept)
         for change in plan.changes:
+            report.in_flight = change
             _carry_out(change, desired, verdicts, store, report, actor, git_revision)
+        report.in_flight = None
     except KeyboardInterrupt:
-        # Each write is one transaction: the one under way when ^C came is rolled back, whole.
-        report.interrupted = True
-        raise ApplyInterrupted(report) from None
+        # Each write is one transaction: the one under way when ^C came is whole, written or not.
+        report.ended = EarlyEnd("interrupted (^C)", interrupted=True)
+    except (StoreUnavailable, LockError) as exc:
+        report.ended = EarlyEnd(exc.message)
     return report
+
+
+def settle(report: ApplyReport, held: Sequence[StoredConnection] | None) -> None:
+    """After an early end: what was written, as the store holds it (``held``: its records now).
+
+    The loop's own list can be one short (a commit that landed as ^C came) or one long (never);
+    the store is the truth. Without ``held`` (the store cannot be read), the writes it confirmed
+    count, and the one under way is in doubt.
+    """
+    failed = {i["name"].casefold() for i in report.failed}
+    planned = [c for c in report.plan.changes if c.action in WRITES and c.name.casefold() not in failed]
+    confirmed = {i["name"].casefold() for i in report.applied}
+    if held is None:
+        doubt = report.in_flight
+        if doubt is not None and doubt.action in WRITES and doubt.name.casefold() not in confirmed | failed:
+            report.in_doubt = _item(doubt)
+        report.not_written = [_item(c) for c in planned if c.name.casefold() not in confirmed
+                              and (doubt is None or c.name != doubt.name)]
+        return
+    now_held = {r.name.casefold(): r for r in held}
+    report.applied, report.not_written = [], []
+    for change in planned:
+        record = now_held.get(change.name.casefold())
+        if change.action == "delete":
+            written = record is None
+        else:  # under the lock nobody else writes: the version after ours is ours
+            written = record is not None and record.version == (change.store_version or 0) + 1
+        if written:
+            report.applied.append(_item(change) | ({"version": record.version} if record else {}))
+        else:
+            report.not_written.append(_item(change))
+    report.counted_from_store = True
+
+
+def _item(change: Change) -> dict[str, Any]:
+    return {"action": change.action, "name": change.name}
 
 
 def _carry_out(change: Change, desired: Mapping[str, Desired], verdicts: Mapping[str, Verdict],
@@ -122,6 +194,8 @@ def _carry_out(change: Change, desired: Mapping[str, Desired], verdicts: Mapping
         elif change.resync and change.file and change.digest and change.store_version is not None:
             store.record_source(change.name, expected_version=change.store_version,
                                 source=change.file, source_digest=change.digest)
+    except (StoreUnavailable, LockError):
+        raise  # nothing more can be written: the apply ends here
     except StoreError as exc:
         report.failed.append({"name": change.name, "action": change.action, "error": exc.message})
 

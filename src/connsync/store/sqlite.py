@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from connsync.errors import LockError, StoreError, VersionConflict
+from connsync.errors import LockError, LockLost, StoreError, StoreUnavailable, VersionConflict
 from connsync.model import Secret, StoredConnection
 from connsync.store.base import (
     HISTORY_LIMIT,
@@ -35,7 +35,15 @@ from connsync.store.base import (
 )
 from connsync.store.sealing import Sealer
 from connsync.store.sql import COLUMNS, record_from_row
-from connsync.store.sqlite_file import SCHEMA_VERSION, create, load_key, open_salt, read_meta, transaction
+from connsync.store.sqlite_file import (
+    SCHEMA_VERSION,
+    create,
+    is_disk_full,
+    load_key,
+    open_salt,
+    read_meta,
+    transaction,
+)
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -98,6 +106,8 @@ class SqliteStore:
     # --- reading ---------------------------------------------------------------
 
     def records(self) -> list[StoredConnection]:
+        if self._conn.in_transaction:  # what a ^C left open is not the store's: read what is committed
+            self._conn.execute("ROLLBACK")
         rows = self._conn.execute(
             f"SELECT {COLUMNS} FROM connections WHERE workspace = ? ORDER BY name_key",  # noqa: S608 - constant columns
             (self.workspace,),
@@ -163,6 +173,14 @@ class SqliteStore:
                 self._check_still_locked()
                 yield
         except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                raise StoreUnavailable(f"the disk holding {self.path} is full: this write was rolled back "
+                                       "whole, and nothing more can be written",
+                                       hint=f"free space on the disk that holds {self.path.parent}") from None
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT,
+                                                              sqlite3.SQLITE_READONLY):
+                raise StoreUnavailable(f"the store {self.path} cannot be written ({exc}): this write was "
+                                       "rolled back whole, and nothing more can be written") from None
             raise StoreError(f"the store refused the write: {exc}") from None
 
     def _check_still_locked(self) -> None:
@@ -172,8 +190,8 @@ class SqliteStore:
         row = self._conn.execute("SELECT 1 FROM locks WHERE workspace = ? AND id = ?",
                                  (self.workspace, self._lock.id)).fetchone()
         if row is None:
-            raise LockError(f"the workspace lock {self._lock.id} was broken while this process held it; "
-                            "nothing more is written", hint="run plan again")
+            raise LockLost(f"the workspace lock {self._lock.id} was broken while this process held it; "
+                           "nothing more is written", hint="run plan again")
 
     def _aad(self, name: str) -> bytes:
         # Binds each sealed blob to its row, so blobs cannot be swapped between records.
@@ -309,31 +327,39 @@ class SqliteStore:
         mine = new_lock(self.workspace)
         deadline = time.monotonic() + timeout
         while True:
-            with self._write():
-                held = self._current_lock()
-                stale = held is not None and not self._alive(held)
-                if held is None or stale:
-                    # The liveness file is locked before the row is visible, inside the same
-                    # transaction: whoever sees the row can trust the flock to say if we live.
-                    self._lock_fd = _flock(self._liveness_file(mine.id))
-                    try:
+            try:
+                with self._write():
+                    held = self._current_lock()
+                    stale = held is not None and not self._alive(held)
+                    if held is None or stale:
+                        # The liveness file is locked before the row is visible, inside the same
+                        # transaction: whoever sees the row can trust the flock to say if we live.
+                        self._lock_fd = _flock(self._liveness_file(mine.id))
                         self._conn.execute("DELETE FROM locks WHERE workspace = ?", (self.workspace,))
                         self._conn.execute(
                             "INSERT INTO locks (workspace, id, holder, pid, ci_run, acquired_at) "
                             "VALUES (?, ?, ?, ?, ?, ?)",
                             (mine.workspace, mine.id, mine.holder, mine.pid, mine.ci_run, mine.acquired_at),
                         )
-                    except BaseException:
-                        self._drop_liveness(mine.id)
-                        raise
-                    if held is not None:
-                        self._liveness_file(held.id).unlink(missing_ok=True)
-                    self._lock = LockInfo(mine.id, mine.workspace, mine.holder, mine.pid, mine.ci_run,
-                                          mine.acquired_at, replaced=held)
-                    return self._lock
+                        # Under the write lock, as every liveness file is made: none is swept half-born.
+                        self._sweep_liveness_files(mine.id)
+            except BaseException:
+                self._drop_liveness(mine.id)  # the row never became visible (a full disk fails the commit)
+                raise
+            if held is None or stale:
+                self._lock = LockInfo(mine.id, mine.workspace, mine.holder, mine.pid, mine.ci_run,
+                                      mine.acquired_at, replaced=held)
+                return self._lock
             if time.monotonic() >= deadline:
                 raise _lock_error(held, timeout)
             time.sleep(_LOCK_POLL_SECONDS)
+
+    def _sweep_liveness_files(self, mine: str) -> None:
+        """Liveness files of runs that ended without removing theirs (a failed release, a kill)."""
+        for path in self.path.parent.glob(f"{self.path.name}.lock-*"):
+            lock_id = path.name.rpartition(".lock-")[2]
+            if lock_id != mine and not self._alive(LockInfo(lock_id, self.workspace, "", 0, None, "")):
+                path.unlink(missing_ok=True)
 
     def _alive(self, lock: LockInfo) -> bool:
         """Whether the holder still runs: its flock on its liveness file dies with it."""

@@ -7,6 +7,7 @@ records and the lock (``sqlite.py``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import stat
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from connsync.errors import StoreError
+from connsync.errors import StoreError, StoreUnavailable
 from connsync.fsutil import write_atomic
 from connsync.store.sealing import KEY_VARIABLE, Sealer, decode_key, new_key_text
 
@@ -85,35 +86,57 @@ CREATE TABLE IF NOT EXISTS locks (
 def create(path: Path) -> None:
     """A new store appears whole or not at all: built under a temporary name, then linked.
 
-    So an empty file at ``path`` is never a store being born, always a broken one.
+    So an empty file at ``path`` is never a store being born, always a broken one. A create
+    that fails (a full disk) leaves nothing behind: no temporary file, no -wal/-shm, no key
+    file made for a store that never came to be.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_file = _key_file(path)
-    if not os.environ.get(KEY_VARIABLE) and not key_file.exists():
-        _refuse_unignored(key_file)
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            write_atomic(key_file, (new_key_text() + "\n").encode(), mode=0o600)
-    key, _ = load_key(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    temp.unlink(missing_ok=True)
-    # Created 0600 before SQLite sees it (SQLite would use the umask); -wal and -shm inherit it.
-    os.close(os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    made_key = False
     try:
-        conn = sqlite3.connect(temp, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
-            for statement in HISTORY_TABLES:
-                conn.execute(statement)
-            sealer = Sealer(key)
-            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                             [("schema_version", str(SCHEMA_VERSION)), ("salt", sealer.new_sealed_salt())])
-        finally:
-            conn.close()
+        if not os.environ.get(KEY_VARIABLE) and not key_file.exists():
+            _refuse_unignored(key_file)
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                write_atomic(key_file, (new_key_text() + "\n").encode(), mode=0o600)
+                made_key = True
+        key, _ = load_key(path)
+        _build(temp, key)
         with contextlib.suppress(FileExistsError):  # another process created the store first
             os.link(temp, path)
+    except (OSError, sqlite3.Error) as exc:
+        if made_key and not path.exists():
+            key_file.unlink(missing_ok=True)
+        if not is_disk_full(exc):
+            raise
+        raise StoreUnavailable(f"the disk is full: the store {path} could not be created; nothing was "
+                               "written", hint=f"free space on the disk that holds {path.parent}, then "
+                               "run apply again") from None
     finally:
-        temp.unlink(missing_ok=True)
+        _unlink_with_sidecars(temp)
+
+
+def _build(temp: Path, key: bytes) -> None:
+    _unlink_with_sidecars(temp)
+    # Created 0600 before SQLite sees it (SQLite would use the umask); -wal and -shm inherit it.
+    os.close(os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    conn = sqlite3.connect(temp, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+        for statement in HISTORY_TABLES:
+            conn.execute(statement)
+        sealer = Sealer(key)
+        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                         [("schema_version", str(SCHEMA_VERSION)), ("salt", sealer.new_sealed_salt())])
+    finally:
+        conn.close()
+
+
+def _unlink_with_sidecars(path: Path) -> None:
+    """The file and what SQLite keeps beside it (-wal, -shm, -journal): none outlives a failed create."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 def _refuse_unignored(key_file: Path) -> None:
@@ -219,10 +242,18 @@ def _upgrade_to_sealed_salt(conn: sqlite3.Connection, sealer: Sealer, meta: dict
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
+    # BEGIN inside the try: a ^C that lands just after it still rolls back, and the
+    # connection is never left inside a transaction that the next BEGIN trips over.
     try:
+        conn.execute("BEGIN IMMEDIATE")
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or getattr(exc, "errno", None) == errno.ENOSPC)
