@@ -189,7 +189,8 @@ def test_sigint_during_apply_reports_what_was_written(repo: Path, run: Run,
     result = run("apply", "--auto-approve", "--skip-verify")
     assert result.code == 130
     assert "AWS A: created (version 1)" in result.out
-    assert "Interrupted (^C) after 1 of 3 writes (as the store holds them); the other 2 were not written" in result.err
+    assert ("Interrupted (^C) after 1 of 3 writes (as the store holds them); the other 2 were not "
+            "written") in result.err
     assert "failed" not in result.out + result.err  # never "0 failed" beside an interrupted write
     assert [r.name for r in store_of(repo).records()] == ["AWS A"]  # the second rolled back, whole
     monkeypatch.setattr(SqliteStore, "put", real_put)

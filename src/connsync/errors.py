@@ -45,8 +45,13 @@ class StoreUnavailable(StoreError):
     """The store stopped answering, went away or refuses every further write (disk full).
 
     Unlike a refusal of one record, nothing more can be written: an apply ends early and
-    reports what the store holds.
+    reports what the store holds. ``in_doubt``: the write under way may still land (a server
+    given up on while it held the write), whatever the store shows right now.
     """
+
+    def __init__(self, message: str, *, hint: str | None = None, in_doubt: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.in_doubt = in_doubt
 
 
 class LockError(StoreError):

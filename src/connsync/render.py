@@ -312,8 +312,8 @@ def early_end_lines(report: ApplyReport) -> list[str]:
     held = "as the store holds them" if report.counted_from_store else "confirmed by the store"
     rest = f"the other {len(report.not_written)} were not written"
     if report.in_doubt:
-        rest += (f"; the store could not be read back to say whether the one under way "
-                 f"({report.in_doubt['action']} {text(repr(report.in_doubt['name']))}) landed")
+        rest += (f"; the one under way ({report.in_doubt['action']} {text(repr(report.in_doubt['name']))}) "
+                 "may or may not have landed, whole either way")
     failed = f"; {plural(len(report.failed), 'connection')} failed (listed above)" if report.failed else ""
     planned = written + len(report.not_written) + (1 if report.in_doubt else 0)
     if end.interrupted:

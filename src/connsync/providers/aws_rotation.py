@@ -315,8 +315,11 @@ def store_new_key(config: Config, decl: Declaration, store: Store, rotation: Rot
                                        "connsync"), hint="take it over with 'connsync apply --adopt'")
     report = execute(planned.plan, planned.desired, store, verifier=verifier_for(config.verify),
                      actor=actor(), git_revision=git_revision(config.root))
-    if report.failed:
-        raise RotationFailed(_stranded(rotation, str(report.failed[0]["error"])),
+    if report.ended is not None and report.ended.interrupted:
+        raise KeyboardInterrupt  # the rotation's own ^C handling says where both keys are
+    problem = report.failed[0]["error"] if report.failed else report.ended.cause if report.ended else None
+    if problem is not None:
+        raise RotationFailed(_stranded(rotation, str(problem)),
                              hint="fix that, run 'connsync apply', then 'connsync rotate --finish'")
     version = report.applied[0].get("version") if report.applied else None
     journal.note(f"stored {rotation.new_key} in the store" + (f" (version {version})" if version else ""))

@@ -33,6 +33,7 @@ class EarlyEnd:
     cause: str  # one line, the store's own words
     interrupted: bool = False  # ^C: exit 130 rather than 1
     before_writes: bool = False  # it came during verification: nothing was written
+    in_doubt: bool = False  # the write under way may still land although the store does not show it yet
 
 
 @dataclass
@@ -121,7 +122,7 @@ def execute(
         # Each write is one transaction: the one under way when ^C came is whole, written or not.
         report.ended = EarlyEnd("interrupted (^C)", interrupted=True)
     except (StoreUnavailable, LockError) as exc:
-        report.ended = EarlyEnd(exc.message)
+        report.ended = EarlyEnd(exc.message, in_doubt=getattr(exc, "in_doubt", False))
     return report
 
 
@@ -152,6 +153,8 @@ def settle(report: ApplyReport, held: Sequence[StoredConnection] | None) -> None
             written = record is not None and record.version == (change.store_version or 0) + 1
         if written:
             report.applied.append(_item(change) | ({"version": record.version} if record else {}))
+        elif report.ended and report.ended.in_doubt and change is report.in_flight:
+            report.in_doubt = _item(change)
         else:
             report.not_written.append(_item(change))
     report.counted_from_store = True

@@ -56,6 +56,9 @@ class LockInfo:
     acquired_at: str
     # The lock of a holder that died holding it, which this lock took over.
     replaced: LockInfo | None = field(default=None, compare=False)
+    # Why the replaced holder was taken to be gone, in the store's own terms.
+    replaced_because: str = field(default="that process is gone (it died, or its runner vanished)",
+                                  compare=False)
 
     def describe(self) -> str:
         ci = f", CI run {self.ci_run}" if self.ci_run else ""
@@ -66,7 +69,7 @@ class LockInfo:
         if self.replaced is None:
             return None
         return (f"connsync: took over the workspace lock of {self.replaced.describe()}: "
-                "that process is gone (it died, or its runner vanished)")
+                f"{self.replaced_because}")
 
 
 def new_lock(workspace: str) -> LockInfo:

@@ -7,8 +7,13 @@ text from libpq or the server has the password scrubbed out before it is shown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -18,6 +23,7 @@ import psycopg
 from connsync.errors import StoreError
 
 DEFAULT_SCHEMA = "connsync"
+DEFAULT_TIMEOUT = 60.0  # seconds a server may leave one statement unanswered (?timeout= in the URL)
 OLDEST_SERVER = 120000  # PostgreSQL 12
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MASK = "****"
@@ -33,6 +39,7 @@ class ConnectionTarget:
     conninfo: str  # the URI as libpq takes it (connsync's own ``schema`` parameter removed)
     schema: str
     shown: str  # the URI with any password masked: the only form that is ever printed
+    timeout: float = DEFAULT_TIMEOUT
     _secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def __repr__(self) -> str:  # never the conninfo, which may carry a password
@@ -47,6 +54,7 @@ class ConnectionTarget:
         except ValueError:
             raise StoreError(f"the store URL {_mask_text(url)} is not a valid postgresql:// URI") from None
         schema = DEFAULT_SCHEMA
+        timeout = DEFAULT_TIMEOUT
         kept: list[tuple[str, str]] = []
         # Both spellings: libpq quotes the raw, still percent-encoded text when it rejects it.
         secrets = [password, unquote(password)] if password else []
@@ -54,6 +62,8 @@ class ConnectionTarget:
         for key, value in query:
             if key == "schema":
                 schema = value
+            elif key == "timeout":
+                timeout = _seconds(value)
             else:
                 kept.append((key, value))
                 if key == "password" and value:
@@ -71,13 +81,25 @@ class ConnectionTarget:
         env_password = os.environ.get("PGPASSWORD")
         if env_password:
             secrets.append(env_password)
-        return cls(conninfo, schema, shown, tuple(secrets))
+        return cls(conninfo, schema, shown, timeout, tuple(secrets))
 
     def scrub(self, text: str) -> str:
         """libpq or server text with every password this target knows of masked out."""
         for secret in self._secrets:
             text = text.replace(secret, _MASK)
         return text
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= 86400:
+        raise StoreError(f"timeout={value[:20]!r} in the store URL is not a number of seconds from 1 to "
+                         "86400",
+                         hint=f"e.g. ?timeout=60 (the default: {DEFAULT_TIMEOUT:g})")
+    return seconds
 
 
 def _mask_text(url: str) -> str:
@@ -88,7 +110,13 @@ def _mask_text(url: str) -> str:
 def connect(target: ConnectionTarget) -> psycopg.Connection[Any]:
     options: dict[str, Any] = {"autocommit": True, "application_name": "connsync"}
     if "connect_timeout" not in target.conninfo:
-        options["connect_timeout"] = 10
+        options["connect_timeout"] = min(10, int(target.timeout))
+    if "tcp_user_timeout" not in target.conninfo:
+        # Data the server does not acknowledge (a cable pulled, a host gone) fails the
+        # connection after the bound rather than the kernel's ~15 minutes of retransmits.
+        options["tcp_user_timeout"] = int(target.timeout * 1000)
+    if "keepalives" not in target.conninfo:  # an idle connection (at the [y/N] prompt) notices too
+        options.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
     try:
         conn = psycopg.connect(target.conninfo, **options)
     except psycopg.Error as exc:
@@ -152,3 +180,44 @@ _HINTS = {
 
 def _connect_hint(exc: psycopg.Error) -> str | None:
     return _HINTS.get(_reason(exc))
+
+
+class Watchdog:
+    """Gives up on a server that stops answering: a statement that waits longer than the bound
+    has its socket shut down, so the blocked call fails instead of waiting for ever.
+
+    TCP alone cannot tell: a frozen server (SIGSTOP, a hung host whose kernel still answers)
+    acknowledges every packet and never replies.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._conn = conn
+        self._since: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="connsync-pg-watchdog")
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.seconds / 4)):
+            since = self._since
+            if since is None or time.monotonic() - since <= self.seconds or self._conn.closed:
+                continue
+            self.fired = True
+            # shutdown() acts on the connection itself, whichever descriptor it is called on.
+            with contextlib.suppress(OSError, psycopg.Error), \
+                    socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+            return
+
+    def stop(self) -> None:
+        self._stop.set()

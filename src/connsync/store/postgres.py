@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from connsync.errors import LockError, StoreError, VersionConflict
+from connsync.errors import LockError, LockLost, StoreError, StoreUnavailable, VersionConflict
 from connsync.model import Secret, StoredConnection
 from connsync.store.base import (
     HISTORY_LIMIT,
@@ -42,7 +42,7 @@ from connsync.store.base import (
     new_lock,
     now,
 )
-from connsync.store.pgconnect import ConnectionTarget, connect
+from connsync.store.pgconnect import ConnectionTarget, Watchdog, connect
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
 from connsync.store.sql import COLUMNS, record_from_row
 
@@ -115,10 +115,12 @@ CREATE INDEX IF NOT EXISTS verifications_by_name ON {s}.verifications (workspace
 
 class PostgresStore:
     def __init__(self, target: ConnectionTarget, workspace: str, conn: psycopg.Connection[Any],
-                 sealer: Sealer, salt: bytes) -> None:
+                 sealer: Sealer, salt: bytes, watchdog: Watchdog) -> None:
         self.workspace = workspace
         self._target = target
         self._conn = conn
+        self._watchdog = watchdog
+        self._spare: psycopg.Connection[Any] | None = None  # reads only, after the first session died
         self._sealer = sealer
         self._salt = salt
         self._schema = sql.Identifier(target.schema)
@@ -135,25 +137,44 @@ class PostgresStore:
         target = ConnectionTarget.parse(url)
         key = key_from_environment(f"the PostgreSQL store {target.shown}")
         conn = connect(target)
+        watchdog = Watchdog(conn, target.timeout)
         try:
-            with _errors(target, "open the store"):
+            with _errors(target, "open the store", watchdog):
                 if not create and not _schema_exists(conn, target.schema):
                     conn.close()
                     return EmptyStore(workspace, target.shown)
                 salt = _prepare(conn, target, Sealer(key))
         except BaseException:
+            watchdog.stop()
             conn.close()
             raise
-        return cls(target, workspace, conn, Sealer(key), salt)
+        return cls(target, workspace, conn, Sealer(key), salt, watchdog)
 
     def close(self) -> None:
+        self._watchdog.stop()
         self._conn.close()
+        if self._spare is not None:
+            self._spare.close()
+
+    def _guard(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return _errors(self._target, doing, self._watchdog, self._lock)
+
+    def _reader(self) -> psycopg.Connection[Any]:
+        """The session for reads: a new one once the first died (a restart, a failover, the bound).
+
+        Writes never move: the workspace lock lived in the first session, and a write checks it.
+        """
+        if not (self._conn.closed or self._conn.broken):
+            return self._conn
+        if self._spare is None or self._spare.closed or self._spare.broken:
+            self._spare = connect(self._target)
+        return self._spare
 
     # --- reading ---------------------------------------------------------------
 
     def _query(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with _errors(self._target, "read"):
-            return self._conn.execute(sql.SQL(statement).format(s=self._schema), params).fetchall()
+        with _errors(self._target, "read", self._watchdog):
+            return self._reader().execute(sql.SQL(statement).format(s=self._schema), params).fetchall()
 
     def records(self) -> list[StoredConnection]:
         rows = self._query(
@@ -204,7 +225,7 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[psycopg.Cursor[Any]]:
-        with _errors(self._target, "write"), self._conn.transaction(), self._conn.cursor() as cursor:
+        with self._guard("write"), self._conn.transaction(), self._conn.cursor() as cursor:
             self._check_still_locked(cursor)
             yield cursor
 
@@ -223,10 +244,10 @@ class PostgresStore:
                   (self.workspace, self._lock.id, classid, objid))
         row_held, session_held = cursor.fetchone() or (False, False)
         if not row_held:
-            raise LockError(f"the workspace lock {self._lock.id} was broken while this process held it; "
-                            "nothing more is written", hint="run plan again")
+            raise LockLost(f"the workspace lock {self._lock.id} was broken or taken over while this process "
+                           "held it; nothing more is written", hint="run plan again")
         if not session_held:
-            raise LockError(
+            raise LockLost(
                 "this connection no longer holds the workspace's advisory lock; nothing more is written",
                 hint="the connection must stay on one server session: connect directly or through a "
                 "session-pooled PgBouncer, not transaction pooling",
@@ -369,7 +390,7 @@ class PostgresStore:
         mine = new_lock(self.workspace)
         deadline = time.monotonic() + timeout
         while True:
-            with _errors(self._target, "take the workspace lock"):
+            with self._guard("take the workspace lock"):
                 got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,)).fetchone()
             if got and got[0]:
                 try:
@@ -391,7 +412,7 @@ class PostgresStore:
     def _take_row(self, mine: LockInfo) -> LockInfo:
         """We hold the advisory lock: a row still there belongs to a session that is gone."""
         stale = self._current_lock()
-        with _errors(self._target, "take the workspace lock"), self._conn.transaction():
+        with self._guard("take the workspace lock"), self._conn.transaction():
             self._conn.execute(sql.SQL("DELETE FROM {s}.locks WHERE workspace = %s").format(s=self._schema),
                                (self.workspace,))
             self._conn.execute(
@@ -399,7 +420,9 @@ class PostgresStore:
                         "backend_pid) VALUES (%s, %s, %s, %s, %s, %s, pg_backend_pid())"
                         ).format(s=self._schema),
                 (mine.workspace, mine.id, mine.holder, mine.pid, mine.ci_run, mine.acquired_at))
-        self._lock = replace(mine, replaced=stale[0] if stale else None)
+        self._lock = replace(mine, replaced=stale[0] if stale else None, replaced_because=(
+            "its database session ended (a crash, a lost connection or a server restart); if that "
+            "process still runs, it writes nothing more"))
         # A pooler in transaction mode may have run the statements above on other server
         # sessions than the one that took the advisory lock: check before anything is written.
         with self._write():
@@ -408,10 +431,13 @@ class PostgresStore:
 
     def release_lock(self, lock: LockInfo) -> None:
         self._lock = None
-        with _errors(self._target, "release the workspace lock"):
-            self._conn.execute(sql.SQL("DELETE FROM {s}.locks WHERE workspace = %s AND id = %s")
-                               .format(s=self._schema), (lock.workspace, lock.id))
-            self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+        with _errors(self._target, "release the workspace lock", self._watchdog):
+            # A session that died took the advisory lock with it; its row goes by its id alone.
+            conn = self._reader()
+            conn.execute(sql.SQL("DELETE FROM {s}.locks WHERE workspace = %s AND id = %s")
+                         .format(s=self._schema), (lock.workspace, lock.id))
+            if conn is self._conn:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
 
     def break_lock(self, lock_id: str) -> LockInfo | None:
         """End the holder's session (so it can write nothing more), then remove its row."""
@@ -498,15 +524,28 @@ def _upgrade_to_history(conn: psycopg.Connection[Any], target: ConnectionTarget)
 
 
 @contextlib.contextmanager
-def _errors(target: ConnectionTarget, doing: str) -> Iterator[None]:
+def _errors(target: ConnectionTarget, doing: str, watchdog: Watchdog | None = None,
+            lock: LockInfo | None = None) -> Iterator[None]:
     """A database failure mid-command is one line naming the store, never a traceback."""
     try:
-        yield
+        with watchdog.waiting() if watchdog else contextlib.nullcontext():
+            yield
     except psycopg.errors.InsufficientPrivilege as exc:
         raise StoreError(
             f"the role may not {doing} in {target.shown}: {target.scrub(_first_line(exc))}",
             hint=f"grant it the rights on schema {target.schema!r} shown in the README (Teams and CI)",
         ) from None
+    except psycopg.OperationalError as exc:
+        if watchdog is not None and watchdog.fired:
+            what = (f"did not answer for {watchdog.seconds:g}s, and connsync gave up on it (the bound is "
+                    "?timeout=SECONDS in the store URL)")
+        else:
+            what = f"went away ({target.scrub(_first_line(exc))})"
+        fenced = (f"; the workspace lock {lock.id} ended with that session, so this process writes nothing "
+                  "more" if lock is not None else "")
+        # Given up on, the server may still commit what it holds; a session it ended, it rolled back.
+        raise StoreUnavailable(f"the store {target.shown} {what} while trying to {doing}{fenced}",
+                               in_doubt=bool(watchdog and watchdog.fired)) from None
     except psycopg.Error as exc:
         raise StoreError(f"the store {target.shown} failed to {doing}: "
                          f"{target.scrub(_first_line(exc))}") from None

@@ -1,0 +1,187 @@
+"""Faults injected into real stores mid-apply: the report says what the store holds, a re-run converges.
+
+PostgreSQL: the sessions are ended from a second connection (as a crash or a failover would), or
+the session's server process is frozen (SIGSTOP). Through the CLI, in a process of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.faultkit import Held, connsync, held, judge, many_connections, parse_json, start_apply
+from tests.pgserver import PgServer
+
+COUNT = 300
+
+
+def _apply_schema() -> dict[str, Any]:
+    import json
+    from importlib.resources import files
+
+    return dict(json.loads(files("connsync").joinpath("outputs/apply.schema.json").read_text()))
+
+
+def _pg_env(tmp_path: Path, pg_server: PgServer, **query: str) -> tuple[dict[str, str], str]:
+    env = many_connections(tmp_path, COUNT)
+    url = pg_server.url(schema=f"faults_{uuid.uuid4().hex[:8]}", **query)
+    env.update(CONNSYNC_STORE=url, CONNSYNC_STORE_KEY=base64.b64encode(os.urandom(32)).decode())
+    return env, url
+
+
+def _when_store_holds(pg_server: PgServer, url: str, at_least: int, then: Any) -> None:
+    """Wait (from a second connection) until the store holds ``at_least`` records, then call ``then``."""
+    import psycopg
+
+    schema = url.rpartition("schema=")[2].partition("&")[0]
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            row = admin.execute("SELECT to_regclass(%s)", (f"{schema}.connections",)).fetchone()
+            if row and row[0]:
+                count = admin.execute(f"SELECT count(*) FROM {schema}.connections").fetchone()  # noqa: S608
+                if count and count[0] >= at_least:
+                    then(admin)
+                    return
+            time.sleep(0.01)
+    raise AssertionError("the apply never got that far")
+
+
+def _converges(tmp_path: Path, env: dict[str, str], url: str) -> Held:
+    rerun = connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    after = held(url, env)
+    assert len(after.names) == COUNT and not after.doubled  # nothing lost, nothing written twice
+    assert connsync("plan", "--detailed-exitcode", cwd=tmp_path, env=env).returncode == 0
+    return after
+
+
+def test_postgres_sessions_terminated_mid_apply(pg_server: PgServer, tmp_path: Path) -> None:
+    env, url = _pg_env(tmp_path, pg_server)
+    apply = start_apply(tmp_path, env)
+    _when_store_holds(pg_server, url, COUNT // 3, lambda admin: admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'connsync'"))
+    out, err = apply.communicate(timeout=120)
+    assert apply.returncode == 1, err
+    report = parse_json(out)
+    jsonschema.validate(report, _apply_schema())
+    ended = report["ended_early"]
+    assert "went away" in ended["cause"] and "writes nothing more" in ended["cause"]
+    assert ended["counted_from"] == "store" and ended["hint"]
+    assert "release" not in err.split("note:")[0]  # the lock is at most a note after the report
+    matches, detail = judge(report, Held(frozenset(), {}), held(url, env), COUNT)
+    assert matches, detail
+    assert 0 < len(report["applied"]) < COUNT
+    assert f"Written: {len(report['applied'])} of {COUNT} writes (as the store holds them)" in err
+    _converges(tmp_path, env, url)
+
+
+def test_a_frozen_postgres_is_given_up_on_within_the_bound(pg_server: PgServer, tmp_path: Path) -> None:
+    env, url = _pg_env(tmp_path, pg_server, timeout="3")
+    apply = start_apply(tmp_path, env, fmt="text")
+    frozen: list[int] = []
+
+    def freeze(admin: Any) -> None:
+        frozen.extend(pid for (pid,) in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'connsync'").fetchall())
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+
+    _when_store_holds(pg_server, url, COUNT // 3, freeze)
+    started = time.monotonic()
+    try:
+        out, err = apply.communicate(timeout=60)
+        waited = time.monotonic() - started
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert apply.returncode == 1, err
+    assert waited < 3 + 15  # the bound, a second of watching, and a fresh session to read back
+    assert "did not answer for 3s, and connsync gave up on it" in err
+    assert "Apply ended early:" in out and "(as the store holds them)" in out
+    time.sleep(1)  # the thawed server process finds its client gone and ends
+    _converges(tmp_path, env, url)
+
+
+# --- SQLite on a small disk -------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A tmpfs of the test's own, mounted as root; ``resize(kib)`` changes its size."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+
+    def resize(kib: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={kib}k", str(mount)], check=True)
+
+    try:
+        yield mount, resize
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_sqlite_full_disk_while_creating_the_store(small_disk: Any, tmp_path: Path) -> None:
+    mount, resize = small_disk
+    env = many_connections(tmp_path, 3)
+    env["CONNSYNC_STORE"] = f"sqlite:{mount / 'store.db'}"
+    result = connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"connsync: error: the disk is full: the store {mount / 'store.db'} could not be created; nothing "
+        "was written",
+        f"hint: free space on the disk that holds {mount}, then run apply again"]
+    assert sorted(p.name for p in mount.iterdir()) == []  # no .new, -wal, -shm, key or lock file
+    resize(8192)
+    assert connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env).returncode == 0
+    assert sorted(p.name for p in mount.iterdir()) == ["store.db", "store.db.key"]
+
+
+def test_sqlite_full_disk_mid_apply(small_disk: Any, tmp_path: Path) -> None:
+    mount, resize = small_disk
+    env = many_connections(tmp_path, COUNT)
+    url = f"sqlite:{mount / 'store.db'}"
+    env["CONNSYNC_STORE"] = url
+    resize(8192)
+    (tmp_path / "connections-later").mkdir()
+    for path in sorted((tmp_path / "connections").glob("aws-*.yaml"))[10:]:
+        path.rename(tmp_path / "connections-later" / path.name)
+    assert connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env).returncode == 0
+    before = held(url, env)
+    for path in (tmp_path / "connections-later").iterdir():
+        path.rename(tmp_path / "connections" / path.name)
+    used = sum(p.stat().st_blocks * 512 for p in mount.iterdir()) // 1024
+    resize(used + 160)  # room for some of the writes, not all
+    result = connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Apply ended early:" in result.stdout and "(as the store holds them)" in result.stdout
+    assert f"connsync: error: the disk holding {mount / 'store.db'} is full" in result.stderr
+    assert "hint: each record is whole (written or not at all); run apply again" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    after = held(url, env)
+    created = [line for line in result.stdout.splitlines() if line.endswith(": created (version 1)")]
+    assert len(created) == len(after.names - before.names) > 0
+    assert f"Written: {len(created)} of {COUNT - 10} writes (as the store holds them)" in result.stderr
+    assert not list(mount.glob("store.db.lock-*"))  # the lock's liveness file went with the run
+    resize(65536)
+    rerun = connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    final = held(url, env)
+    assert len(final.names) == COUNT and not final.doubled
+    assert not list(mount.glob("store.db.lock-*")) and not list(mount.glob(".store.db.*"))
