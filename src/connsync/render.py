@@ -307,7 +307,8 @@ def early_end_lines(report: ApplyReport) -> list[str]:
     if end is None:
         return []
     if end.before_writes:
-        return [f"{text(end.cause.capitalize())}: nothing was written. Run apply again when ready."]
+        return [f"{text(end.cause[:1].upper() + end.cause[1:])}: nothing was written. Run apply again when "
+                "ready."]
     written = len(report.applied)
     held = "as the store holds them" if report.counted_from_store else "confirmed by the store"
     rest = f"the other {len(report.not_written)} were not written"

@@ -132,6 +132,8 @@ def _release(store: Store, lock: LockInfo) -> list[str]:
 def _print_report(report: ApplyReport, fmt: str, style: render.Style) -> None:
     if fmt == "json":
         click.echo(render.json_output("apply", report.ok, report.as_json()))
+    elif report.ended is not None and report.ended.before_writes:
+        pass  # one line says it all: nothing was written
     elif report.plan.pending or report.failed or report.ended:
         click.echo("")
         click.echo(render.apply_text(report, style))

@@ -112,7 +112,8 @@ def verify_all(
                 return _required(_guarded(item, verifiers[item.provider]), settings)
 
         workers = max(1, min(settings.concurrency, len(desired)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
+        try:
             futures = [pool.submit(one, d) for d in _interleaved(desired)]
             # Completion order, not input order: the progress bar moves as answers come.
             for future in as_completed(futures):
@@ -120,6 +121,11 @@ def verify_all(
                 verdicts[verdict.name.casefold()] = verdict
                 if on_done:
                     on_done(verdict)
+        except BaseException:
+            # ^C: the caller says so now; calls already under way end at their own timeout.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     return verdicts
 
 
