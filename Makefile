@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-clean local-aws test lint bench clean
+.PHONY: demo demo-clean local-aws test lint bench faults clean
 
 # One virtualenv, .venv, made on first use and brought up to date when pyproject.toml changes.
 # The demo installs only what it runs (the 'demo' extra); the tests install the 'test' extra.
@@ -43,6 +43,9 @@ bench: $(BIN)/.installed  ## figures next to check-jsonschema and the sops binar
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/verify.py --provider azure
 	$(BIN)/python bench/verify.py --provider gcp
+
+faults: $(BIN)/.installed  ## faults injected into PostgreSQL, Secrets Manager (moto) and SQLite mid-apply
+	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) .connsync build dist src/*.egg-info

@@ -105,9 +105,9 @@ class Held:
 def held(url: str, env: dict[str, str]) -> Held:
     from connsync.store import opened
 
-    saved = os.environ.pop("CONNSYNC_STORE_KEY", None)
-    if "CONNSYNC_STORE_KEY" in env:  # an embedded store has its key file
-        os.environ["CONNSYNC_STORE_KEY"] = env["CONNSYNC_STORE_KEY"]
+    names = ["CONNSYNC_STORE_KEY", *(k for k in env if k.startswith("AWS_"))]
+    saved = {k: os.environ.pop(k, None) for k in names}
+    os.environ.update({k: env[k] for k in names if k in env})  # an embedded store has its key file
     try:
         with opened(url, "default", create=False) as store:
             names = frozenset(r.name for r in store.records())
@@ -116,10 +116,10 @@ def held(url: str, env: dict[str, str]) -> Held:
                 if entry.action == "create":
                     creates[entry.name] = creates.get(entry.name, 0) + 1
     finally:
-        if saved is None:
-            os.environ.pop("CONNSYNC_STORE_KEY", None)
-        else:
-            os.environ["CONNSYNC_STORE_KEY"] = saved
+        for k, value in saved.items():
+            os.environ.pop(k, None)
+            if value is not None:
+                os.environ[k] = value
     return Held(names, creates)
 
 

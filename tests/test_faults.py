@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import time
 import uuid
@@ -185,3 +186,122 @@ def test_sqlite_full_disk_mid_apply(small_disk: Any, tmp_path: Path) -> None:
     final = held(url, env)
     assert len(final.names) == COUNT and not final.doubled
     assert not list(mount.glob("store.db.lock-*")) and not list(mount.glob(".store.db.*"))
+
+
+# --- Secrets Manager behind a proxy that stops answering ---------------------------------------
+
+
+@pytest.fixture
+def proxied(aws_endpoint: Any) -> Any:
+    from urllib.parse import urlsplit
+
+    from tests.faultkit import Proxy
+
+    where = urlsplit(aws_endpoint.url)
+    proxy = Proxy((where.hostname or "127.0.0.1", where.port or 80))
+    yield proxy
+    proxy.close()
+
+
+def _sm_env(tmp_path: Path, aws_endpoint: Any, proxy: Any, count: int,
+            lease: int) -> tuple[dict[str, str], str]:
+    env = many_connections(tmp_path, count) if count else dict(os.environ)
+    prefix = f"f{uuid.uuid4().hex[:8]}/connections"
+    env.update(CONNSYNC_STORE=f"awssm://us-east-1/{prefix}?endpoint_url={proxy.url}&lock_lease_seconds={lease}",
+               CONNSYNC_STORE_KEY=base64.b64encode(os.urandom(32)).decode(), AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_MAX_ATTEMPTS="2")
+    return env, f"awssm://us-east-1/{prefix}?endpoint_url={aws_endpoint.url}"
+
+
+def _sm_count(direct: str) -> int:
+    import boto3
+
+    prefix = direct.split("/", 3)[3].partition("?")[0]
+    client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=direct.partition(
+        "endpoint_url=")[2])
+    pages = client.get_paginator("list_secrets").paginate(Filters=[{"Key": "name", "Values": [prefix + "/"]}])
+    return sum(1 for page in pages for entry in page["SecretList"]  # not the lock nor the store's own
+               if not entry["Name"].rpartition("/")[2].startswith("."))
+
+
+def _when(condition: Any, then: Any) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if condition():
+            then()
+            return
+        time.sleep(0.2)
+    raise AssertionError("the apply never got that far")
+
+
+SM_COUNT = 100
+
+
+def test_secrets_manager_endpoint_stops_answering_mid_apply(aws_endpoint: Any, proxied: Any,
+                                                           tmp_path: Path) -> None:
+    env, direct = _sm_env(tmp_path, aws_endpoint, proxied, SM_COUNT, lease=60)
+    apply = start_apply(tmp_path, env)
+    _when(lambda: _sm_count(direct) >= SM_COUNT // 3, proxied.stop)
+    out, err = apply.communicate(timeout=180)
+    assert apply.returncode == 1, err
+    report = parse_json(out)
+    jsonschema.validate(report, _apply_schema())
+    assert "cannot reach Secrets Manager" in report["ended_early"]["cause"]
+    assert err.count("connsync: error:") == 1 and "Traceback" not in err
+    matches, detail = judge(report, Held(frozenset(), {}), held(direct, env), SM_COUNT)
+    assert matches, detail
+    proxied.resume()
+    started = time.monotonic()
+    rerun = connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    # Its predecessor's lock secret is still there, with 60 s of lease left: not waited out.
+    assert time.monotonic() - started < 45
+    assert re.search(r"took over the workspace lock of .*: its process \(pid \d+\) on this machine has ended",
+                     rerun.stderr), rerun.stderr
+    final = held(direct, env)
+    assert len(final.names) == SM_COUNT and not final.doubled
+
+
+def test_secrets_manager_lock_lost_mid_apply_is_reported_once(aws_endpoint: Any, proxied: Any,
+                                                              tmp_path: Path) -> None:
+    import boto3
+
+    env, direct = _sm_env(tmp_path, aws_endpoint, proxied, SM_COUNT, lease=60)
+    prefix = direct.split("/", 3)[3].partition("?")[0]
+    sm = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=aws_endpoint.url)
+    apply = start_apply(tmp_path, env, fmt="text")
+    # As 'connsync unlock' does: the lock secret goes; the holder must stop writing at once.
+    _when(lambda: _sm_count(direct) >= SM_COUNT // 3,
+          lambda: sm.delete_secret(SecretId=f"{prefix}/default/.lock", ForceDeleteWithoutRecovery=True))
+    out, err = apply.communicate(timeout=180)
+    assert apply.returncode == 1, err
+    assert "Apply ended early:" in out
+    assert err.count("was broken or taken over while this process held it") == 1, err
+    stored = _sm_count(direct)
+    assert f"Written: {stored} of {SM_COUNT} writes (as the store holds them)" in err
+    assert f"the other {SM_COUNT - stored} were not written" in err
+
+
+def test_a_lease_outlives_an_outage_shorter_than_the_lease(aws_endpoint: Any, proxied: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from connsync.errors import LockLost
+    from connsync.store import opened
+    from connsync.testing.store_contract import write
+
+    env, _ = _sm_env(tmp_path, aws_endpoint, proxied, 0, lease=8)
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", env["CONNSYNC_STORE_KEY"])
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with opened(env["CONNSYNC_STORE"], "default") as store:
+        lock = store.acquire_lock(timeout=5)
+        proxied.stop()
+        time.sleep(5)  # 5 s of an 8 s lease without a word from AWS
+        proxied.resume()
+        time.sleep(5)  # past the end of the lease as it was before the outage
+        store.put(write("AWS A"), expected_version=None)  # still the holder: renewed after the outage
+        proxied.stop()
+        time.sleep(10)  # longer than the lease
+        proxied.resume()
+        with pytest.raises(LockLost, match="ran out"):
+            store.put(write("AWS B"), expected_version=None)
+        assert [r.name for r in store.records()] == ["AWS A"]
+        store.release_lock(lock)

@@ -77,7 +77,7 @@ def test_ctrl_c_at_several_points_of_a_3000_file_apply(tmp_path: Path) -> None:
     for fraction in (0.1, 0.5, 0.9):  # of the whole: each run starts where the last one stopped
         target = int(COUNT * fraction)
         code, transcript = _interrupt_when(("apply", "--auto-approve", "--skip-verify"), tmp_path, env,
-                                           lambda _: _stored(db) >= target)
+                                           lambda _, at=target: _stored(db) >= at)
         assert code == 130, transcript[-2000:]
         found = LINE.findall(transcript)
         assert len(found) == 1, transcript[-2000:]  # one line, no second error
@@ -118,7 +118,8 @@ def test_ctrl_c_while_verifying_says_nothing_was_written(repo: Path, run: Run,
     assert not (repo / ".connsync/store.db").exists() or _stored(repo / ".connsync/store.db") == 0
 
 
-def test_ctrl_c_after_the_apply_finished_says_so(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_after_the_apply_finished_says_so(repo: Path, run: Run,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     assert new_aws(run, monkeypatch).code == 0
 
     def release_then_ctrl_c(self: SqliteStore, lock: Any) -> None:

@@ -92,6 +92,15 @@ _LISTING_REUSE_SECONDS = 1.0
 
 
 def make_client(target: Target) -> Any:
+    return _client(target)
+
+
+def make_renewal_client(target: Target) -> Any:
+    """The lock renewals' client: one attempt, timed out within a sixth of the lease (their margin)."""
+    return _client(target, within=target.lock_lease_seconds / 6)
+
+
+def _client(target: Target, *, within: float | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -101,6 +110,9 @@ def make_client(target: Target) -> Any:
     attempts = int(given) if given.isdigit() and int(given) > 0 else 10
     config = Config(retries={"mode": "adaptive", "total_max_attempts": attempts}, connect_timeout=5,
                     read_timeout=30, user_agent_extra="connsync")
+    if within is not None:
+        config = config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1},
+                                     connect_timeout=max(0.5, within / 2), read_timeout=max(0.5, within / 2)))
     return boto3.session.Session().client("secretsmanager", region_name=target.region,
                                           endpoint_url=target.endpoint_url, config=config)
 
@@ -112,7 +124,7 @@ class SecretsManagerStore:
         self._client = client
         self._salt = salt
         self._prefix = target.workspace_prefix(workspace)
-        self._lock = LeaseLock(client, target, workspace)
+        self._lock = LeaseLock(client, target, workspace, renewer=lambda: make_renewal_client(target))
         self._listing: tuple[float, list[dict[str, Any]]] | None = None
 
     def describe(self) -> str:

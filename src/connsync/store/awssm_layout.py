@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from connsync.errors import StoreError, VersionConflict
+from connsync.errors import StoreError, StoreUnavailable, VersionConflict
 from connsync.model import StoredConnection
 
 SCHEME = "awssm"
@@ -329,8 +329,10 @@ def aws_errors(target: Target, doing: str, secret: str | None = None) -> Iterato
                              "key policy lets this principal use kms:GenerateDataKey and kms:Decrypt",
                              ) from None
         raise StoreError(f"Secrets Manager refused to {doing} ({action}, {code}) in {target.shown}") from None
-    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
-        raise StoreError(
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError,
+            bx.HTTPClientError) as exc:
+        # After botocore's retries: the endpoint is gone for this run, whatever comes next.
+        raise StoreUnavailable(
             f"cannot reach Secrets Manager in {target.region} ({type(exc).__name__}) to {doing}",
             hint=_unreachable_hint(target)) from None
     except bx.NoCredentialsError:

@@ -8,26 +8,35 @@ need the same lease. The secret is ``PREFIX/WORKSPACE/.lock``:
 - taking a free lock is ``CreateSecret`` — the name is unique, so one taker wins;
 - releasing it (and ``connsync unlock``) force-deletes the secret, so applies do
   not pile versions onto it (a secret keeps ~100 versions);
-- the holder renews its lease in the Description every third of the lease, from
-  a daemon thread; a Description-only ``UpdateSecret`` adds no version;
+- the holder renews its lease in the Description every sixth of the lease, from
+  a daemon thread, with its own client whose calls time out within that sixth: a
+  renewal that fails is tried again, and the lock is lost only when the lease has
+  really run out, so an outage shorter than the lease keeps it; a Description-only
+  ``UpdateSecret`` adds no version;
 - a lease that has run out belongs to a holder that died: the next taker writes
   a new version with the token ``uuid5(stale lock id)``, so of two takers of the
   same stale lock exactly one wins (the same token with another value fails);
 - every write of the holder first checks the lock is still its own (fencing):
-  after ``unlock`` or a takeover the holder writes nothing more.
+  after ``unlock`` or a takeover the holder writes nothing more;
+- a lock whose holder ran on this machine (same user@host, no other CI run) and
+  whose process has ended is taken over at once: a re-run after a failed apply
+  does not wait out its own dead predecessor's lease.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from connsync.errors import LockError
+from connsync.errors import LockError, LockLost
+from connsync.identity import ci_run_id, user_at_host
 from connsync.store.awssm_layout import MANAGED_TAG, Target, aws_errors, compact, current_version_id
 from connsync.store.base import LockInfo, new_lock
 
@@ -40,8 +49,13 @@ UNREADABLE = "unreadable"  # the id of a lock secret whose description is not co
 
 
 class LeaseLock:
-    def __init__(self, client: Any, target: Target, workspace: str) -> None:
+    def __init__(self, client: Any, target: Target, workspace: str,
+                 renewer: Callable[[], Any] | None = None) -> None:
         self._client = client
+        # The renewals' own client, made when the lock is taken: calls that time out within a
+        # sixth of the lease, so that a renewal is never stuck past the margin it has.
+        self._make_renewer = renewer or (lambda: client)
+        self._renewer: Any = None
         self._target = target
         self._workspace = workspace
         self._name = target.lock_name(workspace)
@@ -54,11 +68,12 @@ class LeaseLock:
 
     # --- reading the lock secret -----------------------------------------------
 
-    def _describe(self) -> dict[str, Any] | None:
+    def _describe(self, client: Any = None) -> dict[str, Any] | None:
+        client = client or self._client
         with aws_errors(self._target, "read the workspace lock", self._name):
             try:
-                entry: dict[str, Any] = self._client.describe_secret(SecretId=self._name)
-            except self._client.exceptions.ResourceNotFoundException:
+                entry: dict[str, Any] = client.describe_secret(SecretId=self._name)
+            except client.exceptions.ResourceNotFoundException:
                 return None
         return entry
 
@@ -95,6 +110,8 @@ class LeaseLock:
             taken = self._try(mine)
             if taken is not None:
                 self._held, self._lost = taken, None
+                if self._renewer is None:
+                    self._renewer = self._make_renewer()
                 self._deadline = time.monotonic() + self._target.lock_lease_seconds
                 self._stop = threading.Event()
                 self._thread = threading.Thread(target=self._renew, args=(self._stop,), daemon=True,
@@ -128,9 +145,14 @@ class LeaseLock:
             self._token = token
             return mine
         state = self._state(entry)
-        if state is None or state[1] > time.time():
+        if state is None:
             return None
         stale = state[0]
+        because = "its lease ran out without renewal (the process died, or lost its way to AWS)"
+        if state[1] > time.time():
+            if not _ended_here(stale):
+                return None
+            because = f"its process (pid {stale.pid}) on this machine has ended"
         token = str(uuid.uuid5(_LOCK_TOKENS, f"takeover\0{stale.id}"))
         with aws_errors(self._target, "take over the workspace lock", self._name):
             try:
@@ -140,32 +162,41 @@ class LeaseLock:
                     errors.ResourceNotFoundException):
                 return None  # another taker won this one
         self._token = token
-        return replace(mine, replaced=stale)
+        return replace(mine, replaced=stale, replaced_because=because)
 
     def _renew(self, stop: threading.Event) -> None:
-        interval = self._target.lock_lease_seconds / 3
+        """Renew every sixth of the lease; a failed renewal is tried again at the next turn.
+
+        The lease is lost only when it has run out (a taker acts only then), or when the lock
+        secret shows another holder: an outage shorter than the lease costs nothing.
+        """
+        interval = self._target.lock_lease_seconds / 6
         while not stop.wait(interval):
             held = self._held
             if held is None:
                 return
-            try:
-                self._check(held)
-                # Renew only while our lease still runs: a taker acts only after it ran out.
-                if time.monotonic() >= self._deadline - interval / 2:
-                    raise LockError("the lease ran out before it could be renewed")
-                self._client.update_secret(SecretId=self._name, Description=self._body(held))
-                self._deadline = time.monotonic() + self._target.lock_lease_seconds
-            except Exception as exc:  # any failure to renew means the lock may be gone
-                if not stop.is_set():
-                    self._lost = getattr(exc, "message", None) or type(exc).__name__
+            sent = time.monotonic()
+            if sent >= self._deadline:
+                self._lost = "its lease ran out before it could be renewed"
                 return
+            try:
+                self._check(held, self._renewer)
+                self._renewer.update_secret(SecretId=self._name, Description=self._body(held))
+            except LockError as exc:  # the lock secret names another holder, or none
+                if not stop.is_set():
+                    self._lost = exc.message
+                return
+            except Exception:  # noqa: S112 - AWS did not answer in time: the lease still runs, try again
+                continue
+            # Counted from when the renewal was sent: the new expiry was computed no earlier.
+            self._deadline = sent + self._target.lock_lease_seconds
 
-    def _check(self, held: LockInfo) -> None:
-        entry = self._describe()
+    def _check(self, held: LockInfo, client: Any = None) -> None:
+        entry = self._describe(client)
         state = self._state(entry) if entry else None
         if state is None or state[0].id != held.id or current_version_id(entry or {}) != self._token:
-            raise LockError(f"the workspace lock {held.id} was broken or taken over while this process "
-                            "held it; nothing more is written", hint="run plan again")
+            raise LockLost(f"the workspace lock {held.id} was broken or taken over while this process "
+                           "held it; nothing more is written", hint="run plan again")
 
     def check(self) -> None:
         """Before every write of a holder: is the lock still ours?"""
@@ -173,11 +204,11 @@ class LeaseLock:
         if held is None:
             return
         if self._lost is not None:
-            raise LockError(f"the workspace lock {held.id} was lost ({self._lost}); nothing more is written",
-                            hint="run plan again")
+            raise LockLost(f"the workspace lock {held.id} was lost ({self._lost}); nothing more is written",
+                           hint="run plan again")
         if time.monotonic() >= self._deadline:
-            raise LockError(f"the lease of the workspace lock {held.id} ran out without renewal; nothing "
-                            "more is written", hint="run plan again")
+            raise LockLost(f"the lease of the workspace lock {held.id} ran out without renewal; nothing "
+                           "more is written", hint="run plan again")
         self._check(held)
 
     def release(self, lock: LockInfo) -> None:
@@ -203,3 +234,20 @@ class LeaseLock:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _ended_here(holder: LockInfo) -> bool:
+    """Whether ``holder`` ran on this machine, as this user, and its process has ended.
+
+    Only then is it known to be gone before its lease runs out. A pid reused since
+    counts as alive: the lease is waited out, as for a holder elsewhere.
+    """
+    if holder.holder != user_at_host() or holder.ci_run != ci_run_id() or holder.pid <= 0:
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
