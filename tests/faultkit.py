@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,9 @@ class Held:
 def held(url: str, env: dict[str, str]) -> Held:
     from connsync.store import opened
 
-    names = ["CONNSYNC_STORE_KEY", *(k for k in env if k.startswith("AWS_"))]
-    saved = {k: os.environ.pop(k, None) for k in names}
-    os.environ.update({k: env[k] for k in names if k in env})  # an embedded store has its key file
+    variables = ["CONNSYNC_STORE_KEY", *(k for k in env if k.startswith("AWS_"))]
+    saved = {k: os.environ.pop(k, None) for k in variables}
+    os.environ.update({k: env[k] for k in variables if k in env})  # an embedded store has its key file
     try:
         with opened(url, "default", create=False) as store:
             names = frozenset(r.name for r in store.records())
@@ -244,3 +245,43 @@ def _answer_complete(answer: bytes) -> bool:
         if name.strip().lower() == b"content-length":
             return len(body) >= int(value.strip() or b"0")
     return True  # no body announced
+
+
+class Terminal:
+    """connsync on a pseudo-terminal, driven step by step: read up to a prompt, act, answer."""
+
+    def __init__(self, args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> None:
+        import pty
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: a user at a terminal
+            os.chdir(cwd)
+            os.execvpe(sys.executable, [sys.executable, "-m", "connsync", *args], env)
+        self.transcript = b""
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(self.fd, 65536)
+        except OSError:  # the child closed the terminal
+            return False
+        self.transcript += chunk
+        return bool(chunk)
+
+    def read_until(self, text: bytes, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.transcript:
+            assert time.monotonic() < deadline and self._read(0.1), self.transcript[-2000:]
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def finish(self, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while self._read(0.1):
+            assert time.monotonic() < deadline, self.transcript[-2000:]
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)

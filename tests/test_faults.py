@@ -305,3 +305,35 @@ def test_a_lease_outlives_an_outage_shorter_than_the_lease(aws_endpoint: Any, pr
             store.put(write("AWS B"), expected_version=None)
         assert [r.name for r in store.records()] == ["AWS A"]
         store.release_lock(lock)
+
+
+def test_postgres_take_over_is_true_and_the_old_holder_writes_nothing(pg_server: PgServer,
+                                                                      tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.faultkit import Terminal
+
+    env = many_connections(tmp_path, 5)
+    url = pg_server.url(schema=f"faults_{uuid.uuid4().hex[:8]}")
+    env.update(CONNSYNC_STORE=url, CONNSYNC_STORE_KEY=base64.b64encode(os.urandom(32)).decode())
+    first = Terminal(("apply", "--skip-verify"), tmp_path, env)
+    first.read_until(b"Apply these changes?")  # it holds the workspace lock while it asks
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:  # a restart, as far as it knows
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE application_name = 'connsync'")
+    second = connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr
+    assert re.search(r"took over the workspace lock of .*: its database session ended \(a crash, a lost "
+                     r"connection or a server restart\); if that process still runs, it writes nothing more",
+                     second.stderr), second.stderr
+    time.sleep(1.1)  # the first one's writes would carry a later second than the second one's
+    first.write(b"y\n")
+    assert first.finish() == 1
+    said = first.transcript.decode().replace("\r\n", "\n")
+    assert "ended with that session, so this process writes nothing more" in said
+    assert ("Apply ended early: 0 created, 0 updated, 0 deleted (as the store holds them); 5 not "
+            "written.") in said
+    assert "Written: 0 of 5 writes (as the store holds them); the other 5 were not written." in said
+    assert "release" not in said
+    final = held(url, env)
+    assert len(final.names) == 5 and not final.doubled

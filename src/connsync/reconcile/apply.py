@@ -17,6 +17,7 @@ from connsync.providers import Verdict
 from connsync.reconcile.history import record
 from connsync.reconcile.plan import Change, Plan
 from connsync.store import HISTORY_LIMIT, Store, Write
+from connsync.store.base import now
 
 Verifier = Callable[[Sequence[Desired]], Mapping[str, Verdict]]  # keyed by casefolded name
 
@@ -52,6 +53,8 @@ class ApplyReport:
     in_doubt: dict[str, Any] | None = None
     counted_from_store: bool = False  # applied was read back from the store after an early end
     notes: list[str] = field(default_factory=list)  # after the report: a lock that could not be released
+    actor: str = ""
+    started_at: str = ""  # when the writes began, as the store's updated_at reads
     in_flight: Change | None = field(default=None, repr=False)
 
     @property
@@ -100,7 +103,7 @@ def execute(
     history: int = HISTORY_LIMIT,
 ) -> ApplyReport:
     """Carry out ``plan``; an early end (store gone, lock lost, disk full, ^C) is in the report."""
-    report = ApplyReport(plan)
+    report = ApplyReport(plan, actor=actor)
     writes = [c for c in plan.changes if c.action in ("create", "update")]
     try:
         verdicts = verifier([desired[c.name.casefold()] for c in writes]) if verifier and writes else {}
@@ -110,6 +113,7 @@ def execute(
         return report
     report.verified = sum(v.status != "skipped" for v in verdicts.values())
     report.rejected = sum(v.status == "failed" for v in verdicts.values())
+    report.started_at = now()
     try:
         not_kept = record(store, verdicts.values(), history)  # what report shows as the last verification
         if not_kept:
@@ -127,37 +131,40 @@ def execute(
 
 
 def settle(report: ApplyReport, held: Sequence[StoredConnection] | None) -> None:
-    """After an early end: what was written, as the store holds it (``held``: its records now).
+    """After an early end, what was written: the writes the store confirmed, and the one under way
+    as the store shows it now (``held``: its records; None when it cannot be read).
 
-    The loop's own list can be one short (a commit that landed as ^C came) or one long (never);
-    the store is the truth. Without ``held`` (the store cannot be read), the writes it confirmed
-    count, and the one under way is in doubt.
+    Only the write under way can differ from the loop's list: its commit may have landed as ^C
+    came or as the connection broke. It counts as ours only when the store holds it at the
+    version after the planned one, written by this actor since this apply began: another apply
+    may have taken the lock over and written the same record meanwhile.
     """
     failed = {i["name"].casefold() for i in report.failed}
-    planned = [c for c in report.plan.changes if c.action in WRITES and c.name.casefold() not in failed]
     confirmed = {i["name"].casefold() for i in report.applied}
-    if held is None:
-        doubt = report.in_flight
-        if doubt is not None and doubt.action in WRITES and doubt.name.casefold() not in confirmed | failed:
-            report.in_doubt = _item(doubt)
-        report.not_written = [_item(c) for c in planned if c.name.casefold() not in confirmed
-                              and (doubt is None or c.name != doubt.name)]
+    under_way = report.in_flight
+    if under_way is not None and (under_way.action not in WRITES
+                                  or under_way.name.casefold() in confirmed | failed):
+        under_way = None
+    report.not_written = [_item(c) for c in report.plan.changes if c.action in WRITES and c is not under_way
+                          and c.name.casefold() not in confirmed | failed]
+    report.counted_from_store = held is not None
+    if under_way is None:
         return
-    now_held = {r.name.casefold(): r for r in held}
-    report.applied, report.not_written = [], []
-    for change in planned:
-        record = now_held.get(change.name.casefold())
-        if change.action == "delete":
-            written = record is None
-        else:  # under the lock nobody else writes: the version after ours is ours
-            written = record is not None and record.version == (change.store_version or 0) + 1
-        if written:
-            report.applied.append(_item(change) | ({"version": record.version} if record else {}))
-        elif report.ended and report.ended.in_doubt and change is report.in_flight:
-            report.in_doubt = _item(change)
-        else:
-            report.not_written.append(_item(change))
-    report.counted_from_store = True
+    if held is None:
+        report.in_doubt = _item(under_way)
+        return
+    record = {r.name.casefold(): r for r in held}.get(under_way.name.casefold())
+    if under_way.action == "delete":
+        landed = record is None
+    else:
+        landed = (record is not None and record.version == (under_way.store_version or 0) + 1
+                  and record.updated_by == report.actor and record.updated_at >= report.started_at)
+    if landed:
+        report.applied.append(_item(under_way) | ({"version": record.version} if record else {}))
+    elif report.ended is not None and report.ended.in_doubt:
+        report.in_doubt = _item(under_way)  # given up on while the server held it: it may still land
+    else:
+        report.not_written.insert(0, _item(under_way))
 
 
 def _item(change: Change) -> dict[str, Any]:
