@@ -21,7 +21,7 @@ import pytest
 from tests.faultkit import Held, connsync, held, judge, many_connections, parse_json, start_apply
 from tests.pgserver import PgServer
 
-COUNT = 300
+COUNT = 200
 
 
 def _apply_schema() -> dict[str, Any]:
@@ -234,7 +234,7 @@ def _when(condition: Any, then: Any) -> None:
     raise AssertionError("the apply never got that far")
 
 
-SM_COUNT = 100
+SM_COUNT = 60
 
 
 def test_secrets_manager_endpoint_stops_answering_mid_apply(aws_endpoint: Any, proxied: Any,
