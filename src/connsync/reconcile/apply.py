@@ -1,8 +1,12 @@
 """Carry out a plan under the workspace lock, one atomic write per connection.
 
-A failure on one connection (verification, a version conflict, the store)
-is recorded and the others go on; nothing is ever half-written because each
-write is a single store transaction.
+A failure on one connection (verification, a version conflict, a value the
+store refuses) is recorded and the others go on; nothing is ever half-written
+because each write is a single store transaction. A failure after which nothing
+more can be written (the store gone or given up on, the lock lost, a full disk,
+^C) ends the apply early: the report is then an ``EarlyEnd`` with what the store
+confirmed, what was not written, and the one write that may be in doubt, for
+every caller (and every store) to render alike.
 """
 
 from __future__ import annotations
@@ -153,14 +157,14 @@ def settle(report: ApplyReport, held: Sequence[StoredConnection] | None) -> None
     if held is None:
         report.in_doubt = _item(under_way)
         return
-    record = {r.name.casefold(): r for r in held}.get(under_way.name.casefold())
+    stored = {r.name.casefold(): r for r in held}.get(under_way.name.casefold())
     if under_way.action == "delete":
-        landed = record is None
+        landed = stored is None
     else:
-        landed = (record is not None and record.version == (under_way.store_version or 0) + 1
-                  and record.updated_by == report.actor and record.updated_at >= report.started_at)
+        landed = (stored is not None and stored.version == (under_way.store_version or 0) + 1
+                  and stored.updated_by == report.actor and stored.updated_at >= report.started_at)
     if landed:
-        report.applied.append(_item(under_way) | ({"version": record.version} if record else {}))
+        report.applied.append(_item(under_way) | ({"version": stored.version} if stored else {}))
     elif report.ended is not None and report.ended.in_doubt:
         report.in_doubt = _item(under_way)  # given up on while the server held it: it may still land
     else:
