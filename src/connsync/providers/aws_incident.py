@@ -341,8 +341,11 @@ def _store_everywhere(config: Config, holders: Holders, store: Store, journal: _
         for change in refused:
             incident.notes.append(f"{change.name!r} in workspace {workspace!r} was made outside connsync: "
                                   "take it over with 'connsync apply --adopt'")
-        if report.failed:
-            raise RotationFailed(f"storing in workspace {workspace!r} failed ({report.failed[0]['error']}); "
+        if report.ended is not None and report.ended.interrupted:
+            raise KeyboardInterrupt  # as a ^C during the writes always came here
+        problem = report.failed[0]["error"] if report.failed else report.ended.cause if report.ended else None
+        if problem is not None:
+            raise RotationFailed(f"storing in workspace {workspace!r} failed ({problem}); "
                                  f"{incident.state()}", hint="fix that and run 'connsync apply' there")
         for applied in report.applied:
             incident.stored.append(f"{workspace}/{applied['name']}")
