@@ -476,3 +476,60 @@ def test_validation_reads_clear_values_as_sops_does(setup: tuple[AgeKey, Path]) 
     reference = binary_decrypt(setup[1], encrypted)
     assert reference is not None
     assert canonical(loader.parse(plain)) == canonical(reference[0])
+
+
+# --- one parse per file: the loader's parse, handed to the engine -------------------
+
+
+def read_both_ways(text: str) -> str:
+    """The engine reading the loader's parse answers exactly as when it composes the text itself
+    (the reading the tests above hold against sops)."""
+    from connsync.validate import loader
+
+    def outcome(parsed: sops_yaml.Parsed | None) -> tuple[str, Any]:
+        try:
+            return "decrypted", canonical(decrypt_text(text, parsed))
+        except NeedsBinary as exc:
+            return "handed over", str(exc)
+
+    try:
+        parsed = loader.parse_located(text)[1]
+    except loader.YamlProblem:
+        return "refused by the loader"
+    assert outcome(parsed) == outcome(None)
+    return "tree read as is" if parsed.sops_reads_as_is else "text composed again"
+
+
+@SETTINGS
+@given(lines=documents(), rule=st.sampled_from(RULES), mac_only=st.booleans())
+def test_the_loaders_parse_decrypts_as_the_text_does(setup: tuple[AgeKey, Path], lines: list[str], rule: str,
+                                                     mac_only: bool) -> None:
+    encrypted = encrypt(setup, "\n".join(lines) + "\n", rule, mac_only)
+    assume(encrypted is not None)
+    assert encrypted is not None
+    COUNTS[f"one parse: {read_both_ways(encrypted)}"] += 1
+
+
+@SETTINGS
+@given(data=st.data(), rule=st.sampled_from(RULES[:5]), mac_only=st.booleans(),
+       how=st.lists(st.sampled_from(sorted(TAMPERINGS)), min_size=1, max_size=2))
+def test_the_loaders_parse_of_tampered_files_decrypts_as_the_text_does(
+        setup: tuple[AgeKey, Path], data: st.DataObject, rule: str, mac_only: bool, how: list[str]) -> None:
+    cache_key = (setup[0].public, rule, mac_only)
+    if cache_key not in ENCRYPTED_BASE:
+        ENCRYPTED_BASE[cache_key] = encrypt(setup, BASE, rule, mac_only)
+    tampered = ENCRYPTED_BASE[cache_key]
+    assert tampered is not None
+    for name in how:
+        tampered = TAMPERINGS[name](tampered, data)
+    COUNTS[f"one parse, tampered: {read_both_ways(tampered)}"] += 1
+
+
+@pytest.mark.parametrize("name", sorted(ISSUE_CASES))
+def test_the_loaders_parse_decrypts_the_issue_cases_as_the_text_does(setup: tuple[AgeKey, Path],
+                                                                     name: str) -> None:
+    rule, old, new, _ = ISSUE_CASES[name]
+    encrypted = encrypt(setup, PINNED_PLAIN, rule, mac_only=False)
+    assert encrypted is not None
+    read_both_ways(encrypted.replace(old, new, 1))
+    assert read_both_ways(encrypted) == "tree read as is"

@@ -12,10 +12,11 @@ from typing import Any
 from connsync import render
 from connsync.errors import ConfigError
 from connsync.fsutil import find_upward
+from connsync.model import SourceMap
 from connsync.providers.base import VerifySettings
 from connsync.store.base import HISTORY_LIMIT
 from connsync.validate import schema
-from connsync.validate.loader import YamlProblem, locate, parse
+from connsync.validate.loader import YamlProblem, parse_located
 
 CONFIG_NAME = "connsync.yaml"
 DEFAULT_STORE = "sqlite:.connsync/store.db"
@@ -47,8 +48,7 @@ class Config:
 def _read(path: Path) -> Mapping[str, Any]:
     """The settings, checked against schemas/config.schema.json; every problem located."""
     try:
-        text = path.read_text(encoding="utf-8")
-        data = parse(text)
+        data, source = parse_located(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -59,7 +59,7 @@ def _read(path: Path) -> Mapping[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping of settings")
-    problems = schema.config_problems(data, text) or _path_problems(data, path, text)
+    problems = schema.config_problems(data, source) or _path_problems(data, path, source)
     if problems:
         raise ConfigError(
             "\n".join(f"{path}:{line}:{column}: {where}: {message}"
@@ -69,14 +69,14 @@ def _read(path: Path) -> Mapping[str, Any]:
     return data
 
 
-def _path_problems(data: Mapping[str, Any], path: Path, text: str) -> list[tuple[int, int, str, str]]:
+def _path_problems(data: Mapping[str, Any], path: Path, source: SourceMap) -> list[tuple[int, int, str, str]]:
     """``connections`` names a directory inside the repository: elsewhere, every record is orphaned."""
     value = data.get("connections")
     if not isinstance(value, str):
         return []
     root = Path(os.path.realpath(path.parent))
     target = root / value
-    line, column = locate(text, ["connections"])
+    line, column = source.position(["connections"])
     if not Path(os.path.realpath(target)).is_relative_to(root):
         problem = (f"{value!r} is outside the repository (the directory of connsync.yaml); "
                    "plan would see every record as orphaned")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hmac
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 Severity = Literal["error", "warning"]
 Action = Literal["create", "update", "delete", "noop", "conflict", "orphan"]
@@ -69,14 +69,49 @@ class Finding(NamedTuple):
         return self._asdict()
 
 
+def json_path(parts: Iterable[str | int]) -> str:
+    """``["spec", "regions", 0]`` as findings show it: ``$.spec.regions[0]``."""
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+class SourceMap(Protocol):
+    """Where the values of a parsed file are."""
+
+    def position(self, parts: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
+        """Line and column (1-based) of the value at ``parts``, or of its key with ``at_key``;
+        a path that does not exist points at the deepest part of it that does."""
+        ...
+
+
+class _Nowhere:
+    """The source map of a document that was never a file (built in memory)."""
+
+    def position(self, parts: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
+        return 1, 1
+
+
+NOWHERE: SourceMap = _Nowhere()
+
+
 @dataclass(frozen=True)
 class Declaration:
-    """A connection file as loaded from disk, secrets still SOPS-encrypted."""
+    """A connection file as loaded from disk, secrets still SOPS-encrypted.
+
+    It carries the one parse of its file: ``source`` says where each value is
+    (for findings), and the in-process decryptor reads the same parse.
+    """
 
     file: str  # as shown to the user (relative to the working directory when possible)
     data: Mapping[str, Any]
     digest: str  # sha256 of the file bytes
-    text: str = field(default="", repr=False, compare=False)  # for line numbers on demand
+    text: str = field(default="", repr=False, compare=False)  # what sops decrypts
+    source: SourceMap = field(default=NOWHERE, repr=False, compare=False)
+
+    def position(self, parts: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
+        return self.source.position(parts, at_key=at_key)
 
     @property
     def name(self) -> str:

@@ -26,9 +26,7 @@ from typing import Any
 from connsync.errors import SopsError
 from connsync.fsutil import find_upward
 from connsync.model import Declaration, Desired, Secret
-from connsync.sops import keys as sops_keys
-from connsync.sops import native as sops_native
-from connsync.sops import yaml_view as sops_yaml
+from connsync.sops import keys, native, yaml_view
 from connsync.validate import schema
 
 DEFAULT_TIMEOUT = 30.0
@@ -126,7 +124,7 @@ def decrypt_error(shown: str, code: int, stderr: bytes, sops_meta: Mapping[str, 
         listed = ", ".join(recipients) or "none listed"
         return SopsError(
             f"{shown}: no key could decrypt the data key (recipients: {listed})",
-            hint=f"sops looked in {sops_keys.key_sources(recipients)}; "
+            hint=f"sops looked in {keys.key_sources(recipients)}; "
             "provide the private key of one recipient there",
         )
     if code == EXIT_MAC_MISMATCH:
@@ -151,15 +149,16 @@ def decrypt_error(shown: str, code: int, stderr: bytes, sops_meta: Mapping[str, 
 
 def decrypt(decl: Declaration, path: Path) -> Desired:
     """Decrypt one connection file; secret fields come back as Secret values."""
-    sops_keys.check_key_file()
+    keys.check_key_file()
     return _decrypt_in_process(decl) or decrypt_with_binary(decl, path)
 
 
 def _decrypt_in_process(decl: Declaration) -> Desired | None:
     if not decl.text or os.environ.get("CONNSYNC_SOPS_ENGINE", "auto") == "binary":
         return None
+    parsed = decl.source if isinstance(decl.source, yaml_view.Parsed) else None
     try:
-        documents = sops_native.decrypt_text(decl.text)
+        documents = native.decrypt_text(decl.text, parsed)
     except Exception:  # NeedsBinary, or any surprise from a hand-broken file:
         # the in-process engine only accelerates; the binary decides and explains.
         return None
@@ -180,8 +179,8 @@ def decrypt_with_binary(decl: Declaration, path: Path) -> Desired:
             raise decrypt_error(decl.file, result.returncode, result.stderr, meta)
         try:
             text = result.stdout.decode("utf-8")
-            documents = sops_yaml.load_all(text) if output == "yaml" else [json.loads(text)]
-        except (sops_yaml.Unsupported, ValueError):  # UnicodeDecodeError is a ValueError
+            documents = yaml_view.load_all(text) if output == "yaml" else [json.loads(text)]
+        except (yaml_view.Unsupported, ValueError):  # UnicodeDecodeError is a ValueError
             continue
         if len(documents) != 1 or not isinstance(documents[0], Mapping):
             raise SopsError(f"{decl.file}: a connection file holds exactly one YAML document (a mapping)")
@@ -204,7 +203,7 @@ def decrypt_many(items: Iterable[tuple[Declaration, Path]]) -> list[Desired | So
     In process first, one after another (it is CPU-bound and fast); whatever
     is left goes to the binary in a bounded pool.
     """
-    sops_keys.check_key_file()
+    keys.check_key_file()
     work = list(items)
     results: list[Desired | SopsError | None] = [_decrypt_in_process(decl) for decl, _ in work]
     pending = [i for i, result in enumerate(results) if result is None]

@@ -33,10 +33,9 @@ import re2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from connsync.sops import keys as sops_keys
-from connsync.sops import yaml_view as sops_yaml
+from connsync.sops import keys, yaml_view
 from connsync.sops.keys import NeedsBinary
-from connsync.sops.yaml_view import GoTime, GoUint, Scalar, Sequence, Unsupported
+from connsync.sops.yaml_view import GoTime, GoUint, Parsed, Scalar, Sequence, Unsupported
 
 __all__ = ["NeedsBinary", "decrypt_text", "decrypt_value", "go_bytes"]
 
@@ -69,14 +68,14 @@ def go_bytes(value: Any) -> bytes:
     if isinstance(value, int) and not isinstance(value, GoUint):
         return str(value).encode()
     if isinstance(value, float):
-        return sops_yaml.go_format_float(value).encode()
+        return yaml_view.go_format_float(value).encode()
     raise NeedsBinary(f"sops cannot hash a {type(value).__name__}")
 
 
 # --- metadata (stores.Metadata, decoded by yaml.v3, then ToInternal) ---------------
 
 
-def _string_field(node: sops_yaml.Node | None) -> str:
+def _string_field(node: yaml_view.Node | None) -> str:
     """yaml.v3 decoding a node into a Go string: any scalar's text, null as ''."""
     if node is None:
         return ""
@@ -85,7 +84,7 @@ def _string_field(node: sops_yaml.Node | None) -> str:
     return "" if node.value is None and not node.quoted else node.raw
 
 
-def _bool_field(node: sops_yaml.Node | None) -> bool:
+def _bool_field(node: yaml_view.Node | None) -> bool:
     if node is None or (isinstance(node, Scalar) and node.value is None and not node.quoted):
         return False
     if isinstance(node, Scalar):
@@ -97,15 +96,15 @@ def _bool_field(node: sops_yaml.Node | None) -> bool:
     raise NeedsBinary("mac_only_encrypted is not a bool (sops refuses the file)")
 
 
-def _fields(node: sops_yaml.Node | None) -> dict[str, sops_yaml.Node | None]:
+def _fields(node: yaml_view.Node | None) -> dict[str, yaml_view.Node | None]:
     if node is None:
         return {}
-    if not isinstance(node, sops_yaml.Mapping):
+    if not isinstance(node, yaml_view.Mapping):
         raise NeedsBinary("a metadata entry that should be a mapping is not")
     return {key.raw: value for key, value in node.pairs if isinstance(key, Scalar)}
 
 
-def _entries(node: sops_yaml.Node | None) -> list[dict[str, sops_yaml.Node | None]]:
+def _entries(node: yaml_view.Node | None) -> list[dict[str, yaml_view.Node | None]]:
     if node is None or (isinstance(node, Scalar) and node.value is None and not node.quoted):
         return []
     if not isinstance(node, Sequence):
@@ -114,7 +113,7 @@ def _entries(node: sops_yaml.Node | None) -> list[dict[str, sops_yaml.Node | Non
 
 
 class _Metadata:
-    def __init__(self, node: sops_yaml.Node | None) -> None:
+    def __init__(self, node: yaml_view.Node | None) -> None:
         if node is None or (isinstance(node, Scalar) and node.value is None):
             raise NeedsBinary("no sops metadata")
         fields = _fields(node)
@@ -130,7 +129,7 @@ class _Metadata:
                     for entry in _entries(fields.get("age"))]
         self.kms = [_kms_entry(entry) for entry in _entries(fields.get("kms"))]
         try:
-            self.mac_additional_data = sops_yaml.rfc3339_seconds(text["lastmodified"])
+            self.mac_additional_data = yaml_view.rfc3339_seconds(text["lastmodified"])
         except Unsupported as exc:
             raise NeedsBinary("lastmodified is not an RFC 3339 time") from exc
         rules = [name for name in _CRYPT_RULES if text[name]]
@@ -157,11 +156,11 @@ class _Metadata:
         return True
 
 
-def _kms_entry(entry: dict[str, sops_yaml.Node | None]) -> dict[str, Any]:
+def _kms_entry(entry: dict[str, yaml_view.Node | None]) -> dict[str, Any]:
     out: dict[str, Any] = {k: _string_field(entry.get(k))
                            for k in ("arn", "role", "aws_profile", "created_at", "enc")}
     try:
-        sops_yaml.parse_rfc3339(out["created_at"])  # ToInternal refuses a bad created_at
+        yaml_view.parse_rfc3339(out["created_at"])  # ToInternal refuses a bad created_at
     except Unsupported as exc:
         raise NeedsBinary("a KMS created_at sops cannot read") from exc
     context: dict[str, str] = {}
@@ -226,7 +225,7 @@ def _typed(plain: bytes, kind: str) -> Any:
             raise ValueError
         return int(text)
     if kind == "float":
-        value = sops_yaml.go_parse_float(text)
+        value = yaml_view.go_parse_float(text)
         if value is None:
             raise ValueError
         return value
@@ -235,7 +234,7 @@ def _typed(plain: bytes, kind: str) -> Any:
             raise ValueError
         return _GO_PARSE_BOOL[text]
     if kind == "time":
-        return sops_yaml.parse_rfc3339(text)
+        return yaml_view.parse_rfc3339(text)
     if kind == "comment":
         return _Comment(text)
     raise Unsupported(kind)  # bytes (sops panics), comment as a value, unknown types
@@ -253,34 +252,42 @@ _DROP = object()  # a list item that is a comment once decrypted
 # --- the document -----------------------------------------------------------------
 
 
-def decrypt_text(text: str) -> list[dict[str, Any]]:
-    """Every document of a SOPS YAML file, decrypted, MAC verified; or NeedsBinary."""
+def decrypt_text(text: str, parsed: Parsed | None = None) -> list[dict[str, Any]]:
+    """Every document of a SOPS YAML file, decrypted, MAC verified; or NeedsBinary.
+
+    ``parsed`` is the loader's parse of the same text: its tree is read as it is
+    when sops reads the text that way (``sops_reads_as_is``), so a file is
+    parsed once per run; otherwise the text is composed here.
+    """
     for match in _ENC_COMMENT.finditer(text):
         if match.group(1) != "comment":
             # sops would decrypt it into a value (a list item, a hashed string).
             raise NeedsBinary("an encrypted comment of another type")
-    try:
-        documents = sops_yaml.compose(text)
-    except Unsupported as exc:
-        raise NeedsBinary(str(exc)) from None
-    if not documents or not all(d is None or isinstance(d, sops_yaml.Mapping) for d in documents):
+    if parsed is not None and parsed.sops_reads_as_is:
+        documents: list[yaml_view.Node | None] = [parsed.root]
+    else:
+        try:
+            documents = yaml_view.compose(text)
+        except Unsupported as exc:
+            raise NeedsBinary(str(exc)) from None
+    if not documents or not all(d is None or isinstance(d, yaml_view.Mapping) for d in documents):
         raise NeedsBinary("a document that is not a mapping")
     first = documents[0]
-    pairs = first.pairs if isinstance(first, sops_yaml.Mapping) else []
+    pairs = first.pairs if isinstance(first, yaml_view.Mapping) else []
     meta_nodes = [v for k, v in pairs if isinstance(k, Scalar) and k.raw == "sops"]
     if len(meta_nodes) != 1:
         raise NeedsBinary("no sops metadata")
     meta = _Metadata(meta_nodes[0])
-    key = sops_keys.data_key(meta.age, meta.kms)
+    key = keys.data_key(meta.age, meta.kms)
 
     digest = hashlib.sha512()
     if meta.mac_only_encrypted:
         digest.update(_MAC_ONLY_ENCRYPTED_INIT)
 
-    def walk(node: sops_yaml.Node | None, path: list[str], in_list: bool = False) -> Any:
+    def walk(node: yaml_view.Node | None, path: list[str], in_list: bool = False) -> Any:
         if node is None:
             return None
-        if isinstance(node, sops_yaml.Mapping):
+        if isinstance(node, yaml_view.Mapping):
             out: dict[str, Any] = {}
             for key_node, value_node in node.pairs:
                 name = key_node.value if isinstance(key_node, Scalar) else None
@@ -310,7 +317,7 @@ def decrypt_text(text: str) -> list[dict[str, Any]]:
                 return _DROP
         if encrypted or not meta.mac_only_encrypted:
             digest.update(go_bytes(value))
-        return sops_yaml.as_value(value)
+        return yaml_view.as_value(value)
 
     # sops writes the metadata into every document and drops it from each on reading.
     decrypted = [walk(document, []) or {} for document in documents]

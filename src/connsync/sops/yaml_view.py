@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections import abc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -250,24 +251,73 @@ def resolve_plain(text: str) -> Any:
 # --- a node tree from libyaml's events ----------------------------------------------
 
 
+# Each node knows where it starts (1-based; 0 where it was composed from events
+# without marks), so the one parse of a file also says where each value is.
+
+
 @dataclass(slots=True)
 class Scalar:
     raw: str
     value: Any  # as sops holds it: None, bool, int, float, str, GoTime, GoUint
     quoted: bool  # quoted, block or !!str: yaml.v3's indicatedString()
+    line: int = 0
+    column: int = 0
 
 
 @dataclass(slots=True)
 class Mapping:
     pairs: list[tuple[Node, Node]] = field(default_factory=list)
+    line: int = 0
+    column: int = 0
 
 
 @dataclass(slots=True)
 class Sequence:
     items: list[Node] = field(default_factory=list)
+    line: int = 0
+    column: int = 0
 
 
 Node = Scalar | Mapping | Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One file's parse: its node tree, and whether sops's reading of it is this tree.
+
+    The loader makes it once per file; validation reads its positions (a
+    :class:`connsync.model.SourceMap`), and the in-process decryptor reads the
+    tree itself when ``sops_reads_as_is`` (no tags, directives, aliases, merge keys
+    or look-alike duplicate keys: what :func:`compose` would refuse or read apart).
+    """
+
+    root: Node | None
+    sops_reads_as_is: bool
+
+    def position(self, parts: abc.Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
+        """Line and column of the value at ``parts`` (of its key with ``at_key``); a path
+        that does not exist points at the deepest part of it that does."""
+        node = self.root
+        if node is None:
+            return 1, 1
+        line, column = node.line, node.column
+        last = len(parts) - 1
+        for depth, part in enumerate(parts):
+            if isinstance(node, Mapping):
+                wanted = str(part)
+                match = next(((k, v) for k, v in node.pairs if isinstance(k, Scalar) and k.raw == wanted),
+                             None)
+                if match is None:
+                    break
+                key, node = match
+                at = key if (depth == last and at_key) else node
+            elif isinstance(node, Sequence) and isinstance(part, int) and part < len(node.items):
+                node = at = node.items[part]
+            else:
+                break
+            line, column = at.line, at.column
+        return line, column
+
 
 
 def _scalar(event: yaml.ScalarEvent) -> Scalar:

@@ -96,7 +96,8 @@ def stand_in(document: Mapping[str, Any], secret_names: Sequence[str], shown: st
     """The document as it will look once encrypted, for validate's rules."""
     spec = {**document["spec"], **dict.fromkeys(secret_names, PLACEHOLDER)}
     data = {**document, "spec": spec, "sops": {"mac": PLACEHOLDER}}
-    return Declaration(file=shown, data=data, digest="", text=yaml.safe_dump(data, sort_keys=False))
+    text = yaml.safe_dump(data, sort_keys=False)
+    return Declaration(file=shown, data=data, digest="", text=text, source=loader.source_of(text))
 
 
 def problems(document: Mapping[str, Any], secrets: Mapping[str, Secret], shown: str,

@@ -1,9 +1,14 @@
 """Find connection files and load them safely.
 
 Per-file problems are values (a :class:`Finding`), never exceptions, so one
-hostile file cannot hide the findings of the others. Parsing uses libyaml's
-``CSafeLoader`` for speed; the node tree that maps a JSON path back to a line
-is only composed for files that have findings (:func:`locate`).
+hostile file cannot hide the findings of the others.
+
+Each file is parsed once: libyaml composes the node tree, and one walk over it
+makes the document, the positions of its values (for findings) and the node
+tree the in-process decryptor reads (:class:`connsync.sops.yaml_view.Parsed`).
+Anything that walk does not read the way PyYAML's constructor would (explicit
+tags, aliases, duplicate keys, merge keys) goes to :class:`StrictLoader`'s
+constructor on the same nodes, which decides and explains.
 """
 
 from __future__ import annotations
@@ -12,14 +17,15 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from connsync.model import Declaration, Finding
-from connsync.sops import yaml_view as sops_yaml
+from connsync.model import Declaration, Finding, json_path
+from connsync.sops import yaml_view
+from connsync.sops.yaml_view import Parsed
 
 # Connection files are a few hundred bytes; anything this big is a mistake or an
 # attack, and is refused before the parser sees it.
@@ -68,10 +74,17 @@ class StrictLoader(yaml.CSafeLoader):
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
+    def resolve(self, kind: type[yaml.Node], value: str | None, implicit: tuple[bool, bool]) -> str:
+        # What the one implicit resolver below decides for every untagged plain scalar,
+        # without BaseResolver's search: libyaml asks for every node it composes.
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _PLAIN_TAG
+        return str(super().resolve(kind, value, implicit))
+
     def construct_plain_scalar(self, node: yaml.ScalarNode) -> Any:
         try:
-            return sops_yaml.read_plain(str(node.value))
-        except sops_yaml.Unsupported:
+            return yaml_view.read_plain(str(node.value))
+        except yaml_view.Unsupported:
             raise _RefusedNode("yaml", f"{node.value!r} may be read differently by sops; quote it",
                                node.start_mark) from None
 
@@ -84,6 +97,10 @@ _PLAIN_TAG = "tag:connsync.dev,2026:plain"
 StrictLoader.yaml_implicit_resolvers = {}
 StrictLoader.add_implicit_resolver(_PLAIN_TAG, re.compile(r"(?s:.*)"), None)
 StrictLoader.add_constructor(_PLAIN_TAG, StrictLoader.construct_plain_scalar)
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
 
 
 class YamlProblem(Exception):
@@ -97,8 +114,26 @@ class YamlProblem(Exception):
 
 def parse(text: str) -> Any:
     """Load one YAML document with :class:`StrictLoader`; every failure is a YamlProblem."""
+    return parse_located(text)[0]
+
+
+def parse_located(text: str) -> tuple[Any, Parsed]:
+    """The document and its parse (positions, and the tree sops reads); every failure is a
+    YamlProblem."""
+    loader = StrictLoader(text)
+    root: yaml.Node | None = None
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a safe loader
+        root = loader.get_single_node()
+        if root is None:
+            return None, Parsed(None, False)
+        try:
+            data, tree = _read(root, set() if "*" in text else None)
+        except (_Unusual, yaml_view.Unsupported, RecursionError):
+            # PyYAML's constructor on the same nodes: it accepts or refuses, and says where.
+            return loader.construct_document(root), Parsed(_shape(root), False)
+        # Tags and directives are refused by sops's reading (compose) but not all
+        # of them show in the nodes; the decryptor then reads the text itself.
+        return data, Parsed(tree, "!" not in text and "%" not in text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
@@ -108,7 +143,7 @@ def parse(text: str) -> Any:
             message = "tab character: YAML indentation must use spaces"
         line, column = mark.line + 1, mark.column + 1
         if isinstance(exc, _RefusedNode):
-            raise YamlProblem(message, line, column, exc.rule, json_path(path_at(text, mark))) from None
+            raise YamlProblem(message, line, column, exc.rule, json_path(path_at(root, mark))) from None
         raise YamlProblem(message, line, column) from None
     except (yaml.YAMLError, RecursionError) as exc:  # unmarked reader errors, absurd nesting
         raise YamlProblem(f"invalid YAML: {type(exc).__name__}") from None
@@ -117,6 +152,90 @@ def parse(text: str) -> Any:
         # not parse (`!!timestamp soon`, `!!int x`); found by the property tests.
         raise YamlProblem("a value with an explicit YAML tag (!!int, !!timestamp, ...) "
                           "does not parse") from None
+    finally:
+        loader.dispose()
+
+
+class _Unusual(Exception):
+    """A node the fast reading leaves to StrictLoader's constructor."""
+
+
+def _read(node: yaml.Node, seen: set[int] | None) -> tuple[Any, yaml_view.Node]:
+    """The value of ``node`` as StrictLoader constructs it, and its node in sops's reading.
+
+    Raises _Unusual wherever the two could differ or the constructor would refuse.
+    ``seen`` collects the nodes read so far, to find aliases; None when the text has no ``*``.
+    """
+    if seen is not None:
+        if id(node) in seen:
+            raise _Unusual  # an alias
+        seen.add(id(node))
+    mark = node.start_mark
+    kind = type(node)
+    if kind is _SCALAR_NODE:
+        raw = node.value
+        if node.style:  # type: ignore[attr-defined]  # quoted or block: a string
+            if node.tag != _STR_TAG:
+                raise _Unusual
+            return raw, _Scalar(raw, raw, True, mark.line + 1, mark.column + 1)
+        if node.tag != _PLAIN_TAG or raw == "<<":
+            raise _Unusual
+        value = _resolve_plain(raw)
+        kind = type(value)
+        # as_value() changes only floats and the Go types; the common types skip the call.
+        data = value if kind is str or kind is int or kind is bool or value is None else _as_value(value)
+        return data, _Scalar(raw, value, False, mark.line + 1, mark.column + 1)
+    if kind is _MAPPING_NODE:
+        if node.tag != _MAP_TAG:
+            raise _Unusual
+        mapping: dict[Any, Any] = {}
+        pairs: list[tuple[yaml_view.Node, yaml_view.Node]] = []
+        spellings: set[str] = set()
+        for key_node, value_node in node.value:
+            if type(key_node) is not _SCALAR_NODE or key_node.value in spellings:
+                raise _Unusual  # a collection as a key, or a key spelled twice
+            key, key_tree = _read(key_node, seen)
+            if key in mapping:
+                raise _Unusual  # a duplicate key (1 and 1.0 included)
+            spellings.add(key_node.value)
+            value, value_tree = _read(value_node, seen)
+            mapping[key] = value
+            pairs.append((key_tree, value_tree))
+        return mapping, _Mapping(pairs, mark.line + 1, mark.column + 1)
+    if kind is _SEQUENCE_NODE and node.tag == _SEQ_TAG:
+        items: list[Any] = []
+        trees: list[yaml_view.Node] = []
+        for item in node.value:
+            value, tree = _read(item, seen)
+            items.append(value)
+            trees.append(tree)
+        return items, _Sequence(trees, mark.line + 1, mark.column + 1)
+    raise _Unusual
+
+
+# Looked up once: _read runs for every node of every file.
+_SCALAR_NODE, _MAPPING_NODE, _SEQUENCE_NODE = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+_Scalar, _Mapping, _Sequence = yaml_view.Scalar, yaml_view.Mapping, yaml_view.Sequence
+_STR_TAG = yaml_view.STR_TAG
+_resolve_plain, _as_value = yaml_view.resolve_plain, yaml_view.as_value
+
+
+def _shape(node: yaml.Node) -> yaml_view.Node | None:
+    """Only the positions of a tree the constructor read (values are not sops's reading)."""
+    try:
+        return _shape_of(node)
+    except RecursionError:
+        return None
+
+
+def _shape_of(node: yaml.Node) -> yaml_view.Node:
+    line, column = node.start_mark.line + 1, node.start_mark.column + 1
+    if isinstance(node, yaml.MappingNode):
+        return yaml_view.Mapping([(_shape_of(k), _shape_of(v)) for k, v in node.value], line, column)
+    if isinstance(node, yaml.SequenceNode):
+        return yaml_view.Sequence([_shape_of(item) for item in node.value], line, column)
+    raw = node.value if isinstance(node.value, str) else ""
+    return yaml_view.Scalar(raw, None, bool(getattr(node, "style", None)), line, column)
 
 
 def display_path(path: Path) -> str:
@@ -168,7 +287,7 @@ def load_bytes(raw: bytes, shown: str) -> Declaration | Finding:
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         return finding("file is not valid UTF-8", line, column)
     try:
-        data = parse(text)
+        data, source = parse_located(text)
     except YamlProblem as problem:
         return Finding("error", problem.rule, shown, problem.line, problem.column, problem.path,
                        problem.message)
@@ -177,7 +296,8 @@ def load_bytes(raw: bytes, shown: str) -> Declaration | Finding:
     if not isinstance(data, dict):
         kind = "list" if isinstance(data, list) else type(data).__name__
         return Finding("error", "schema", shown, 1, 1, "$", f"top level must be a mapping, not a {kind}")
-    return Declaration(file=shown, data=data, digest=hashlib.sha256(raw).hexdigest(), text=text)
+    return Declaration(file=shown, data=data, digest=hashlib.sha256(raw).hexdigest(), text=text,
+                       source=source)
 
 
 def load_all(paths: Iterable[Path]) -> Iterator[Declaration | Finding]:
@@ -185,41 +305,18 @@ def load_all(paths: Iterable[Path]) -> Iterator[Declaration | Finding]:
         yield load_file(path)
 
 
-def json_path(parts: Iterable[str | int]) -> str:
-    out = "$"
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
+def source_of(text: str) -> Parsed:
+    """The positions in a text that is not a loaded file (one made in memory), however
+    StrictLoader would judge it."""
+    try:
+        root = yaml.compose(text, Loader=yaml.CSafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return Parsed(None, False)
+    return Parsed(_shape(root) if root is not None else None, False)
 
 
-def locate(text: str, parts: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
-    """Line and column (1-based) of the node at ``parts``; of its key with ``at_key``.
-
-    Walks as deep as the path exists, so a missing field points at its parent.
-    """
-    node: yaml.Node | None = yaml.compose(text, Loader=yaml.CSafeLoader)
-    if node is None:
-        return 1, 1
-    mark = node.start_mark
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if match is None:
-                break
-            key_node, node = match
-            mark = key_node.start_mark if (last and at_key) else node.start_mark
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            mark = node.start_mark
-        else:
-            break
-    return mark.line + 1, mark.column + 1
-
-
-def path_at(text: str, mark: yaml.Mark) -> list[str | int]:
+def path_at(root: yaml.Node | None, mark: yaml.Mark) -> list[str | int]:
     """The JSON path of the node (or mapping key) that starts at ``mark``."""
-    root = yaml.compose(text, Loader=yaml.CSafeLoader)
 
     def walk(node: yaml.Node, parts: list[str | int]) -> list[str | int] | None:
         if node.start_mark.index == mark.index and not isinstance(node, yaml.MappingNode):
@@ -240,5 +337,5 @@ def path_at(text: str, mark: yaml.Mark) -> list[str | int]:
 
     try:
         return (walk(root, []) if root is not None else None) or []
-    except (yaml.YAMLError, RecursionError):
+    except RecursionError:
         return []

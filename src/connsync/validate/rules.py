@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from connsync import providers
-from connsync.model import Declaration, Desired, Finding, Severity
+from connsync.model import Declaration, Desired, Finding, Severity, json_path
 from connsync.validate import discovery, loader, schema
 
 _B64 = r"[A-Za-z0-9+/=]"
@@ -96,8 +96,8 @@ def is_encrypted(value: Any) -> bool:
 
 def _finding(decl: Declaration, rule: str, parts: list[str | int], message: str,
              severity: Severity = "error") -> Finding:
-    line, column = loader.locate(decl.text, parts)
-    return Finding(severity, rule, decl.file, line, column, loader.json_path(parts), message)
+    line, column = decl.position(parts)
+    return Finding(severity, rule, decl.file, line, column, json_path(parts), message)
 
 
 def check_declaration(decl: Declaration) -> list[Finding]:
@@ -117,7 +117,7 @@ def check_declaration(decl: Declaration) -> list[Finding]:
         flagged = {f.path for f in findings}
         for issue in providers.get(provider).check(decl.spec):
             path: list[str | int] = ["spec", issue.field]
-            if loader.json_path(path) not in flagged:
+            if json_path(path) not in flagged:
                 findings.append(_finding(decl, issue.rule, path, issue.message, issue.severity))
     return findings
 
@@ -181,9 +181,9 @@ def hidden_text(decl: Declaration) -> list[Finding]:
             return
         bad = discovery.hidden_character(value.replace("\n", " ").replace("\t", " ") if prose else value)
         if bad:
-            line, column = loader.locate(decl.text, parts, at_key=at_key)
+            line, column = decl.position(parts, at_key=at_key)
             findings.append(Finding("error", "hidden-character", decl.file, line, column,
-                                    loader.json_path(parts), f"{what} contains {bad}; {_HIDDEN_HINT}"))
+                                    json_path(parts), f"{what} contains {bad}; {_HIDDEN_HINT}"))
 
     check(["metadata", "name"], metadata.get("name"), "the name")
     check(["metadata", "description"], metadata.get("description"), "the description", prose=True)

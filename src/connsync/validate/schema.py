@@ -17,8 +17,7 @@ from referencing.jsonschema import DRAFT202012
 
 from connsync import providers
 from connsync.errors import UsageError
-from connsync.model import Declaration, Finding
-from connsync.validate.loader import json_path, locate
+from connsync.model import Declaration, Finding, SourceMap, json_path
 
 ENVELOPE = "connection"
 CONFIG = "config"  # connsync.yaml's own schema, not a provider
@@ -123,7 +122,7 @@ def _to_findings(decl: Declaration, error: ValidationError, provider: str) -> li
         for key in error.instance:
             if key in allowed:
                 continue
-            line, column = locate(decl.text, [*parts, key], at_key=True)
+            line, column = decl.position([*parts, key], at_key=True)
             close = difflib.get_close_matches(str(key), allowed, n=1)
             suggestion = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
             out.append(
@@ -144,7 +143,7 @@ def _to_findings(decl: Declaration, error: ValidationError, provider: str) -> li
         message = _without_value(error, field or (str(parts[-1]) if parts else "document"))
     else:
         message = error.message
-    line, column = locate(decl.text, parts)
+    line, column = decl.position(parts)
     return [Finding("error", "schema", decl.file, line, column, json_path(parts), message)]
 
 
@@ -182,7 +181,7 @@ def _config_validator() -> Any:
     return strict(all_schemas()[CONFIG])
 
 
-def config_problems(data: Any, text: str) -> list[tuple[int, int, str, str]]:
+def config_problems(data: Any, source: SourceMap) -> list[tuple[int, int, str, str]]:
     """(line, column, JSON path, message) for each way ``data`` breaks config.schema.json."""
     problems: list[tuple[int, int, str, str]] = []
     for error in sorted(_config_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
@@ -193,7 +192,7 @@ def config_problems(data: Any, text: str) -> list[tuple[int, int, str, str]]:
             for key in error.instance:
                 if key in allowed:
                     continue
-                line, column = locate(text, [*parts, key], at_key=True)
+                line, column = source.position([*parts, key], at_key=True)
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 known = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(allowed)}"
                 problems.append((line, column, json_path([*parts, key]), f"unknown setting; {known}"))
@@ -209,7 +208,7 @@ def config_problems(data: Any, text: str) -> list[tuple[int, int, str, str]]:
             message = _without_value(error, what)
         else:
             message = error.message
-        line, column = locate(text, parts)
+        line, column = source.position(parts)
         problems.append((line, column, json_path(parts), message))
     return problems
 
