@@ -15,7 +15,8 @@ against a fresh SQLite store:
   decrypt            (the peer of plan)           | a shell loop of `sops -d` over the files
 
 Times are medians over --runs (one run for N >= 10,000), with the range of the
-runs beside them (this machine is shared; the load average is printed); peak memory is the
+runs beside them, as wall time and as CPU time (this machine is shared: the load
+average is printed, and CPU time is what others' load changes least); peak memory is the
 largest max-RSS of any connsync process. Baselines that would take minutes
 (the sops loop and the binary-engine plan) run on a sample of at most 300
 files and are scaled to N; the table says so.
@@ -39,11 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, connsync_argv
 
 SAMPLE = 300
+RATIOS = (("validate vs check-jsonschema", "check-jsonschema", "validate"),
+          ("plan vs sops -d loop", "sops -d loop", "plan (creates)"),
+          ("plan vs binary engine", "plan (creates), binary engine", "plan (creates)"))
 
 
 def run(argv: list[str], *, cwd: Path, env: dict[str, str],
-        expect: tuple[int, ...] = (0,)) -> tuple[float, int]:
-    """Wall seconds and max RSS (MiB) of one process."""
+        expect: tuple[int, ...] = (0,)) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system, its children's included) and max RSS (MiB)
+    of one process."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -54,7 +59,7 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str],
         sys.exit(f"{' '.join(argv[2:5])} exited {code}: {stderr[-1500:]}")
     if proc.stderr:
         proc.stderr.close()
-    return elapsed, usage.ru_maxrss // 1024
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
 
 
 def make_repo(root: Path, count: int) -> dict[str, str]:
@@ -99,10 +104,12 @@ def measure(count: int, runs: int) -> dict[str, list[float]]:
         times: dict[str, list[float]] = {}
         peak = 0
 
-        def record(name: str, argv: list[str], **kwargs: object) -> None:
+        def record(name: str, argv: list[str], scale: float = 1.0, directory: Path = root,
+                   environment: dict[str, str] = env, expect: tuple[int, ...] = (0,)) -> None:
             nonlocal peak
-            seconds, rss = run(argv, cwd=root, env=env, **kwargs)  # type: ignore[arg-type]
-            times.setdefault(name, []).append(seconds)
+            seconds, cpu, rss = run(argv, cwd=directory, env=environment, expect=expect)
+            times.setdefault(name, []).append(seconds * scale)
+            times.setdefault(f"{name} [cpu]", []).append(cpu * scale)
             if argv[:3] == connsync_argv():
                 peak = max(peak, rss)
 
@@ -113,10 +120,10 @@ def measure(count: int, runs: int) -> dict[str, list[float]]:
             record("apply (creates)", connsync_argv("apply", "--auto-approve", "--skip-verify"))
             record("plan (noop)", connsync_argv("plan"))
             record("apply (noop)", connsync_argv("apply", "--auto-approve", "--skip-verify"))
-        peer = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
-        # check-jsonschema fails on these files (their spec is SOPS-encrypted); the time is what counts.
-        record("check-jsonschema", [peer, "--schemafile", str(REPO / "schemas/connection.schema.json"),
-                                    *map(str, files)], expect=(0, 1))
+            peer = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
+            # check-jsonschema fails on these files (their spec is SOPS-encrypted); the time is what counts.
+            record("check-jsonschema", [peer, "--schemafile", str(REPO / "schemas/connection.schema.json"),
+                                        *map(str, files)], expect=(0, 1))
 
         # Baselines on a sample, scaled to N.
         sample_dir = root / "sample"
@@ -130,10 +137,8 @@ def measure(count: int, runs: int) -> dict[str, list[float]]:
         binary_env = {**env, "CONNSYNC_SOPS_ENGINE": "binary",
                       "CONNSYNC_STORE": f"sqlite:{sample_dir / 'store.db'}"}
         for _ in range(runs):
-            seconds, _ = run(["sh", "-c", loop], cwd=sample_dir, env=env)
-            times.setdefault("sops -d loop", []).append(seconds * scale)
-            seconds, _ = run(connsync_argv("plan"), cwd=sample_dir, env=binary_env)
-            times.setdefault("plan (creates), binary engine", []).append(seconds * scale)
+            record("sops -d loop", ["sh", "-c", loop], scale, sample_dir)
+            record("plan (creates), binary engine", connsync_argv("plan"), scale, sample_dir, binary_env)
 
     return {**times, "peak MiB": [float(peak)]}
 
@@ -161,22 +166,26 @@ def main() -> int:
             shown += f" ({min(values):.2f}-{max(values):.2f})"
         return f"{shown:>22}"
 
-    print(f"\nconnsync at scale (seconds: median of {options.runs} runs (range); one run at N >= 10,000)")
+    print(f"\nconnsync at scale: seconds, median of {options.runs} runs (range); one run at N >= 10,000")
     print("load average (1, 5, 15 min): before " + ", ".join(f"{x:.2f}" for x in load_before)
           + "; after " + ", ".join(f"{x:.2f}" for x in load_after) + f"; {os.cpu_count()} CPUs")
-    print(f"{'':<32}" + "".join(f"{'N=' + format(n, ','):>22}" for n in sizes))
-    for row in rows:
-        cells = "".join(cell(measured[n][row], row) for n in sizes)
-        note = "  (sample of 300, scaled)" if row in ("sops -d loop", "plan (creates), binary engine") else ""
-        print(f"{row:<32}{cells}{note}")
+    for title, suffix in (("wall time", ""), ("CPU time (user + system, children included): what the "
+                                              "others' load on the machine changes least", " [cpu]")):
+        print(f"\n{title}")
+        print(f"{'':<32}" + "".join(f"{'N=' + format(n, ','):>22}" for n in sizes))
+        for row in rows:
+            if row == "peak MiB" and suffix:
+                continue
+            key = row if row == "peak MiB" else row + suffix
+            cells = "".join(cell(measured[n][key], row) for n in sizes)
+            scaled = row in ("sops -d loop", "plan (creates), binary engine")
+            note = "  (sample of 300, scaled)" if scaled else ""
+            print(f"{row:<32}{cells}{note}")
 
-    def ratio(name: str, peer: str, ours: str) -> None:
-        print(f"{name:<32}" + "".join(f"{results[n][peer] / results[n][ours]:>21.1f}x" for n in sizes))
-
-    ratio("validate vs check-jsonschema", "check-jsonschema", "validate")
-    ratio("plan vs sops -d loop", "sops -d loop", "plan (creates)")
-    ratio("plan vs binary engine", "plan (creates), binary engine", "plan (creates)")
-    print("goals: validate >= 6x check-jsonschema and plan of 1,000 creates >= 20x the sops -d loop "
+        for name, peer, ours in RATIOS:
+            print(f"{name:<32}" + "".join(
+                f"{results[n][peer + suffix] / results[n][ours + suffix]:>21.1f}x" for n in sizes))
+    print("\ngoals: validate >= 6x check-jsonschema and plan of 1,000 creates >= 20x the sops -d loop "
           "(issue #25); plan of 1,000 changed < 1.5 s; noop plan of 1,000 < 1 s; "
           "apply of 1,000 creates < 3 s; 10,000 under 200 MB peak")
     return 0

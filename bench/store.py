@@ -51,7 +51,7 @@ def measure(root: Path, env: dict[str, str], server: PgServer, runs: int) -> dic
             for name, argv in (("apply (creates)", connsync_argv("apply", "--auto-approve", "--skip-verify")),
                                ("plan (noop)", connsync_argv("plan")),
                                ("apply (noop)", connsync_argv("apply", "--auto-approve", "--skip-verify"))):
-                seconds, _ = run(argv, cwd=root, env=store_env)
+                seconds, _, _ = run(argv, cwd=root, env=store_env)
                 times[kind].setdefault(name, []).append(seconds)
     return {kind: {name: statistics.median(v) for name, v in rows.items()} for kind, rows in times.items()}
 

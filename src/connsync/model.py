@@ -109,6 +109,9 @@ class Declaration:
     digest: str  # sha256 of the file bytes
     text: str = field(default="", repr=False, compare=False)  # what sops decrypts
     source: SourceMap = field(default=NOWHERE, repr=False, compare=False)
+    # The provider's secret (writeOnly) fields, as the schema stage hands them forward;
+    # None before that stage, or for a provider without a schema.
+    secret_fields: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     def position(self, parts: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
         return self.source.position(parts, at_key=at_key)

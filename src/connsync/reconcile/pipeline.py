@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from connsync import sops
+from connsync import providers, sops
 from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.identity import in_ci
 from connsync.model import Declaration, Desired, Finding
 from connsync.reconcile import plan
 from connsync.store import Store, ephemeral_store_warnings
-from connsync.validate import rules, schema
+from connsync.validate import rules
 
 
 class InvalidDeclarations(ConnsyncError):
@@ -35,6 +35,14 @@ def load_valid(config: Config, paths: Sequence[str]) -> list[Declaration]:
     if errors:
         raise InvalidDeclarations(errors)
     return validation.declarations
+
+
+def secret_fields(decl: Declaration) -> frozenset[str]:
+    """The secret fields validation handed forward with a declaration; only validated
+    declarations are planned, so a declaration without them is a bug, not a file to plan."""
+    if decl.secret_fields is None:
+        raise ConnsyncError(f"{decl.file}: planned without being validated (a bug in connsync)")
+    return decl.secret_fields
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ def make_plan(
     look_alikes = rules.confusable_with_store(declarations, [r.name for r in records.values()])
     if look_alikes:
         raise InvalidDeclarations(look_alikes)
-    intents = [plan.Intent.from_declaration(d, schema.secret_fields(d.provider)) for d in declarations]
+    intents = [plan.Intent.from_declaration(d, secret_fields(d)) for d in declarations]
 
     to_decrypt = [
         (decl, Path(decl.file))
@@ -76,7 +84,7 @@ def make_plan(
             hint="'connsync verify' reports each file with what to do about it",
         )
     desired = {d.name.casefold(): d for d in decrypted if isinstance(d, Desired)}
-    malformed = rules.secret_shapes(desired.values())
+    malformed = providers.secret_shapes(desired.values())
     if malformed:  # never planned, never written, whatever --skip-verify says
         raise InvalidDeclarations(malformed)
     fingerprinted = [

@@ -27,7 +27,6 @@ from connsync.errors import SopsError
 from connsync.fsutil import find_upward
 from connsync.model import Declaration, Desired, Secret
 from connsync.sops import keys, native, yaml_view
-from connsync.validate import schema
 
 DEFAULT_TIMEOUT = 30.0
 # Measured on the 2-core machines this runs on: more workers only add contention.
@@ -191,7 +190,13 @@ def decrypt_with_binary(decl: Declaration, path: Path) -> Desired:
 
 def to_desired(decl: Declaration, document: Mapping[str, Any]) -> Desired:
     spec = document.get("spec") or {}
-    secret_names = schema.secret_fields(decl.provider)
+    secret_names = decl.secret_fields
+    if secret_names is None:
+        # A declaration that did not come through validation (a library caller's, a file
+        # just written by rotate or edit): its provider's schema says which fields are secret.
+        from connsync.validate import schema
+
+        secret_names = schema.secret_fields(decl.provider)
     secrets = {k: Secret(str(v)) for k, v in spec.items() if k in secret_names}
     clear = {k: v for k, v in spec.items() if k not in secret_names}
     return Desired(declaration=decl, spec=clear, secrets=secrets)

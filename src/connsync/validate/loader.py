@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,7 @@ def _read(node: yaml.Node, seen: set[int] | None) -> tuple[Any, yaml_view.Node]:
             if node.tag != _STR_TAG:
                 raise _Unusual
             return raw, _Scalar(raw, raw, True, mark.line + 1, mark.column + 1)
-        if node.tag != _PLAIN_TAG or raw == "<<":
+        if node.tag != _PLAIN_TAG:
             raise _Unusual
         value = _resolve_plain(raw)
         kind = type(value)
@@ -192,8 +192,8 @@ def _read(node: yaml.Node, seen: set[int] | None) -> tuple[Any, yaml_view.Node]:
         pairs: list[tuple[yaml_view.Node, yaml_view.Node]] = []
         spellings: set[str] = set()
         for key_node, value_node in node.value:
-            if type(key_node) is not _SCALAR_NODE or key_node.value in spellings:
-                raise _Unusual  # a collection as a key, or a key spelled twice
+            if type(key_node) is not _SCALAR_NODE or key_node.value in spellings or key_node.value == "<<":
+                raise _Unusual  # a collection as a key, a key spelled twice, a merge key
             key, key_tree = _read(key_node, seen)
             if key in mapping:
                 raise _Unusual  # a duplicate key (1 and 1.0 included)
@@ -313,6 +313,12 @@ def source_of(text: str) -> Parsed:
     except (yaml.YAMLError, RecursionError):
         return Parsed(None, False)
     return Parsed(_shape(root) if root is not None else None, False)
+
+
+def locate(text: str, parts: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
+    """Line and column (1-based) of the node at ``parts`` in a text that is not a loaded file's
+    (a Declaration's ``position`` answers for its own file)."""
+    return source_of(text).position(parts, at_key=at_key)
 
 
 def path_at(root: yaml.Node | None, mark: yaml.Mark) -> list[str | int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from connsync import providers
-from connsync.model import Declaration, Desired, Finding, Severity, json_path
+from connsync.model import Declaration, Finding, Severity, json_path
 from connsync.validate import discovery, loader, schema
 
 _B64 = r"[A-Za-z0-9+/=]"
@@ -53,8 +53,9 @@ def validate_files(paths: Sequence[str | Path], default_dir: Path, root: Path | 
         if isinstance(item, Finding):
             findings.append(item)
         else:
-            declarations.append(item)
-            findings.extend(check_declaration(item))
+            decl, found_here = checked(item)
+            declarations.append(decl)
+            findings.extend(found_here)
     findings.extend(_cross_file(declarations, files, default_dir, root) if paths
                     else duplicate_names(declarations))
     findings.sort(key=Finding.sort_key)
@@ -76,20 +77,6 @@ def _cross_file(declarations: list[Declaration], files: Sequence[Path], default_
     return [f for f in duplicate_names([*others, *declarations]) if f.file in wanted]
 
 
-def secret_shapes(desired: Iterable[Desired]) -> list[Finding]:
-    """Decrypted secrets of the wrong shape (a 43-character AWS secret): seen only once decrypted,
-    so by plan and apply rather than validate, and never with the value in the message."""
-    findings = []
-    for item in desired:
-        provider = providers.get(item.provider)
-        for field, secret in item.secrets.items():
-            problem = provider.check_secret(field, secret.reveal())
-            if problem:
-                findings.append(_finding(item.declaration, "secret-format", ["spec", field],
-                                         f"{field} {problem} (once decrypted)"))
-    return findings
-
-
 def is_encrypted(value: Any) -> bool:
     return isinstance(value, str) and ENC_RE.match(value) is not None
 
@@ -101,13 +88,25 @@ def _finding(decl: Declaration, rule: str, parts: list[str | int], message: str,
 
 
 def check_declaration(decl: Declaration) -> list[Finding]:
+    """Every finding of the schema stage and of these rules for one declaration."""
+    return checked(decl)[1]
+
+
+def checked(decl: Declaration) -> tuple[Declaration, list[Finding]]:
+    """The schema stage, then these rules, which read what it hands forward: the declaration
+    with its provider's secret fields, and the schema's findings."""
+    decl, schema_findings = schema.check(decl)
+    return decl, _rules(decl, schema_findings)
+
+
+def _rules(decl: Declaration, schema_findings: list[Finding]) -> list[Finding]:
     over_encrypted = _encrypted_clear_fields(decl)
     if over_encrypted:
         # Every schema finding would only repeat this one cause.
         return over_encrypted
     hidden = hidden_text(decl)
     # One mistake, one finding: the schema's pattern error on the same field says less.
-    findings = [f for f in schema.validate_document(decl) if f.path not in {h.path for h in hidden}]
+    findings = [f for f in schema_findings if f.path not in {h.path for h in hidden}]
     findings.extend(hidden)
     findings.extend(plaintext_secrets(decl))
     provider = decl.data.get("provider")
@@ -127,9 +126,9 @@ def _encrypted_clear_fields(decl: Declaration) -> list[Finding]:
     provider = decl.data.get("provider")
     if is_encrypted(provider):
         return [_finding(decl, "encrypted-clear-field", ["provider"], _OVER_ENCRYPTED)]
-    if provider not in schema.provider_names():
+    secrets = decl.secret_fields
+    if secrets is None:
         return []  # the schema reports the unknown provider
-    secrets = schema.secret_fields(provider)
     clear = [
         ("spec", key) for key, value in decl.spec.items() if key not in secrets and is_encrypted(value)
     ]
@@ -144,7 +143,7 @@ def plaintext_secrets(decl: Declaration) -> list[Finding]:
     if not isinstance(provider, str):
         return []
     findings = []
-    present = [f for f in sorted(schema.secret_fields(provider)) if f in decl.spec]
+    present = [f for f in sorted(decl.secret_fields or ()) if f in decl.spec]
     for field in present:
         if not is_encrypted(decl.spec[field]):
             findings.append(

@@ -7,6 +7,7 @@ import functools
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -75,6 +76,15 @@ def _validator(name: str, *, dispatch: bool = True) -> Draft202012Validator:
     if not dispatch:
         root.pop("allOf", None)
     return Draft202012Validator(root, registry=registry)
+
+
+def check(decl: Declaration) -> tuple[Declaration, list[Finding]]:
+    """The schema stage for one declaration: its findings, and the declaration as this stage
+    hands it forward, with its provider's secret fields (None for a provider without a schema)."""
+    provider = decl.data.get("provider")
+    known = isinstance(provider, str) and provider in provider_names()
+    checked = replace(decl, secret_fields=secret_fields(provider) if known else None)
+    return checked, validate_document(checked)
 
 
 def validate_document(decl: Declaration) -> list[Finding]:
