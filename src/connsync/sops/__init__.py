@@ -26,7 +26,7 @@ from typing import Any
 from connsync.errors import SopsError
 from connsync.fsutil import find_upward
 from connsync.model import Declaration, Desired, Secret
-from connsync.sops import keys, native, yaml_view
+from connsync.sops import keys, yaml_view
 
 DEFAULT_TIMEOUT = 30.0
 # Measured on the 2-core machines this runs on: more workers only add contention.
@@ -155,6 +155,9 @@ def decrypt(decl: Declaration, path: Path) -> Desired:
 def _decrypt_in_process(decl: Declaration) -> Desired | None:
     if not decl.text or os.environ.get("CONNSYNC_SOPS_ENGINE", "auto") == "binary":
         return None
+    # Imported here: cryptography and RE2 are for runs that decrypt, not for validate.
+    from connsync.sops import native
+
     parsed = decl.source if isinstance(decl.source, yaml_view.Parsed) else None
     try:
         documents = native.decrypt_text(decl.text, parsed)

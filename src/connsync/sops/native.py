@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -179,12 +180,32 @@ def _regex(pattern: str) -> Callable[[str], bool] | None:
     if "\\C" in pattern:
         raise NeedsBinary(r"\C means one thing to RE2 and nothing to Go")
     try:
-        compiled = re2.compile(pattern, _RE2_OPTIONS)
+        return _matcher(pattern)
     except re2.error:
         # Go's regexp.Match reports the error and sops reads it as "no match";
         # the engines may disagree on what is valid, so the binary decides.
         raise NeedsBinary("a regex RE2 does not accept") from None
-    return lambda text: compiled.search(text) is not None
+
+
+@functools.lru_cache(maxsize=32)
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    """One compiled regex per pattern for the run, and its answers remembered: every file of a
+    repository carries the same rule, and asks it about the same key names."""
+    compiled = re2.compile(pattern, _RE2_OPTIONS)
+    answers: dict[str, bool] = {}
+
+    def matches(text: str) -> bool:
+        answer = answers.get(text)
+        if answer is None:
+            answer = compiled.search(text) is not None
+            if len(answers) < _REMEMBERED_ANSWERS:
+                answers[text] = answer
+        return answer
+
+    return matches
+
+
+_REMEMBERED_ANSWERS = 4096
 
 
 # --- values (aes/cipher.go Decrypt) -------------------------------------------------

@@ -266,9 +266,16 @@ class Scalar:
 
 @dataclass(slots=True)
 class Mapping:
-    pairs: list[tuple[Node, Node]] = field(default_factory=list)
+    # Keys and values one after the other (k0, v0, k1, v1, ...): a tuple per pair would be a
+    # third of the tree's memory, and every Declaration keeps its tree.
+    flat: list[Node] = field(default_factory=list)
     line: int = 0
     column: int = 0
+
+    @property
+    def pairs(self) -> list[tuple[Node, Node]]:
+        flat = self.flat
+        return list(zip(flat[::2], flat[1::2], strict=True))
 
 
 @dataclass(slots=True)
@@ -357,7 +364,7 @@ def _compose(events: Iterator[yaml.Event]) -> Iterator[Node | None]:
         else:
             key = pending_key[-1]
             assert key is not None
-            parent.pairs.append((key, node))
+            parent.flat += (key, node)
             pending_key[-1] = None
 
     for event in events:

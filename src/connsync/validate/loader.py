@@ -189,7 +189,7 @@ def _read(node: yaml.Node, seen: set[int] | None) -> tuple[Any, yaml_view.Node]:
         if node.tag != _MAP_TAG:
             raise _Unusual
         mapping: dict[Any, Any] = {}
-        pairs: list[tuple[yaml_view.Node, yaml_view.Node]] = []
+        flat: list[yaml_view.Node] = []
         spellings: set[str] = set()
         for key_node, value_node in node.value:
             if type(key_node) is not _SCALAR_NODE or key_node.value in spellings or key_node.value == "<<":
@@ -200,8 +200,8 @@ def _read(node: yaml.Node, seen: set[int] | None) -> tuple[Any, yaml_view.Node]:
             spellings.add(key_node.value)
             value, value_tree = _read(value_node, seen)
             mapping[key] = value
-            pairs.append((key_tree, value_tree))
-        return mapping, _Mapping(pairs, mark.line + 1, mark.column + 1)
+            flat += (key_tree, value_tree)
+        return mapping, _Mapping(flat, mark.line + 1, mark.column + 1)
     if kind is _SEQUENCE_NODE and node.tag == _SEQ_TAG:
         items: list[Any] = []
         trees: list[yaml_view.Node] = []
@@ -231,7 +231,7 @@ def _shape(node: yaml.Node) -> yaml_view.Node | None:
 def _shape_of(node: yaml.Node) -> yaml_view.Node:
     line, column = node.start_mark.line + 1, node.start_mark.column + 1
     if isinstance(node, yaml.MappingNode):
-        return yaml_view.Mapping([(_shape_of(k), _shape_of(v)) for k, v in node.value], line, column)
+        return yaml_view.Mapping([_shape_of(n) for pair in node.value for n in pair], line, column)
     if isinstance(node, yaml.SequenceNode):
         return yaml_view.Sequence([_shape_of(item) for item in node.value], line, column)
     raw = node.value if isinstance(node.value, str) else ""
