@@ -16,6 +16,8 @@ import boto3
 import pytest
 
 from tests.conftest import CANARY, MotoServer, Run, new_aws
+from tests.github.fake_api import FakeGitHub
+from tests.test_github_scripts import NODE, PR_NUMBER, PR_SCRIPT, run_script
 from tests.test_outputs import checked
 
 QUARANTINE = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3"
@@ -40,6 +42,9 @@ def user_with_key(iam: Any, user: str, policy: dict[str, Any] | None = None) -> 
         iam.put_user_policy(UserName=user, PolicyName="own", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=user)["AccessKey"]
     return {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+
+
+HOSTILE = "Leak <img src=x onerror=alert(1)> | @admins"
 
 
 @pytest.fixture
@@ -119,3 +124,38 @@ def test_apply_does_not_store_a_quarantined_key(quarantined: dict[str, dict[str,
     assert [f["name"] for f in report["failed"]] == ["Leaked"]
     assert exposed("leaked", quarantined["Leaked"]["id"]) in report["failed"][0]["error"]
     assert sorted(a["name"] for a in report["applied"]) == ["Blind", "Fine"]
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (apt-get install nodejs)")
+def test_the_pull_request_comment_says_the_key_is_exposed(quarantined: dict[str, dict[str, str]], run: Run,
+                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    admin = boto3.client("iam", region_name="us-east-1", aws_access_key_id=quarantined["admin"]["id"],
+                         aws_secret_access_key=quarantined["admin"]["secret"])
+    hostile_key = user_with_key(admin, "hostile", READ_OWN_POLICIES)
+    admin.attach_user_policy(UserName="hostile", PolicyArn=QUARANTINE)
+    assert new_aws(run, monkeypatch, name=HOSTILE, secret=hostile_key["secret"],
+                   access_key_id=hostile_key["id"]).code == 0
+    # What the PR workflow's verify step writes, then its comment script posts with the plan.
+    result = run("verify", "--require-verified", "--format", "markdown")
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert lines[0].startswith("**connsync verify failed**: ")
+    leaked = [line for line in lines if line.startswith("| failed | `Leaked` ")]
+    assert leaked == [f"| failed | `Leaked` | `aws` | `connections/leaked.yaml` | "
+                      f"`` {exposed('leaked', quarantined['Leaked']['id'])} `` |"]
+    assert "| ok |" not in result.out and "`Fine`" not in result.out  # only what did not pass
+    # A name is data: no HTML, no mention, no extra cell; only a code span.
+    (hostile,) = [line for line in lines if "hostile" in line]
+    assert "| `Leak <img src=x onerror=alert(1)> \\| @admins` |" in hostile
+    assert hostile.replace("\\|", "").count("|") == 6
+    assert f"run `connsync rotate --exposed {hostile_key['id']}`" in hostile
+    assert CANARY not in result.out + result.err
+    assert all(k["secret"] not in result.out + result.err for k in [*quarantined.values(), hostile_key])
+
+    with FakeGitHub() as github:
+        github.state.add_issue(title="Edit", pull_request=True, number=PR_NUMBER)
+        run_script(github, tmp_path, PR_SCRIPT, exit_code="0", plan="No changes.", verify=result.out,
+                   verify_outcome="failure")
+        (comment,) = github.state.comments_on(PR_NUMBER)
+    assert leaked[0] in comment["body"].splitlines()
+    assert comment["body"].endswith("\n\nNo changes.")

@@ -37,14 +37,20 @@ def github() -> Iterator[FakeGitHub]:
         yield fake
 
 
-def run_script(github: FakeGitHub, tmp_path: Path, script: str, *, exit_code: str, plan: str) -> None:
+def run_script(github: FakeGitHub, tmp_path: Path, script: str, *, exit_code: str, plan: str,
+               verify: str | None = None, verify_outcome: str = "success") -> None:
+    """``verify`` is what the verify step wrote to verify.md (None: no such file)."""
     (tmp_path / "script.js").write_text(script)
     (tmp_path / "plan.md").write_text(plan)
+    (tmp_path / "verify.md").unlink(missing_ok=True)
+    if verify is not None:
+        (tmp_path / "verify.md").write_text(verify)
     context = {"owner": "acme", "name": "connections", "serverUrl": "https://github.example",
                "runId": 42, "payload": {"pull_request": {"number": PR_NUMBER}}}
     (tmp_path / "context.json").write_text(json.dumps(context))
     env = {"PATH": os.environ["PATH"], "GITHUB_API_URL": github.url, "EXIT_CODE": exit_code,
-           "PLAN_FILE": str(tmp_path / "plan.md")}
+           "PLAN_FILE": str(tmp_path / "plan.md"), "VERIFY_FILE": str(tmp_path / "verify.md"),
+           "VERIFY_OUTCOME": verify_outcome}
     assert NODE is not None
     proc = subprocess.run([NODE, str(RUNNER), str(tmp_path / "script.js"), str(tmp_path / "context.json")],
                           env=env, capture_output=True, text=True, timeout=30, check=False)
@@ -96,6 +102,32 @@ def test_a_failed_plan_replaces_the_stale_plan_and_its_label(github: FakeGitHub,
     assert comment["body"].startswith("<!-- connsync-plan -->\n**connsync plan failed** (exit code 1)")
     assert "https://github.example/acme/connections/actions/runs/42" in comment["body"]
     assert github.state.label_names(PR_NUMBER) == []  # neither "changes" nor "no changes" holds
+
+
+def test_what_did_not_verify_comes_before_the_plan(github: FakeGitHub, tmp_path: Path) -> None:
+    github.state.add_issue(title="Edit", pull_request=True, number=PR_NUMBER)
+    verified = "**connsync verify failed**: 1 connection verified: 0 ok, 0 warnings, 1 failed\n\n| row |\n"
+    run_script(github, tmp_path, PR_SCRIPT, exit_code="2", plan="**connsync plan**: 1 to create",
+               verify=verified, verify_outcome="failure")
+    (comment,) = github.state.comments_on(PR_NUMBER)
+    assert comment["body"] == ("<!-- connsync-plan -->\n**connsync verify failed**: 1 connection verified: "
+                               "0 ok, 0 warnings, 1 failed\n\n| row |\n\n**connsync plan**: 1 to create")
+    # The next run verifies cleanly: the comment says that instead.
+    run_script(github, tmp_path, PR_SCRIPT, exit_code="2", plan="**connsync plan**: 1 to create",
+               verify="**connsync verify**: 1 connection verified: 1 ok, 0 warnings, 0 failed\n")
+    (comment,) = github.state.comments_on(PR_NUMBER)
+    assert comment["body"].startswith("<!-- connsync-plan -->\n**connsync verify**: 1 connection verified")
+    assert "failed**" not in comment["body"] and "| row |" not in comment["body"]
+
+
+def test_a_verify_that_wrote_nothing_is_still_said_to_have_failed(github: FakeGitHub, tmp_path: Path) -> None:
+    github.state.add_issue(title="Edit", pull_request=True, number=PR_NUMBER)
+    run_script(github, tmp_path, PR_SCRIPT, exit_code="0", plan="No changes.", verify="",
+               verify_outcome="failure")
+    (comment,) = github.state.comments_on(PR_NUMBER)
+    assert comment["body"] == ("<!-- connsync-plan -->\n**connsync verify failed**: see the "
+                               "[run](https://github.example/acme/connections/actions/runs/42) for why."
+                               "\n\nNo changes.")
 
 
 def test_drift_found_opens_one_issue_and_updates_it(github: FakeGitHub, tmp_path: Path) -> None:

@@ -288,7 +288,9 @@ def edit(app: App, name: str) -> int:
 @REQUIRE_VERIFIED
 @click.option("--no-history", is_flag=True,
               help="Do not keep the results in the store's verification history (read by 'report').")
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="markdown is a summary and a table of what did not pass, for a "
+              "pull-request comment.")
 @pass_app
 def verify(app: App, paths: tuple[str, ...], require_verified: bool, no_history: bool, fmt: str) -> int:
     """Decrypt the files and check each credential with its provider (network).

@@ -389,6 +389,23 @@ def verify_summary(verdicts: Sequence[Verdict]) -> str:
             f"{plural(counts['warning'], 'warning')}, {counts['failed']} failed{skipped}")
 
 
+def verify_markdown(verdicts: Sequence[Verdict]) -> str:
+    """The summary, and a row for each credential that did not simply pass, for the PR comment.
+
+    An exposed key's message (the command that contains it) is what a reviewer must not miss.
+    """
+    failed = " failed" if any(v.status == "failed" for v in verdicts) else ""
+    lines = [f"**connsync verify{failed}**: {verify_summary(verdicts)}"]
+    rows = [v for v in verdicts if v.status != "ok"]
+    if rows:
+        lines += ["", "| Status | Name | Provider | File | Messages |", "|---|---|---|---|---|"]
+    for v in rows:
+        messages = "<br>".join(md_code(m, 4 * MAX_SHOWN) for m in v.messages)
+        lines.append(f"| {v.status} | {md_code(v.name)} | {md_code(v.provider)} | {md_code(v.file)} "
+                     f"| {messages} |")
+    return refuse_secret_shapes("\n".join(lines))
+
+
 # --- the JSON envelope (format_version 1) -----------------------------------------
 # Every --format json output is one object: the version, the command, ok, and the command's
 # own fields at the top level (what scripts read stays where it was). Errors too, on stdout.

@@ -58,6 +58,8 @@ def verify(config: Config, paths: Sequence[str], *, fmt: str, style: render.Styl
         summary = {s: sum(v.status == s for v in verdicts) for s in ("ok", "warning", "failed", "skipped")}
         click.echo(render.json_output("verify", ok, {"results": [v.as_json() for v in verdicts],
                                                      "summary": summary}))
+    elif fmt == "markdown":
+        click.echo(render.verify_markdown(verdicts))
     else:
         if show_bar:
             for verdict in verdicts:
