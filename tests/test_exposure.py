@@ -127,10 +127,12 @@ def test_apply_does_not_store_a_quarantined_key(quarantined: dict[str, dict[str,
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed (apt-get install nodejs)")
-def test_the_pull_request_comment_says_the_key_is_exposed(quarantined: dict[str, dict[str, str]], run: Run,
-                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    admin = boto3.client("iam", region_name="us-east-1", aws_access_key_id=quarantined["admin"]["id"],
-                         aws_secret_access_key=quarantined["admin"]["secret"])
+def test_the_pull_request_comment_says_the_key_is_exposed(
+        quarantined: dict[str, dict[str, str]], run: Run, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    admin_key = quarantined["admin"]
+    admin = boto3.client("iam", region_name="us-east-1", aws_access_key_id=admin_key["id"],
+                         aws_secret_access_key=admin_key["secret"])
     hostile_key = user_with_key(admin, "hostile", READ_OWN_POLICIES)
     admin.attach_user_policy(UserName="hostile", PolicyArn=QUARANTINE)
     assert new_aws(run, monkeypatch, name=HOSTILE, secret=hostile_key["secret"],
