@@ -55,6 +55,15 @@ def in_file(repo: Path) -> tuple[str, str]:
     return str(desired.spec["private_key_id"]), desired.secrets["private_key"].reveal()
 
 
+def key_file(fake: FakeGcp, directory: Path, email: str, key: Key) -> str:
+    """A Google credentials file (what GOOGLE_APPLICATION_CREDENTIALS names) for ``key`` of ``email``."""
+    path = directory / f"{key.key_id}.json"
+    path.write_text(json.dumps({"type": "service_account", "project_id": PROJECT, "client_email": email,
+                                "private_key_id": key.key_id, "private_key": key.pem,
+                                "token_uri": f"{fake.url}/token"}))
+    return str(path)
+
+
 def states(fake: FakeGcp) -> dict[str, str]:
     return {kid: "disabled" if kid in fake.disabled else "enabled" for kid in fake.accounts[EMAIL]}
 
@@ -109,11 +118,7 @@ def test_a_service_account_that_may_not_create_keys(repo: Path, gcp: tuple[FakeG
     assert (repo / FILE).read_bytes() == before and states(fake) == {OLD: "enabled"}
 
     admin = fake.accounts[ADMIN]["a" * 40]
-    key_file = tmp_path / "admin.json"
-    key_file.write_text(json.dumps({"type": "service_account", "project_id": PROJECT, "client_email": ADMIN,
-                                    "private_key_id": admin.key_id, "private_key": admin.pem,
-                                    "token_uri": f"{fake.url}/token"}))
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", key_file(fake, tmp_path, ADMIN, admin))
     result = run("rotate", "GCP Prod", "--admin-env", "--apply", "--auto-approve")
     assert result.code == 0, result.err
     new_id, _ = in_file(repo)

@@ -415,8 +415,9 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
               metavar="SECONDS")
 @click.option("--exposed", is_flag=True,
-              help="Incident runbook: the arguments are exposed access key ids; deactivate each at once, "
-              "then replace it everywhere it is held (admin identity; the exposed key signs nothing).")
+              help="Incident runbook: the arguments are exposed key ids (AWS access key ids, GCP "
+              "private_key_ids); contain each and replace it everywhere it is held (admin identity; the "
+              "exposed key signs nothing).")
 @click.option("--detach-quarantine", is_flag=True,
               help="With --exposed: detach AWS's AWSCompromisedKeyQuarantine* policy from the user at "
               "the end.")
@@ -454,7 +455,11 @@ def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: boo
     (all workspaces) holding it, deactivates it first, creates a new key for
     the same user, writes it into every file (and with --apply the store), and
     records an 'exposed' audit entry. The IAM calls use --admin-profile,
-    --admin-env or the standard AWS chain, never the exposed key.
+    --admin-env or the standard AWS chain, never the exposed key. A GCP
+    service-account key id (private_key_id, 40 hex digits) is contained in
+    Google's order instead: a new key written everywhere (and stored), then
+    the exposed key disabled, signed with the environment's Google
+    credentials.
     """
     from connsync.commands.rotate import RotateCommand
     from connsync.commands.rotate import rotate as run

@@ -18,7 +18,7 @@ from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
 from connsync.model import Declaration
-from connsync.providers import aws_incident, azure_rotation, gcp_rotation, key_holders
+from connsync.providers import aws_incident, azure_rotation, gcp_incident, gcp_rotation, key_holders
 from connsync.providers import aws_rotation as rotation
 from connsync.providers.aws_keys import Credentials
 from connsync.store import Store, opened
@@ -179,20 +179,21 @@ def _exposed(config: Config, command: RotateCommand, *, fmt: str, style: render.
         detach_quarantine=command.detach_quarantine, apply=command.apply, wait_seconds=command.wait_seconds,
         dry_run=command.dry_run, timeout=config.verify.timeout_seconds, lock_timeout=command.lock_timeout)
     echo = click.echo if fmt == "text" else None
-    key_ids = list(dict.fromkeys(aws_incident.check_key_id(k) for k in command.names))
+    runbooks = dict(_runbook(k) for k in command.names)  # key id: its provider's runbook, in order
     results: list[aws_incident.Incident] = []
     with opened(config.store_url, config.workspace, create=not command.dry_run) as store:
         def lookup(key_id: str) -> key_holders.Holders:
-            return key_holders.find(config, key_id, store)
+            return key_holders.find(config, key_id, store, runbooks.get(key_id, aws_incident).FIELDS)
 
-        found = [lookup(k) for k in key_ids]
+        found = [lookup(k) for k in runbooks]
         for holders in found:  # every key is accounted for before any is touched
             if not holders.all:
-                raise aws_incident.no_holder(holders)
+                raise runbooks[holders.key_id].no_holder(holders)
         if not command.auto_approve and not command.dry_run:
             _confirm_exposed(found, command.apply)
         for holders in found:
-            results.append(_contain_one(config, holders, lookup, store, options, echo, style))
+            results.append(_contain_one(config, holders, lookup, store, options, echo, style,
+                                        runbooks[holders.key_id]))
     failed = [r for r in results if r.error]
     if fmt == "json":
         click.echo(render.json_output("rotate", not failed, {
@@ -201,9 +202,15 @@ def _exposed(config: Config, command: RotateCommand, *, fmt: str, style: render.
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _runbook(raw: str) -> tuple[str, Any]:
+    """A GCP service-account key id (40 hex digits), else an AWS access key id (or a usage error)."""
+    gcp_key = gcp_incident.key_id_of(raw)
+    return (gcp_key, gcp_incident) if gcp_key else (aws_incident.check_key_id(raw), aws_incident)
+
+
 def _contain_one(config: Config, holders: key_holders.Holders, lookup: aws_incident.Lookup, store: Store,
                  options: aws_incident.IncidentOptions, echo: rotation.Echo | None,
-                 style: render.Style) -> aws_incident.Incident:
+                 style: render.Style, runbook: Any) -> aws_incident.Incident:
     incident = aws_incident.Incident(holders.key_id)
     if echo:
         echo(style(f"Containing the exposed key {holders.key_id}"
@@ -211,7 +218,7 @@ def _contain_one(config: Config, holders: key_holders.Holders, lookup: aws_incid
         for holder in holders.all:
             echo(f"  held by {render.text(holder.describe())}")
     try:
-        aws_incident.contain(config, holders, lookup, store, options, echo, incident)
+        runbook.contain(config, holders, lookup, store, options, echo, incident)
     except ConnsyncError as exc:
         incident.error = exc.message
         if echo:
@@ -230,7 +237,7 @@ def _contain_one(config: Config, holders: key_holders.Holders, lookup: aws_incid
 
 def _confirm_exposed(found: Sequence[key_holders.Holders], apply: bool) -> None:
     keys = ", ".join(h.key_id for h in found)
-    question = (f"Deactivate {keys} now, create a new key, write it into every file that held the old one"
-                + (" and store it" if apply else "") + "?")
+    question = (f"Contain {keys} now: create a new key, write it into every file that held the old one"
+                + (", store it" if apply else "") + " and deactivate the exposed key (AWS: first)?")
     if not click.confirm(question, default=False, err=True):
         raise ConnsyncError("cancelled; nothing was changed")

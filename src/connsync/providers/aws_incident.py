@@ -35,10 +35,11 @@ from connsync.providers.aws import ACCESS_KEY_RE, account_from_key_id
 from connsync.providers.aws_exposure import QUARANTINE_PREFIX
 from connsync.providers.aws_keys import AccessKey, Credentials, Iam, Identity, wait_until_accepted
 from connsync.providers.aws_rotation import Echo, RotationFailed, Step, write_key
-from connsync.providers.key_holders import Holder, Holders, normalised
+from connsync.providers.key_holders import Fields, Holder, Holders, normalised
 from connsync.store import Store, opened
 
 Lookup = Callable[[str], Holders]
+FIELDS = Fields("access_key_id", "account_id")  # where a connection holds the key id, and its account
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Incident:
                 "error": self.error}
 
 
-class _Journal:
+class Journal:
     """Each step: shown, kept, and audited in the configured workspace's store (never a secret)."""
 
     def __init__(self, incident: Incident, holder: Holder, store: Store, root: Path,
@@ -114,8 +115,8 @@ class _Journal:
 def check_key_id(raw: str) -> str:
     key_id = normalised(raw)
     if not ACCESS_KEY_RE.match(key_id):
-        raise ConnsyncError(f"{key_id[:40]!r} is not an AWS access key id (AKIA and 16 characters A-Z, 2-7); "
-                            "nothing was changed")
+        raise ConnsyncError(f"{key_id[:40]!r} is not an AWS access key id (AKIA and 16 characters A-Z, 2-7) "
+                            "nor a GCP service-account key id (40 hex digits); nothing was changed")
     return key_id
 
 
@@ -171,7 +172,7 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
         incident.notes.append(holders.note)
     account = _account(holders)
     region = next((h.region for h in holders.all if h.region), "us-east-1")
-    journal = _Journal(incident, holders.all[0], store, config.root, echo)
+    journal = Journal(incident, holders.all[0], store, config.root, echo)
     admin = _admin_identity(options, key_id, account, region)
     if echo:
         echo(f"  as {admin.arn}")
@@ -196,7 +197,7 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
         journal.step("exposed-deactivate-key", key_id, f"deactivated {key_id} ({user}): it signs nothing "
                      "more")
     if not options.dry_run:
-        _record_exposed(config, holders, store, journal)
+        record_exposed(config, holders, store, journal)
 
     # 2. A new key, everywhere the old one was.
     for other in others:
@@ -213,7 +214,7 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
         new_secret = _new_key(iam, user, region, options, journal, incident)
         _write_everywhere(holders, new_secret, journal, incident)
         if options.apply:
-            _store_everywhere(config, holders, store, journal, incident, options)
+            store_everywhere(config, holders, store, journal, incident, options)
 
     # 3. The quarantine policy, on the user.
     attached = [(n, a) for n, a in iam.attached_policies(user)
@@ -231,7 +232,7 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
     return incident
 
 
-def _record_exposed(config: Config, holders: Holders, store: Store, journal: _Journal) -> None:
+def record_exposed(config: Config, holders: Holders, store: Store, journal: Journal) -> None:
     """The incident in the audit log of every workspace that knows the key (key id, who, when)."""
     for holder in holders.files:
         journal.exposed(store, holder)
@@ -244,7 +245,7 @@ def _record_exposed(config: Config, holders: Holders, store: Store, journal: _Jo
                 journal.exposed(other, holder)
 
 
-def _make_room(lookup: Lookup, journal: _Journal, iam: Iam, user: str, other: AccessKey,
+def _make_room(lookup: Lookup, journal: Journal, iam: Iam, user: str, other: AccessKey,
                options: IncidentOptions, incident: Incident) -> None:
     """AWS allows two keys per user: only an inactive second key may go, and only when asked."""
     if other.active:
@@ -269,7 +270,7 @@ def _make_room(lookup: Lookup, journal: _Journal, iam: Iam, user: str, other: Ac
     journal.step("exposed-delete-inactive-key", other.key_id, f"deleted the inactive {other.key_id}")
 
 
-def _new_key(iam: Iam, user: str, region: str, options: IncidentOptions, journal: _Journal,
+def _new_key(iam: Iam, user: str, region: str, options: IncidentOptions, journal: Journal,
              incident: Incident) -> Secret:
     new, secret = iam.create(user)
     incident.new_key = new.key_id
@@ -277,23 +278,28 @@ def _new_key(iam: Iam, user: str, region: str, options: IncidentOptions, journal
         journal.step("exposed-create-key", new.key_id, f"created {new.key_id} for {user}")
         accepted, tries = wait_until_accepted(new.key_id, secret, region, timeout=options.timeout,
                                               deadline_seconds=options.wait_seconds)
-    except BaseException as exc:  # written nowhere yet: take it back, say what is left
-        reason = exc.message if isinstance(exc, ConnsyncError) else type(exc).__name__
-        try:
-            iam.delete(user, new.key_id)
-            incident.new_key = None
-            gone = "the new key was deleted again"
-        except ConnsyncError as again:
-            gone = f"deleting the new key failed too ({again.message})"
-        raise RotationFailed(f"{reason}; {gone}; {incident.state()}; no file was changed",
-                             hint="fix that and run 'connsync rotate --exposed' again") from None
+    except BaseException as exc:
+        raise take_back(incident, exc, lambda: iam.delete(user, new.key_id)) from None
     incident.arn = accepted.arn
     journal.step("exposed-key-accepted", new.key_id, f"STS accepts {new.key_id} as {accepted.arn} "
                  f"(after {tries} {'try' if tries == 1 else 'tries'})")
     return secret
 
 
-def _write_everywhere(holders: Holders, secret: Secret, journal: _Journal, incident: Incident) -> None:
+def take_back(incident: Incident, cause: BaseException, delete: Callable[[], None]) -> RotationFailed:
+    """The new key is written nowhere yet: delete it again, and say what is left."""
+    reason = cause.message if isinstance(cause, ConnsyncError) else type(cause).__name__
+    try:
+        delete()
+        incident.new_key = None
+        gone = "the new key was deleted again"
+    except ConnsyncError as again:
+        gone = f"deleting the new key failed too ({again.message})"
+    return RotationFailed(f"{reason}; {gone}; {incident.state()}; no file was changed",
+                          hint="fix that and run 'connsync rotate --exposed' again")
+
+
+def _write_everywhere(holders: Holders, secret: Secret, journal: Journal, incident: Incident) -> None:
     assert incident.new_key is not None
     for holder in holders.files:
         assert holder.declaration is not None and holder.file is not None
@@ -319,7 +325,7 @@ def _workspaces_to_apply(config: Config, holders: Holders) -> dict[str, list[Hol
     return chosen
 
 
-def _store_everywhere(config: Config, holders: Holders, store: Store, journal: _Journal, incident: Incident,
+def store_everywhere(config: Config, holders: Holders, store: Store, journal: Journal, incident: Incident,
                       options: IncidentOptions) -> None:
     from connsync.providers.verification import verifier_for
     from connsync.reconcile.apply import execute

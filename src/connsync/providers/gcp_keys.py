@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +26,7 @@ from google.auth.transport.requests import Request
 from google.oauth2 import service_account
 
 from connsync.errors import ConnsyncError
-from connsync.model import Desired, Secret
+from connsync.model import Declaration, Desired, Secret
 from connsync.providers.base import VerifySettings
 from connsync.providers.gcp_verify import IAM, SCOPE, TOKEN_URI, _load_key
 from connsync.providers.web import error_text, session_for, trust
@@ -150,6 +150,15 @@ def _request(session: requests.Session, settings: VerifySettings) -> Request:
                                 timeout=settings.timeout_seconds, verify=trust(settings), **kwargs)
 
     return timed  # type: ignore[return-value]
+
+
+def accepted(spec: Mapping[str, Any], decl: Declaration, email: str, made_for: str, key_id: str, pem: Secret,
+             settings: VerifySettings, deadline_seconds: float) -> int:
+    """The new key is ``email``'s and Google accepts it; the tries it took."""
+    if made_for != email:
+        raise ConnsyncError(f"IAM made the key for {made_for}, not {email}")
+    fresh = Desired(decl, {**spec, "private_key_id": key_id}, {"private_key": pem})
+    return wait_until_signs_in(fresh, settings, deadline_seconds=deadline_seconds)
 
 
 def wait_until_signs_in(desired: Desired, settings: VerifySettings, *, deadline_seconds: float,

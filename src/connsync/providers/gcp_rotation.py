@@ -77,10 +77,8 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
         rotation.new_key = new.key_id
         try:
             journal.step("rotate-create-key", new.key_id, f"created {new.key_id} for {email}")
-            if new_email != email:
-                raise ConnsyncError(f"IAM made the key for {new_email}, not {email}")
-            fresh = Desired(decl, {**desired.spec, "private_key_id": new.key_id}, {"private_key": pem})
-            tries = gcp_keys.wait_until_signs_in(fresh, config.verify, deadline_seconds=options.wait_seconds)
+            tries = gcp_keys.accepted(desired.spec, decl, email, new_email, new.key_id, pem, config.verify,
+                                      options.wait_seconds)
             journal.step("rotate-key-accepted", new.key_id, f"Google accepts {new.key_id} (after {tries} "
                          f"{'try' if tries == 1 else 'tries'})")
             write_fields(decl, {"private_key_id": new.key_id, "private_key": pem})

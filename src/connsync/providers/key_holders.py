@@ -2,8 +2,9 @@
 
 An exposed key is contained only when every place that uses it moves to the
 new key, so ``rotate --exposed`` first asks this module where the key id
-appears. Key ids are compared after removing whitespace and upper-casing
-(what a person pastes from an alert e-mail), never by prefix.
+appears (``access_key_id`` for AWS, ``private_key_id`` for GCP). Key ids are
+compared after removing whitespace and upper-casing (what a person pastes from
+an alert e-mail), never by prefix.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from connsync.config import Config
 from connsync.model import Declaration
 from connsync.store import Store, opened
 from connsync.validate import rules
-
-KEY_ID_FIELD = "access_key_id"
 
 
 def normalised(key_id: str) -> str:
@@ -61,34 +60,42 @@ class Holders:
         return {h.account for h in self.all if h.account}
 
 
-def _holds(spec: Any, key_id: str) -> bool:
-    value = spec.get(KEY_ID_FIELD) if isinstance(spec, dict) else None
-    return isinstance(value, str) and normalised(value) == key_id
+@dataclass(frozen=True)
+class Fields:
+    """Where a connection holds the key's id, and the account it belongs to."""
+
+    key_id: str = "access_key_id"
+    account: str = "account_id"
+
+    def holds(self, spec: Any, key_id: str) -> bool:
+        value = spec.get(self.key_id) if isinstance(spec, dict) else None
+        return isinstance(value, str) and normalised(value) == normalised(key_id)
 
 
-def find(config: Config, key_id: str, store: Store) -> Holders:
+def find(config: Config, key_id: str, store: Store, fields: Fields = Fields()) -> Holders:
     """``store`` is the configured workspace's; the others of the same store are opened read-only."""
     files = tuple(
-        Holder(d.name, d.provider, _text(d.spec, "account_id"), _text(d.spec, "default_region"),
+        Holder(d.name, d.provider, _text(d.spec, fields.account), _text(d.spec, "default_region"),
                file=d.file, declaration=d)
-        for d in rules.validate_files([], config.connections_dir).declarations if _holds(d.spec, key_id))
+        for d in rules.validate_files([], config.connections_dir).declarations
+        if fields.holds(d.spec, key_id))
     lister = getattr(store, "workspaces", None)
     workspaces: Sequence[str] = lister() if callable(lister) else []
     note = None if callable(lister) else (f"{store.describe()} cannot list its workspaces: only "
                                           f"workspace {config.workspace!r} was searched")
-    records = [_record_holders(store, config.workspace, key_id)]
+    records = [_record_holders(store, config.workspace, key_id, fields)]
     for workspace in workspaces:
         if workspace != config.workspace:
             with opened(config.store_url, workspace, create=False) as other:
-                records.append(_record_holders(other, workspace, key_id))
+                records.append(_record_holders(other, workspace, key_id, fields))
     searched = tuple(sorted({config.workspace, *workspaces}))
     return Holders(key_id, files, tuple(h for found in records for h in found), searched, note)
 
 
-def _record_holders(store: Store, workspace: str, key_id: str) -> list[Holder]:
-    return [Holder(r.name, r.provider, _text(r.spec, "account_id"), _text(r.spec, "default_region"),
+def _record_holders(store: Store, workspace: str, key_id: str, fields: Fields) -> list[Holder]:
+    return [Holder(r.name, r.provider, _text(r.spec, fields.account), _text(r.spec, "default_region"),
                    file=None, workspace=workspace)
-            for r in store.records() if _holds(dict(r.spec), key_id)]
+            for r in store.records() if fields.holds(dict(r.spec), key_id)]
 
 
 def _text(spec: Any, key: str) -> str | None:
