@@ -10,6 +10,8 @@ from typing import NamedTuple
 import pytest
 
 from connsync.cli import main
+from tests.baoserver import BaoServer
+from tests.baoserver import running_server as running_bao
 from tests.pgserver import MISSING, PgServer, find_bindir, running_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +39,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     for name in list(os.environ):
         # CI and GITHUB_*: the suite runs in CI too, where apply would refuse an embedded store.
-        if name.startswith(("SOPS_", "AWS_", "CONNSYNC_", "GITHUB_", "PG")) or name in ("NO_COLOR", "CI"):
+        if name.startswith(("SOPS_", "AWS_", "CONNSYNC_", "GITHUB_", "PG", "VAULT_", "BAO_")) \
+                or name in ("NO_COLOR", "CI"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws-credentials"))
@@ -203,3 +206,18 @@ def pg_server() -> Iterator[PgServer]:
         pytest.skip(MISSING)
     with running_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def bao_server() -> Iterator[BaoServer]:
+    """A real OpenBao dev server of the suite's own, HTTPS on 127.0.0.1 (see tests/baoserver.py)."""
+    with running_bao() as server:
+        yield server
+
+
+@pytest.fixture
+def vault(bao_server: BaoServer, monkeypatch: pytest.MonkeyPatch) -> BaoServer:
+    """The OpenBao server, with this test's environment pointed at it (token, CA bundle)."""
+    for name, value in bao_server.env().items():
+        monkeypatch.setenv(name, value)
+    return bao_server

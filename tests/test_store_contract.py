@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from connsync.testing.store_contract import StoreContract
+from tests.baoserver import BaoServer
 from tests.conftest import MotoServer
 from tests.pgserver import PgServer
 
@@ -32,3 +33,12 @@ class TestSecretsManagerStore(StoreContract):
     def new_store_url(self, aws_endpoint: MotoServer) -> Callable[[], str]:
         return lambda: (f"awssm://us-east-1/t{uuid.uuid4().hex[:10]}/connections"
                         f"?endpoint_url={aws_endpoint.url}&lock_lease_seconds=3")
+
+
+class TestVaultStore(StoreContract):
+    """The Vault store against a real OpenBao dev server over HTTPS (a lease of 3 s keeps the lock
+    tests short)."""
+
+    @pytest.fixture
+    def new_store_url(self, vault: BaoServer) -> Callable[[], str]:
+        return lambda: vault.url(f"secret/t{uuid.uuid4().hex[:10]}", lock_lease_seconds="3")

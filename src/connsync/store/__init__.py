@@ -43,12 +43,16 @@ def open_store(url: str, workspace: str, *, create: bool = True) -> Store:
         from connsync.store.awssm import SecretsManagerStore
 
         return SecretsManagerStore.open(url, workspace, create=create)
+    if scheme in ("vault", "vault+http"):
+        from connsync.store.vault import VaultStore
+
+        return VaultStore.open(url, workspace, create=create)
     for ep in entry_points(group="connsync.stores"):
         if ep.name == scheme:
             factory = ep.load()
             store: Store = factory.open(url, workspace)
             return store
-    known = sorted({"sqlite", "postgresql", "awssm",
+    known = sorted({"sqlite", "postgresql", "awssm", "vault",
                     *(ep.name for ep in entry_points(group="connsync.stores"))})
     raise StoreError(f"no store backend for {scheme[:40]}:", hint=f"known schemes: {', '.join(known)}")
 

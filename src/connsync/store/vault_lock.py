@@ -1,0 +1,217 @@
+"""The workspace lock of the Vault store: one KV secret, written with check-and-set, with a lease.
+
+The lock is ``PREFIX/WORKSPACE/.lock``; its value names the holder and when its
+lease runs out. Every change of it is a KV write with ``cas``, so of two
+processes acting on the same version exactly one succeeds:
+
+- taking a free lock writes with ``cas`` = the secret's current version (0 when it
+  does not exist);
+- the holder renews its lease every third of the lease with ``cas`` = the version
+  it wrote last: a renewal that fails means the lock was broken or taken over;
+- a lease that has run out belongs to a holder that died: the next taker writes
+  over it with ``cas`` = that version (a server cannot see a client's death, so
+  the clocks of the machines involved must roughly agree);
+- releasing it (and ``connsync unlock``) soft-deletes the version that holds it,
+  so KV versions only ever grow and a version number names one holder's lease;
+- before every write the holder checks the secret is still at the version it
+  wrote (fencing): after ``unlock`` or a take-over it writes nothing more.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+from connsync.errors import LockError
+from connsync.store.base import LockInfo, new_lock
+from connsync.store.vault_client import http_errors, request
+from connsync.store.vault_layout import Target
+
+_POLL_SECONDS = 0.25
+_FIELDS = ("id", "workspace", "holder", "pid", "ci_run", "acquired_at")
+UNREADABLE = "unreadable"  # the id of a lock secret whose value is not connsync's
+
+
+class LeaseLock:
+    def __init__(self, client: Any, target: Target, workspace: str) -> None:
+        self._client = client
+        self._target = target
+        self._workspace = workspace
+        self._path = target.workspace_path(workspace) + ".lock"
+        self._held: LockInfo | None = None
+        self._version = 0  # the KV version of the lock we wrote last
+        self._lost: str | None = None
+        self._deadline = 0.0  # monotonic: our lease runs out then unless renewed
+        self._mutex = threading.Lock()  # a renewal and a fencing check never interleave
+        self._stop = threading.Event()
+
+    def _errors(self, doing: str, kind: str, capability: str) -> Any:
+        return http_errors(self._target.shown, doing, self._target.api(kind, self._path), capability,
+                           client=self._client)
+
+    # --- reading -----------------------------------------------------------------
+
+    def _current_version(self) -> int:
+        """The lock secret's live version; 0 when there is none (never written, deleted, released)."""
+        import hvac
+
+        with self._errors("read the workspace lock", "metadata", "read"):
+            try:
+                meta = request(self._client, "get", self._target.api("metadata", self._path)) or {}
+            except hvac.exceptions.InvalidPath:
+                return 0
+        data = meta.get("data") or {}
+        current = int(data.get("current_version") or 0)
+        latest = (data.get("versions") or {}).get(str(current)) or {}
+        return 0 if latest.get("deletion_time") or latest.get("destroyed") else current
+
+    def _read(self) -> tuple[int, LockInfo, float] | None:
+        """The lock's version, holder and lease end (epoch seconds); None when it is free."""
+        import hvac
+
+        with self._errors("read the workspace lock", "data", "read"):
+            try:
+                answer = request(self._client, "get", self._target.api("data", self._path)) or {}
+            except hvac.exceptions.InvalidPath:
+                return None  # no live version
+        version = int(((answer.get("data") or {}).get("metadata") or {}).get("version") or 0)
+        value = (answer.get("data") or {}).get("data") or {}
+        try:
+            return version, LockInfo(*(value[k] for k in _FIELDS)), float(value["expires"])
+        except (KeyError, TypeError, ValueError):
+            # Written by hand or by another tool: held, never taken over; 'connsync unlock unreadable'.
+            return version, LockInfo(UNREADABLE, self._workspace, "a lock secret connsync cannot read", 0,
+                                     None, "an unknown time"), float("inf")
+
+    def current(self) -> LockInfo | None:
+        state = self._read()
+        return state[1] if state else None
+
+    # --- writing -----------------------------------------------------------------
+
+    def _write(self, lock: LockInfo, cas: int, doing: str) -> int | None:
+        """Write the lock with check-and-set; its new version, or None when another writer was first."""
+        import hvac
+
+        body = {**{k: v for k, v in asdict(lock).items() if k in _FIELDS},
+                "expires": time.time() + self._target.lock_lease_seconds}
+        with self._errors(doing, "data", "create" if cas == 0 else "update"):
+            try:
+                answer = request(self._client, "post", self._target.api("data", self._path),
+                                 json={"options": {"cas": cas}, "data": body}) or {}
+            except hvac.exceptions.InvalidRequest as exc:
+                if "check-and-set" in " ".join(str(e) for e in exc.errors or []):
+                    return None
+                raise
+        return int((answer.get("data") or {}).get("version") or 0)
+
+    def acquire(self, timeout: float) -> LockInfo:
+        mine = new_lock(self._workspace)
+        deadline = time.monotonic() + timeout
+        while True:
+            taken = self._try(mine)
+            if taken is not None:
+                self._held, self._lost = taken, None
+                self._deadline = time.monotonic() + self._target.lock_lease_seconds
+                self._stop = threading.Event()
+                threading.Thread(target=self._renew, args=(self._stop, taken), daemon=True,
+                                 name="connsync-lock-lease").start()
+                return taken
+            if time.monotonic() >= deadline:
+                held = self.current()
+                holder = held.describe() if held else "another process that is taking or releasing it"
+                raise LockError(
+                    f"workspace {self._workspace!r} is still locked after {timeout:g}s by {holder}",
+                    hint="wait for it (--lock-timeout); a holder that died loses the lock "
+                    f"{self._target.lock_lease_seconds:g}s after its last renewal; if it is alive but "
+                    "stuck: connsync unlock " + (held.id if held else "LOCK_ID"))
+            time.sleep(_POLL_SECONDS)
+
+    def _try(self, mine: LockInfo) -> LockInfo | None:
+        state = self._read()
+        if state is None:
+            version = self._write(mine, self._current_version_of_free(), "take the workspace lock")
+            if version is None:
+                return None
+            self._version = version
+            return mine
+        version, holder, expires = state
+        if expires > time.time():
+            return None
+        taken = self._write(mine, version, "take over the workspace lock")
+        if taken is None:
+            return None  # another taker won this one
+        self._version = taken
+        return replace(mine, replaced=holder)
+
+    def _current_version_of_free(self) -> int:
+        """The cas that creates the lock anew: the last (deleted) version, or 0 when none is left."""
+        import hvac
+
+        with self._errors("read the workspace lock", "metadata", "read"):
+            try:
+                meta = request(self._client, "get", self._target.api("metadata", self._path)) or {}
+            except hvac.exceptions.InvalidPath:
+                return 0
+        return int((meta.get("data") or {}).get("current_version") or 0)
+
+    def _renew(self, stop: threading.Event, held: LockInfo) -> None:
+        interval = self._target.lock_lease_seconds / 3
+        while not stop.wait(interval):
+            try:
+                with self._mutex:
+                    if stop.is_set():
+                        return
+                    # Renew only while our lease still runs: a taker acts only after it ran out.
+                    if time.monotonic() >= self._deadline - interval / 2:
+                        raise LockError("the lease ran out before it could be renewed")
+                    version = self._write(held, self._version, "renew the workspace lock")
+                    if version is None:
+                        raise LockError("the lock was broken or taken over")
+                    self._version = version
+                    self._deadline = time.monotonic() + self._target.lock_lease_seconds
+            except Exception as exc:  # any failure to renew means the lock may be gone
+                if not stop.is_set():
+                    self._lost = getattr(exc, "message", None) or type(exc).__name__
+                return
+
+    def check(self) -> None:
+        """Before every write of a holder: is the lock still ours?"""
+        held = self._held
+        if held is None:
+            return
+        with self._mutex:
+            if self._lost is not None:
+                raise LockError(f"the workspace lock {held.id} was lost ({self._lost}); nothing more is "
+                                "written", hint="run plan again")
+            if time.monotonic() >= self._deadline:
+                raise LockError(f"the lease of the workspace lock {held.id} ran out without renewal; nothing "
+                                "more is written", hint="run plan again")
+            if self._current_version() != self._version:
+                raise LockError(f"the workspace lock {held.id} was broken or taken over while this process "
+                                "held it; nothing more is written", hint="run plan again")
+
+    def release(self, lock: LockInfo) -> None:
+        self._stop.set()
+        with self._mutex:
+            self._held = None
+            state = self._read()
+            if state is not None and state[1].id == lock.id:
+                self._delete(state[0])
+
+    def break_(self, lock_id: str) -> LockInfo | None:
+        state = self._read()
+        if state is None or state[1].id != lock_id:
+            return None
+        self._delete(state[0])
+        return state[1]
+
+    def _delete(self, version: int) -> None:
+        with self._errors("remove the workspace lock", "delete", "update"):
+            request(self._client, "post", self._target.api("delete", self._path),
+                    json={"versions": [version]})
+
+    def close(self) -> None:
+        self._stop.set()
