@@ -35,7 +35,7 @@ from connsync.model import Secret, StoredConnection
 from connsync.store.awssm_layout import conflict, epoch, foreign_record, is_record_segment, iso, record_meta
 from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Write, fingerprint, now
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
-from connsync.store.vault_client import http_errors, make_client, request
+from connsync.store.vault_client import http_errors, make_client, request, token_works
 from connsync.store.vault_layout import Target, airflow_record, airflow_secrets, join_meta, split_meta
 from connsync.store.vault_lock import LeaseLock
 
@@ -434,7 +434,10 @@ def _check_mount(client: Any, target: Target) -> None:
     with http_errors(target.shown, "read the mount", where, "read", client=client):
         try:
             answer = request(client, "get", where) or {}
-        except hvac.exceptions.InvalidPath:
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden) as exc:
+            # Vault answers 403 for a mount that does not exist, as for one the token may not use.
+            if isinstance(exc, hvac.exceptions.Forbidden) and not token_works(client):
+                raise
             answer = {}
     data = answer.get("data") or {}
     if data.get("type") not in ("kv", "generic") or str((data.get("options") or {}).get("version")) != "2":

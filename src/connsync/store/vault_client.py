@@ -33,13 +33,17 @@ POLICY_HINT = "grant it the ACL policy in the README (section 'Vault and OpenBao
 
 
 class Calls:
-    """How many HTTP requests a store made, by method (bench/store.py and the tests read it)."""
+    """Every HTTP request the Vault stores of this process made, as (method, API path) pairs.
+
+    bench/store.py and the tests read it: what a plan reads is a promise (no secret's value).
+    """
 
     def __init__(self) -> None:
-        self.by_method: dict[str, int] = {}
+        self.made: list[tuple[str, str]] = []
 
-    def count(self, method: str) -> None:
-        self.by_method[method] = self.by_method.get(method, 0) + 1
+    def count(self, method: str, url: str) -> None:
+        path = url.split("/v1/", 1)[-1].split("?", 1)[0]
+        self.made.append((method.upper(), path))
 
 
 CALLS = Calls()
@@ -62,7 +66,8 @@ def make_client(address: str, shown: str) -> Any:
     adapter = HTTPAdapter(max_retries=Retry(connect=2, read=0, status=0, other=0, backoff_factor=0.2))
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    session.hooks["response"].append(lambda response, *args, **kwargs: CALLS.count(response.request.method))
+    session.hooks["response"].append(
+        lambda answer, *args, **kwargs: CALLS.count(answer.request.method or "", answer.request.url or ""))
     session.trust_env = False  # proxies and CA bundles come from VAULT_* here, not from requests' guesses
     verify: bool | str = env.get("VAULT_CACERT") or env.get("VAULT_CAPATH") or True
     cert = None
@@ -134,7 +139,7 @@ def request(client: Any, method: str, path: str, **kwargs: Any) -> dict[str, Any
     return answer if isinstance(answer, dict) else None
 
 
-def _token_works(client: Any) -> bool:
+def token_works(client: Any) -> bool:
     """Whether the token itself is accepted (Vault answers 403 for a bad token and for a denial alike)."""
     import hvac
 
@@ -158,9 +163,8 @@ def http_errors(shown: str, doing: str, path: str, capability: str, *, client: A
         yield
     except hvac.exceptions.Forbidden:
         if login:
-            raise StoreError(f"Vault refused the login to {shown} ({path}): the role or its credentials "
-                             "were not accepted", hint=f"check {AUTH_VARIABLE} and its variables") from None
-        if client is not None and not _token_works(client):
+            raise _login_refused(shown, path) from None
+        if client is not None and not token_works(client):
             raise StoreError(f"Vault rejected the token for {shown}: it is invalid, expired or revoked; "
                              "nothing more was written",
                              hint="set VAULT_TOKEN to a valid token, or log in again ('vault login')",
@@ -185,7 +189,14 @@ def http_errors(shown: str, doing: str, path: str, capability: str, *, client: A
                          "was written", hint="is the server up, and the address (VAULT_ADDR / the store "
                          "URL) right?") from None
     except hvac.exceptions.InvalidRequest as exc:
+        if login:
+            raise _login_refused(shown, path) from None
         said = "; ".join(str(e) for e in (exc.errors or []))[:200].replace("\n", " ")
         raise StoreError(f"Vault refused to {doing} at {path} ({shown}): {said or 'bad request'}") from None
     except hvac.exceptions.VaultError as exc:
         raise StoreError(f"Vault failed to {doing} at {path} ({shown}, {type(exc).__name__})") from None
+
+
+def _login_refused(shown: str, path: str) -> StoreError:
+    return StoreError(f"Vault refused the login to {shown} ({path}): the role or its credentials were not "
+                      "accepted", hint=f"check {AUTH_VARIABLE} and its variables")

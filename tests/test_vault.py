@@ -1,0 +1,388 @@
+"""The Vault / OpenBao store against a real OpenBao dev server on loopback.
+
+What every backend does is in the contract suite (TestVaultStore); here: the
+KV layout other tools read, a noop plan that reads no value, Airflow's shape for
+every card, a token that is wrong, a policy that denies, a check-and-set
+conflict forced between plan and apply, soft deletes, a server stopped mid-apply,
+logins through AppRole, and the URL rules (credentials, plain HTTP, VAULT_ADDR).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connsync.errors import StoreError, VersionConflict
+from connsync.model import Secret
+from connsync.store import opened, vault_client
+from connsync.store.vault import VaultStore
+from connsync.store.vault_layout import Target
+from connsync.testing.store_contract import write
+from tests.baoserver import BaoServer
+from tests.conftest import CANARY, Run, new_aws
+
+
+@pytest.fixture
+def base() -> str:
+    return f"secret/t{os.urandom(5).hex()}"
+
+
+@pytest.fixture
+def store_url(vault: BaoServer, base: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    url = vault.url(base, lock_lease_seconds="3")
+    monkeypatch.setenv("CONNSYNC_STORE", url)
+    return url
+
+
+def kv(vault: BaoServer, *args: str, token: str | None = None) -> Any:
+    return json.loads(vault.bao("kv", *args[:-1], "-format=json", args[-1], token=token) or "null")
+
+
+def apply(run: Run, *extra: str) -> dict[str, Any]:
+    result = run("apply", "--auto-approve", "--skip-verify", "--format", "json", *extra)
+    assert CANARY not in result.out + result.err
+    data: dict[str, Any] = json.loads(result.out) if result.out.strip() else {}
+    data["exit"], data["err"] = result.code, result.err
+    return data
+
+
+def plan(run: Run, *extra: str) -> dict[str, str]:
+    result = run("plan", "--format", "json", *extra)
+    assert result.code == 0, result.err
+    return {c["name"]: c["action"] + ("+drift" if c.get("drift") else "")
+            for c in json.loads(result.out)["changes"]}
+
+
+# --- layout ----------------------------------------------------------------------------------------
+
+
+def test_the_layout_is_one_kv_secret_per_connection_and_a_noop_plan_reads_no_value(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, vault: BaoServer, store_url: str,
+        base: str) -> None:
+    for index in range(3):
+        assert new_aws(run, monkeypatch, name=f"AWS {index}").code == 0
+    assert apply(run)["exit"] == 0
+    listed = kv(vault, "list", f"{base}/default")
+    assert [k for k in listed if not k.startswith(".")] == ["aws-0", "aws-1", "aws-2"]
+    assert set(listed) - {"aws-0", "aws-1", "aws-2"} <= {".lock"}  # released: its last version deleted
+    value = kv(vault, "get", f"{base}/default/aws-1")["data"]
+    assert value["data"]["secrets"] == {"secret_access_key": CANARY}  # where Vault's readers find it
+    assert value["data"]["spec"]["default_region"] == "us-east-1"
+    custom = kv(vault, "metadata", "get", f"{base}/default/aws-1")["data"]["custom_metadata"]
+    assert set(custom) == {"connsync-0", "connsync-1"} and CANARY not in json.dumps(custom)
+
+    vault_client.CALLS.made.clear()
+    assert set(plan(run).values()) == {"noop"}
+    reads = [path for method, path in vault_client.CALLS.made if "/data/" in path]
+    assert reads == [f"secret/data/{base.split('/', 1)[1]}/.connsync"]  # the sealed salt, no connection
+    listings = [c for c in vault_client.CALLS.made if c[0] == "LIST" or "/metadata/" in c[1]]
+    assert len(listings) <= math.ceil(3 / 100) + 5
+
+
+def test_a_noop_plan_of_many_is_a_page_of_metadata_per_hundred(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with opened(store_url, "default") as store:
+        for index in range(230):
+            store.put(write(f"Conn {index:04d}"), expected_version=None)
+    vault_client.CALLS.made.clear()
+    with opened(store_url, "default") as store:
+        records = store.records()
+        assert len(records) == 230 and all(r.fingerprints for r in records)
+    made = vault_client.CALLS.made
+    assert [m for m, p in made if "/data/" in p and not p.endswith("/.connsync")] == []
+    assert sum(1 for m, p in made if "detailed-metadata" in p) == math.ceil(230 / 100)
+
+
+# --- Airflow ---------------------------------------------------------------------------------------
+
+
+def airflow_reads(vault: BaoServer, path: str) -> dict[str, Any]:
+    """What Airflow's VaultBackend hands to Connection: KV v2 read_secret_version(...)['data']['data']."""
+    import hvac
+
+    client = hvac.Client(url=vault.address, token=vault.token, verify=vault.cacert)
+    answer = client.secrets.kv.v2.read_secret_version(path=path, mount_point="secret",
+                                                       raise_on_deleted_version=True)
+    data: dict[str, Any] = answer["data"]["data"]
+    return data
+
+
+CONNECTION_KEYS = {"conn_type", "description", "host", "login", "password", "schema", "port", "extra"}
+
+
+def test_format_airflow_writes_what_the_vault_backend_reads_for_every_card(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, vault: BaoServer) -> None:
+    from google.oauth2 import service_account
+
+    from tests.fake_gcp import new_key
+
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    path = f"airflow{os.urandom(4).hex()}"
+    monkeypatch.setenv("CONNSYNC_STORE", vault.url("secret", format="airflow", connections_path=path))
+    assert new_aws(run, monkeypatch, name="AWS Prod").code == 0
+    monkeypatch.setenv("AZ_SECRET", CANARY)
+    assert run("new", "azure", "--name", "Azure Dev", "--no-input", "--secret-env", "client_secret=AZ_SECRET",
+               "--set", "tenant_id=72f988bf-86f1-41af-91ab-2d7cd011db47",
+               "--set", "subscription_id=00000000-0000-0000-0000-000000000000",
+               "--set", "client_id=11111111-2222-3333-4444-555555555555").code == 0
+    key = new_key("0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setenv("GCP_KEY", key.pem)
+    assert run("new", "gcp", "--name", "GCP Analytics", "--no-input", "--secret-env", "private_key=GCP_KEY",
+               "--set", "project_id=analytics-prod-1",
+               "--set", "client_email=platform@analytics-prod-1.iam.gserviceaccount.com",
+               "--set", f"private_key_id={key.key_id}").code == 0
+    assert apply(run)["exit"] == 0
+
+    aws = airflow_reads(vault, f"{path}/aws-prod")
+    assert set(aws) <= CONNECTION_KEYS  # Connection(**value) takes nothing else
+    assert (aws["conn_type"], aws["login"], aws["password"], aws["extra"]) == (
+        "aws", "AKIAIOSFODNN7EXAMPLE", CANARY, {"region_name": "us-east-1"})
+    azure = airflow_reads(vault, f"{path}/azure-dev")
+    assert set(azure) <= CONNECTION_KEYS
+    assert (azure["conn_type"], azure["login"], azure["password"], azure["extra"]["tenantId"],
+            azure["extra"]["subscriptionId"]) == ("azure", "11111111-2222-3333-4444-555555555555", CANARY,
+                                                  "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                                                  "00000000-0000-0000-0000-000000000000")
+    gcp = airflow_reads(vault, f"{path}/gcp-analytics")
+    assert set(gcp) <= CONNECTION_KEYS and gcp["conn_type"] == "google_cloud_platform"
+    assert gcp["extra"]["project"] == "analytics-prod-1"
+    # Airflow's GoogleBaseHook builds its credentials from keyfile_dict with google-auth, as here.
+    credentials = service_account.Credentials.from_service_account_info(
+        json.loads(gcp["extra"]["keyfile_dict"]))
+    assert credentials.service_account_email == "platform@analytics-prod-1.iam.gserviceaccount.com"
+
+    assert set(plan(run).values()) == {"noop"}
+    result = run("import", "--all", "--dir", "imported")  # the secrets come back out of Airflow's shape
+    assert result.code == 0, result.err
+    with opened(os.environ["CONNSYNC_STORE"], "default") as store:
+        assert store.read_secrets("GCP Analytics") == {"private_key": Secret(key.pem)}
+    with pytest.raises(StoreError, match="one set per connections_path"):
+        opened(os.environ["CONNSYNC_STORE"], "staging").__enter__()
+
+
+# --- failures, each one line -----------------------------------------------------------------------
+
+
+def test_a_wrong_token_is_one_line_and_never_shown(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    assert apply(run)["exit"] == 0
+    expired = vault.bao("token", "create", "-ttl=1s", "-policy=default", "-field=token").strip()
+    for token in ("hvs.not-a-token-0123456789", expired):
+        time.sleep(1.2 if token == expired else 0)
+        monkeypatch.setenv("VAULT_TOKEN", token)
+        for command in (("plan",), ("apply", "--auto-approve", "--skip-verify")):
+            result = run(*command)
+            assert result.code == 1
+            lines = [line for line in result.err.splitlines() if line.startswith("connsync:")]
+            assert len(lines) == 1 and "Vault rejected the token" in lines[0], result.err
+            assert token not in result.out + result.err and "Traceback" not in result.err
+
+
+def test_a_policy_that_denies_names_the_path_and_the_capability(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer,
+        base: str) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    assert apply(run)["exit"] == 0
+    prefix = base.split("/", 1)[1]
+    vault.bao("policy", "write", "read-only", "-", stdin=f'''
+        path "sys/internal/ui/mounts/secret" {{ capabilities = ["read"] }}
+        path "secret/data/{prefix}/*" {{ capabilities = ["read"] }}
+        path "secret/metadata/{prefix}/*" {{ capabilities = ["read", "list"] }}
+        path "secret/detailed-metadata/{prefix}/*" {{ capabilities = ["list"] }}
+    ''')
+    reader = vault.bao("token", "create", "-policy=read-only", "-field=token").strip()
+    monkeypatch.setenv("VAULT_TOKEN", reader)
+    assert plan(run) == {"AWS Prod": "noop"}  # reading is allowed
+    assert new_aws(run, monkeypatch, name="AWS Two").code == 0
+    result = apply(run)
+    assert result["exit"] == 1
+    # The lock secret exists (the first apply released it), so taking it is an update.
+    assert f"Vault's policy denies 'update' on secret/data/{prefix}/default/.lock" in result["err"]
+
+
+def test_a_write_between_plan_and_apply_fails_as_changed_meanwhile_and_a_replan_converges(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer,
+        base: str) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    assert apply(run)["exit"] == 0
+    (repo / "connections" / "aws-prod.yaml").write_text(
+        (repo / "connections" / "aws-prod.yaml").read_text().replace("us-east-1", "eu-west-1"))
+    put = VaultStore.put
+
+    def someone_writes_first(self: VaultStore, change: Any, *, expected_version: int | None) -> Any:
+        # After apply planned (it read version 1), before its check-and-set write lands.
+        vault.bao("kv", "patch", f"{base}/default/aws-prod", "nonce=someone-else")
+        monkeypatch.setattr(VaultStore, "put", put)
+        return put(self, change, expected_version=expected_version)
+
+    monkeypatch.setattr(VaultStore, "put", someone_writes_first)
+    result = apply(run)
+    assert result["exit"] == 1
+    [failed] = result["failed"]
+    assert "changed in the store meanwhile" in failed["error"]
+    assert plan(run) == {"AWS Prod": "update+drift"}  # the other write shows as drift
+    assert apply(run)["exit"] == 0
+    assert plan(run) == {"AWS Prod": "noop"}
+
+
+def test_a_store_version_moved_under_a_check_and_set_write_is_a_conflict(store_url: str,
+                                                                          vault: BaoServer) -> None:
+    with opened(store_url, "default") as store:
+        store.put(write(), expected_version=None)
+        assert isinstance(store, VaultStore)
+        entry = store._metadata(store._target.secret_path("default", "AWS Prod"))
+        assert entry is not None
+        from connsync.store.vault import _write_value
+
+        with pytest.raises(VersionConflict, match="changed in the store meanwhile"):
+            _write_value(store._client, store._target, store._target.secret_path("default", "AWS Prod"),
+                         {"x": "y"}, cas=int(entry["current_version"]) - 1, name="AWS Prod")
+
+
+def test_deletes_are_soft_and_keep_the_versions(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer,
+        base: str) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    assert apply(run)["exit"] == 0
+    (repo / "connections" / "aws-prod.yaml").unlink()
+    assert apply(run, "--prune")["exit"] == 0
+    meta = kv(vault, "metadata", "get", f"{base}/default/aws-prod")["data"]
+    assert meta["versions"]["1"]["deletion_time"] and not meta["versions"]["1"]["destroyed"]
+    with opened(store_url, "default") as store:
+        assert store.records() == [] and [a.action for a in store.audit()] == ["create", "delete"]
+    assert new_aws(run, monkeypatch).code == 0  # the same name again: a new KV version, version 1
+    assert apply(run)["exit"] == 0
+    with opened(store_url, "default") as store:
+        [record] = store.records()
+        assert record.version == 1 and [a.action for a in store.audit()] == ["create", "delete", "create"]
+    assert kv(vault, "metadata", "get", f"{base}/default/aws-prod")["data"]["current_version"] == 2
+
+
+def test_metadata_past_vaults_limits_is_a_clear_error(store_url: str) -> None:
+    with opened(store_url, "default") as store:
+        big = dataclasses.replace(write(), spec={f"field_{i}": "x" * 400 for i in range(30)})
+        with pytest.raises(StoreError, match=r"connsync keeps at most 8,192 in a secret's custom_metadata"):
+            store.put(big, expected_version=None)
+        assert store.records() == []  # nothing was written
+
+
+def test_a_secret_made_outside_connsync_is_a_conflict_until_adopted(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer,
+        base: str) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    apply(run)  # creates the store
+    vault.bao("kv", "put", f"{base}/default/aws-two", "made=by-hand")
+    assert new_aws(run, monkeypatch, name="AWS Two").code == 0
+    assert plan(run)["AWS Two"] == "conflict"
+    assert apply(run)["exit"] == 1
+    assert apply(run, "--adopt")["exit"] == 0
+    assert plan(run) == {"AWS Prod": "noop", "AWS Two": "noop"}
+
+
+@pytest.fixture
+def connections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Path]:
+    """``count`` encrypted AWS connections made with the real sops binary (one encryption, copied)."""
+    import pyrage
+
+    def make(count: int) -> Path:
+        identity = pyrage.x25519.Identity.generate()
+        (tmp_path / "age.txt").write_text(f"{identity}\n")
+        monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(tmp_path / "age.txt"))
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        env = {**os.environ, "CANARY": CANARY}
+        subprocess.run([sys.executable, "-m", "connsync", "init", "--age-recipient",
+                        str(identity.to_public())], cwd=repo, check=True, capture_output=True, env=env)
+        subprocess.run([sys.executable, "-m", "connsync", "new", "aws", "--name", "Template", "--no-input",
+                        "--set", "account_id=123456789012", "--set", "default_region=us-east-1",
+                        "--set", "access_key_id=AKIAIOSFODNN7EXAMPLE", "--secret-env",
+                        "secret_access_key=CANARY"], cwd=repo, check=True, capture_output=True, env=env)
+        template = (repo / "connections" / "template.yaml").read_text()
+        (repo / "connections" / "template.yaml").unlink()
+        for index in range(count):
+            (repo / "connections" / f"c{index:04d}.yaml").write_text(
+                template.replace("name: Template", f"name: Conn {index:04d}"))
+        return repo
+
+    return make
+
+
+# --- logins and URLs -------------------------------------------------------------------------------
+
+
+def test_approle_login_from_the_environment(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer) -> None:
+    try:
+        vault.bao("auth", "enable", "approle")
+    except RuntimeError as exc:
+        assert "already in use" in str(exc)
+    vault.bao("policy", "write", "connsync-root-like", "-", stdin='path "*" { capabilities = '
+              '["create", "read", "update", "delete", "list"] }')
+    vault.bao("write", "auth/approle/role/connsync", "token_policies=connsync-root-like")
+    role_id = vault.bao("read", "-field=role_id", "auth/approle/role/connsync/role-id").strip()
+    secret_id = vault.bao("write", "-f", "-field=secret_id", "auth/approle/role/connsync/secret-id").strip()
+    monkeypatch.delenv("VAULT_TOKEN")
+    monkeypatch.setenv("CONNSYNC_VAULT_AUTH", "approle")
+    monkeypatch.setenv("VAULT_ROLE_ID", role_id)
+    monkeypatch.setenv("VAULT_SECRET_ID", "wrong-" + secret_id)
+    assert new_aws(run, monkeypatch).code == 0
+    result = run("plan")
+    assert result.code == 1 and "Vault refused the login" in result.err
+    assert secret_id not in result.err
+    monkeypatch.setenv("VAULT_SECRET_ID", secret_id)
+    assert apply(run)["exit"] == 0
+    assert plan(run) == {"AWS Prod": "noop"}
+
+
+def test_the_token_helper_file_is_read_when_vault_token_is_unset(
+        store_url: str, vault: BaoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VAULT_TOKEN")
+    with pytest.raises(StoreError, match=r"VAULT_TOKEN is not set and there is no ~/\.vault-token"):
+        opened(store_url, "default").__enter__()
+    (Path.home() / ".vault-token").write_text(vault.token + "\n")
+    with opened(store_url, "default") as store:
+        assert store.records() == []
+
+
+@pytest.mark.parametrize("url", [
+    "vault://s.secrettoken@vault.example.com/secret",
+    "vault://user:pa55word@vault.example.com/secret",
+    "vault://vault.example.com/secret?token=s.secrettoken",
+])
+def test_a_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        Target.parse(url, None)
+    shown = caught.value.message + str(caught.value.hint)
+    assert "carries credentials" in shown
+    assert "secrettoken" not in shown and "pa55word" not in shown
+
+
+def test_plain_http_is_for_loopback_only_and_the_address_may_come_from_vault_addr() -> None:
+    assert Target.parse("vault+http://127.0.0.1:8200/secret/apps", None).address == "http://127.0.0.1:8200"
+    with pytest.raises(StoreError, match="plain HTTP is for a dev server on this machine only"):
+        Target.parse("vault+http://vault.example.com/secret", None)
+    target = Target.parse("vault:///secret/apps", "https://vault.example.com:8443")
+    assert (target.address, target.mount, target.prefix) == (
+        "https://vault.example.com:8443", "secret", "apps")
+    with pytest.raises(StoreError, match="plain HTTP"):
+        Target.parse("vault:///secret", "http://vault.example.com:8200")
+    assert Target.parse("vault://v.example.com/kv?format=airflow", None).prefix == "connections"
+
+
+def test_a_mount_that_is_not_kv_version_2_is_named(vault: BaoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    with pytest.raises(StoreError, match=r"nothere at .* is not a KV version 2 secrets engine"):
+        opened(vault.url("nothere/apps"), "default").__enter__()
