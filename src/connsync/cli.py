@@ -166,6 +166,9 @@ def schema(provider: str | None, list_only: bool, fmt: str) -> int:
               help="Encrypt secrets to this age public key (repeatable).")
 @click.option("--kms", "kms_arns", multiple=True, metavar="ARN",
               help="Encrypt secrets with this AWS KMS key (repeatable).")
+@click.option("--vault-transit", "vault_transit", multiple=True, metavar="URI",
+              help="Encrypt secrets with this Vault / OpenBao transit key, "
+              "https://HOST:PORT/v1/MOUNT/keys/NAME (repeatable; sops reads VAULT_TOKEN).")
 @click.option("--generate-age-key", is_flag=True,
               help="Create an age key in sops's default location if none exists, and use it.")
 @click.option("--github", is_flag=True,
@@ -173,8 +176,8 @@ def schema(provider: str | None, list_only: bool, fmt: str) -> int:
 @click.option("--environment", default="connections", show_default=True, metavar="NAME",
               help="With --github: the GitHub environment of the apply job; plans run in NAME-plan.")
 @click.option("--force", is_flag=True, help="Overwrite existing connsync.yaml and .sops.yaml.")
-def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], generate_age_key: bool,
-         github: bool, environment: str, force: bool) -> int:
+def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], vault_transit: tuple[str, ...],
+         generate_age_key: bool, github: bool, environment: str, force: bool) -> int:
     """Start a connections repository in the current directory.
 
     Writes connsync.yaml, connections/, schemas/ (for editors), a .sops.yaml
@@ -187,7 +190,7 @@ def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], generate_ag
     from connsync.commands.init import init as run
 
     return run(Path.cwd(), InitOptions(age_recipients, kms_arns, generate_age_key, force, github,
-                                       environment))
+                                       environment, vault_transit))
 
 
 @cli.command()

@@ -52,6 +52,7 @@ class InitOptions:
     force: bool
     github: bool = False
     environment: str = DEFAULT_ENVIRONMENT
+    vault_transit: Sequence[str] = ()
 
 
 def pinned_requirement() -> str:
@@ -72,7 +73,8 @@ def workflow_text(name: str, *, install: str | None = None, environment: str = D
             .replace("__CONNECTIONS__", connections))
 
 
-def sops_config_text(connections: str, age: Sequence[str], kms: Sequence[str]) -> str:
+def sops_config_text(connections: str, age: Sequence[str], kms: Sequence[str],
+                     vault_transit: Sequence[str] = ()) -> str:
     secrets = "|".join(sorted(schema.all_secret_fields()))
     lines = [
         "# Written by connsync init. Only the schemas' secret (writeOnly) fields are",
@@ -87,11 +89,30 @@ def sops_config_text(connections: str, age: Sequence[str], kms: Sequence[str]) -
         lines.append(f"    age: {','.join(age)}")
     if kms:
         lines.append(f"    kms: {','.join(kms)}")
+    if vault_transit:
+        lines.append(f"    hc_vault_transit_uri: {','.join(vault_transit)}")
     return "\n".join(lines) + "\n"
 
 
 # What .sops.yaml may hold: a value with a newline or a quote would rewrite its rules.
 _KMS_ARN = re.compile(r"\Aarn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)\Z")
+# sops's form: https://HOST[:PORT]/v1/MOUNT/keys/NAME (the mount may be nested, e.g. a namespace's).
+_TRANSIT_URI = re.compile(r"\A(https?)://([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:\d{1,5})?/v1/"
+                          r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/keys/[A-Za-z0-9_.-]+\Z")
+
+
+def check_vault_transit(uri: str) -> None:
+    """A Vault transit key URI as sops takes it; plain HTTP only for a server on this machine."""
+    from urllib.parse import urlsplit
+
+    match = _TRANSIT_URI.match(uri)
+    if not match:
+        raise UsageError(f"{render.text(repr(uri), 120)} is not a Vault transit key URI",
+                         hint="e.g. https://vault.example.com:8200/v1/transit/keys/connsync")
+    host = (urlsplit(uri).hostname or "")
+    if match.group(1) == "http" and host not in ("127.0.0.1", "localhost", "::1"):
+        raise UsageError("plain HTTP to Vault is for a dev server on this machine only",
+                         hint="use https:// (sops verifies it with VAULT_CACERT)")
 
 
 def check_age_recipient(recipient: str) -> None:
@@ -160,11 +181,13 @@ def init(root: Path, options: InitOptions) -> int:
         click.echo(f"{'Created' if created else 'Using'} age key {key_path} (public key {public})")
         click.echo("Back it up in a password manager: without it nothing here can be decrypted.")
         recipients.append(public)
-    if not recipients and not options.kms_arns:
+    if not recipients and not options.kms_arns and not options.vault_transit:
         raise UsageError(
             "no recipient for the secrets",
-            hint="pass --age-recipient AGE_PUBLIC_KEY, --kms ARN, or --generate-age-key",
+            hint="pass --age-recipient AGE_PUBLIC_KEY, --kms ARN, --vault-transit URI, or --generate-age-key",
         )
+    for uri in options.vault_transit:
+        check_vault_transit(uri)
     for recipient in recipients:
         check_age_recipient(recipient)
     for arn in options.kms_arns:
@@ -174,7 +197,8 @@ def init(root: Path, options: InitOptions) -> int:
 
     files: dict[Path, bytes] = {
         root / CONFIG_NAME: CONFIG_TEMPLATE.encode(),
-        root / SOPS_CONFIG: sops_config_text("connections", recipients, options.kms_arns).encode(),
+        root / SOPS_CONFIG: sops_config_text("connections", recipients, options.kms_arns,
+                                             options.vault_transit).encode(),
     }
     for name, document in schema.all_schemas().items():
         # A copy beside the files, for the editors' $schema modelines.

@@ -112,7 +112,9 @@ def _last_line(stderr: bytes) -> str:
 def _recipients(sops_meta: Mapping[str, Any]) -> list[str]:
     found = [f"age {entry.get('recipient')}" for entry in sops_meta.get("age") or []]
     found += [f"KMS {entry.get('arn')}" for entry in sops_meta.get("kms") or []]
-    for kind in ("pgp", "gcp_kms", "azure_kv", "hc_vault"):
+    found += [f"Vault transit {str(e.get('vault_address'))[:100]}/v1/{str(e.get('engine_path'))[:60]}"
+              f"/keys/{str(e.get('key_name'))[:60]}" for e in sops_meta.get("hc_vault") or []]
+    for kind in ("pgp", "gcp_kms", "azure_kv"):
         found += [kind] * len(sops_meta.get(kind) or [])
     return found
 

@@ -97,6 +97,12 @@ def key_sources(recipients: list[str]) -> str:
                              "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") if os.environ.get(n)]
         found = ", ".join(chain) if chain else "no AWS_* credential variables set"
         places.append(f"AWS credentials for KMS ({found}; also ~/.aws and instance roles)")
+    if any(r.startswith("Vault transit") for r in recipients):
+        token = "VAULT_TOKEN set" if os.environ.get("VAULT_TOKEN") else "VAULT_TOKEN not set"
+        helper = Path.home() / ".vault-token"
+        places.append(f"a Vault token allowed to decrypt with the transit key ({token}; ~/.vault-token "
+                      f"{'exists' if helper.is_file() else 'absent'}; the token needs 'update' on "
+                      "MOUNT/decrypt/KEY)")
     return "; ".join(places)
 
 
