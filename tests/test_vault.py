@@ -431,3 +431,25 @@ def test_init_refuses_a_transit_uri_sops_would_not_take_or_plain_http_elsewhere(
         workdir: Path, run: Run, uri: str) -> None:
     result = run("init", "--vault-transit", uri)
     assert result.code == 64 and not (workdir / ".sops.yaml").exists()
+
+
+def test_the_readme_policy_is_enough_for_plan_apply_prune_import_and_unlock(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, vault: BaoServer) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("**The ACL policy**"):]
+    policy = section[section.index("```hcl") + 6:section.index("```", section.index("```hcl") + 6)]
+    prefix = f"p{os.urandom(4).hex()}"
+    vault.bao("policy", "write", prefix, "-", stdin=policy.replace("secret/connsync", f"secret/{prefix}")
+              .replace("/connsync/", f"/{prefix}/"))
+    token = vault.bao("token", "create", f"-policy={prefix}", "-field=token").strip()
+    monkeypatch.setenv("VAULT_TOKEN", token)
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("CONNSYNC_STORE", vault.url(f"secret/{prefix}"))
+    assert new_aws(run, monkeypatch).code == 0
+    assert new_aws(run, monkeypatch, name="AWS Two").code == 0
+    assert apply(run)["exit"] == 0
+    assert plan(run) == {"AWS Prod": "noop", "AWS Two": "noop"}
+    (repo / "connections" / "aws-two.yaml").unlink()
+    assert apply(run, "--prune")["exit"] == 0
+    assert run("import", "--all", "--dir", "imported").code == 0
+    assert run("unlock", "nobody").code == 1  # a lock id that is not held: said so, no denial
