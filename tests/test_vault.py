@@ -453,3 +453,38 @@ def test_the_readme_policy_is_enough_for_plan_apply_prune_import_and_unlock(
     assert apply(run, "--prune")["exit"] == 0
     assert run("import", "--all", "--dir", "imported").code == 0
     assert run("unlock", "nobody").code == 1  # a lock id that is not held: said so, no denial
+
+
+def test_jwt_login_with_a_ci_token(tmp_path: Path, store_url: str, vault: BaoServer,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI OIDC token (here signed by a key made in the test) logs in through auth/jwt."""
+    import jwt  # PyJWT, which msal brings
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    mount = f"jwt{os.urandom(3).hex()}"
+    vault.bao("auth", "enable", f"-path={mount}", "jwt")
+    vault.bao("write", f"auth/{mount}/config", f"jwt_validation_pubkeys={public}")
+    vault.bao("policy", "write", f"{mount}-all", "-", stdin='path "secret/*" { capabilities = '
+              '["create", "read", "update", "list"] }')
+    vault.bao("write", f"auth/{mount}/role/deploy", "role_type=jwt", "user_claim=sub",
+              "bound_audiences=connsync", f"token_policies={mount}-all")
+    now = int(time.time())
+    token = jwt.encode({"sub": "repo:acme/connections:ref:refs/heads/main", "aud": "connsync",
+                        "iat": now, "nbf": now, "exp": now + 300}, key, algorithm="RS256")
+    (tmp_path / "oidc.jwt").write_text(token)
+    monkeypatch.delenv("VAULT_TOKEN")
+    monkeypatch.setenv("CONNSYNC_VAULT_AUTH", "jwt")
+    monkeypatch.setenv("CONNSYNC_VAULT_AUTH_MOUNT", mount)
+    monkeypatch.setenv("CONNSYNC_VAULT_ROLE", "deploy")
+    monkeypatch.setenv("CONNSYNC_VAULT_JWT_FILE", str(tmp_path / "oidc.jwt"))
+    with opened(store_url, "default") as store:
+        store.put(write(), expected_version=None)
+        assert [r.name for r in store.records()] == ["AWS Prod"]
+    monkeypatch.setenv("CONNSYNC_VAULT_ROLE", "nobody")
+    with pytest.raises(StoreError, match="Vault refused the login") as caught:
+        opened(store_url, "default").__enter__()
+    assert token not in str(caught.value)
