@@ -90,10 +90,12 @@ def vault_calls(root: Path, env: dict[str, str], bao: BaoServer) -> dict[str, st
             if code != 0:
                 sys.exit(f"in-process {name} against Vault exited {code}")
             made = CALLS.made
-            values = [p for m, p in made if "/data/" in p and m == "GET" and not p.endswith("/.connsync")]
-            listing = [p for m, p in made if m == "LIST" or "/metadata/" in p]
-            figures[name] = (f"{len(made)} requests: {len(listing)} list/metadata, "
-                             f"{sum(1 for m, p in made if m == 'POST')} writes, {len(values)} value reads")
+            own = ("/.connsync", "/.lock")  # the sealed salt and the lock: no connection's value
+            values = [p for m, p in made if m == "GET" and "/data/" in p and not p.endswith(own)]
+            listing = [p for m, p in made if m == "LIST" or (m == "GET" and "/metadata/" in p)]
+            writes = [p for m, p in made if m == "POST"]
+            figures[name] = (f"{len(made)} requests: {len(listing)} list/metadata reads, {len(writes)} "
+                             f"writes (values, metadata, lock), {len(values)} reads of a connection's value")
     finally:
         os.chdir(cwd)
         os.environ.clear()

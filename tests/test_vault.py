@@ -488,3 +488,20 @@ def test_jwt_login_with_a_ci_token(tmp_path: Path, store_url: str, vault: BaoSer
     with pytest.raises(StoreError, match="Vault refused the login") as caught:
         opened(store_url, "default").__enter__()
     assert token not in str(caught.value)
+
+
+def test_a_namespace_from_vault_namespace(vault: BaoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenBao and Vault Enterprise namespaces: every request carries X-Vault-Namespace."""
+    namespace = f"team{os.urandom(3).hex()}"
+    vault.bao("namespace", "create", namespace)
+    vault.bao("secrets", "enable", f"-namespace={namespace}", "-path=kv", "kv-v2")
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    url = vault.url("kv/connsync")
+    with pytest.raises(StoreError, match=r"kv at .* is not a KV version 2 secrets engine"):
+        opened(url, "default").__enter__()  # no such mount outside the namespace
+    monkeypatch.setenv("VAULT_NAMESPACE", namespace)
+    with opened(url, "default") as store:
+        store.put(write(), expected_version=None)
+    listed = json.loads(vault.bao("kv", "list", f"-namespace={namespace}", "-format=json",
+                                  "kv/connsync/default"))
+    assert "aws-prod" in listed
