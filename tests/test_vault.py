@@ -505,3 +505,25 @@ def test_a_namespace_from_vault_namespace(vault: BaoServer, monkeypatch: pytest.
     listed = json.loads(vault.bao("kv", "list", f"-namespace={namespace}", "-format=json",
                                   "kv/connsync/default"))
     assert "aws-prod" in listed
+
+
+def test_without_openbaos_detailed_listing_each_secrets_metadata_is_read(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HashiCorp Vault has no detailed-metadata listing: a LIST, then one metadata read per secret."""
+    with opened(store_url, "default") as store:
+        for index in range(3):
+            store.put(write(f"Conn {index}"), expected_version=None)
+        store.record_event("Gone", "rotate-delete-key AKIAIOSFODNN7EXAMPLE", actor="t", git_revision=None,
+                           source=None)
+        detailed = (store.records(), store.audit())
+    with opened(store_url, "default") as store:
+        assert isinstance(store, VaultStore)
+        # The KV engine's real answer to an endpoint it does not have, as HashiCorp Vault's gives.
+        api = Target.api
+        monkeypatch.setattr(Target, "api", lambda self, kind, path: api(
+            self, "no-such-listing" if kind == "detailed-metadata" else kind, path))
+        vault_client.CALLS.made.clear()
+        assert (store.records(), store.audit()) == detailed
+        lists = [path for method, path in vault_client.CALLS.made if method == "LIST"]
+        assert len(lists) == 2 and "no-such-listing" in lists[0]  # tried once, then LIST + reads
+        assert not store._detailed

@@ -121,11 +121,15 @@ class VaultStore:
                 try:
                     page = request(self._client, "list", path, params={"limit": _PAGE, "after": after}) or {}
                 except hvac.exceptions.InvalidPath as exc:
-                    # 404 with no errors: an empty folder; 404 naming the route: no such listing.
-                    return None if exc.errors and "route" in " ".join(exc.errors) else entries
+                    # {"errors": []}: an empty folder. Anything else (HashiCorp Vault's KV engine
+                    # warns "Invalid path for a versioned K/V secrets engine"): no such listing.
+                    return entries if isinstance(exc.json, dict) and exc.json.get("errors") == [] else None
                 except hvac.exceptions.UnsupportedOperation:
                     return None
-                data = page.get("data") or {}
+                if page.get("data") is None:
+                    # HashiCorp Vault: the KV engine answers an unknown endpoint with a warning only.
+                    return None
+                data = page["data"]
                 keys = data.get("keys") or []
                 info = data.get("key_info") or {}
                 entries.update({k: info[k] for k in keys if not k.endswith("/") and k in info})
