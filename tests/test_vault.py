@@ -484,6 +484,10 @@ def test_jwt_login_with_a_ci_token(tmp_path: Path, store_url: str, vault: BaoSer
     with opened(store_url, "default") as store:
         store.put(write(), expected_version=None)
         assert [r.name for r in store.records()] == ["AWS Prod"]
+        assert isinstance(store, VaultStore)
+        logged_in = store._client.token
+    with pytest.raises(RuntimeError, match="permission denied"):  # revoked when the store closed
+        vault.bao("token", "lookup", token=logged_in)
     monkeypatch.setenv("CONNSYNC_VAULT_ROLE", "nobody")
     with pytest.raises(StoreError, match="Vault refused the login") as caught:
         opened(store_url, "default").__enter__()

@@ -35,7 +35,7 @@ from connsync.model import Secret, StoredConnection
 from connsync.store.awssm_layout import conflict, epoch, foreign_record, is_record_segment, iso, record_meta
 from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Write, fingerprint, now
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
-from connsync.store.vault_client import http_errors, make_client, request, token_works
+from connsync.store.vault_client import http_errors, make_client, request, revoke_login, token_works
 from connsync.store.vault_layout import Target, airflow_record, airflow_secrets, join_meta, split_meta
 from connsync.store.vault_lock import LeaseLock
 
@@ -87,6 +87,7 @@ class VaultStore:
 
     def close(self) -> None:
         self._lock.close()
+        revoke_login(self._client)
 
     def _errors(self, doing: str, kind: str, path: str, capability: str) -> Any:
         return http_errors(self._target.shown, doing, self._target.api(kind, path), capability,

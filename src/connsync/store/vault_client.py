@@ -80,6 +80,7 @@ def make_client(address: str, shown: str) -> Any:
     if method == "token":
         client.token = _token(shown)
         return client
+    client.connsync_logged_in = True  # the token is this process's own: revoked when the store closes
     mount = env.get("CONNSYNC_VAULT_AUTH_MOUNT") or method
     with http_errors(shown, f"log in to Vault ({method})", f"auth/{mount}/login", "update", login=True):
         if method == "approle":
@@ -200,3 +201,10 @@ def http_errors(shown: str, doing: str, path: str, capability: str, *, client: A
 def _login_refused(shown: str, path: str) -> StoreError:
     return StoreError(f"Vault refused the login to {shown} ({path}): the role or its credentials were not "
                       "accepted", hint=f"check {AUTH_VARIABLE} and its variables")
+
+
+def revoke_login(client: Any) -> None:
+    """Give back a token this process logged in for (best effort: it expires with its TTL anyway)."""
+    if getattr(client, "connsync_logged_in", False):
+        with contextlib.suppress(Exception):
+            request(client, "post", "auth/token/revoke-self")
