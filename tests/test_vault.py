@@ -243,13 +243,11 @@ def test_a_store_version_moved_under_a_check_and_set_write_is_a_conflict(store_u
     with opened(store_url, "default") as store:
         store.put(write(), expected_version=None)
         assert isinstance(store, VaultStore)
-        entry = store._metadata(store._target.secret_path("default", "AWS Prod"))
+        path = store._target.secret_path("default", "AWS Prod")
+        entry = store._kv.metadata(path)
         assert entry is not None
-        from connsync.store.vault import _write_value
-
         with pytest.raises(VersionConflict, match="changed in the store meanwhile"):
-            _write_value(store._client, store._target, store._target.secret_path("default", "AWS Prod"),
-                         {"x": "y"}, cas=int(entry["current_version"]) - 1, name="AWS Prod")
+            store._kv.write_value(path, {"x": "y"}, cas=int(entry["current_version"]) - 1, name="AWS Prod")
 
 
 def test_deletes_are_soft_and_keep_the_versions(
@@ -530,4 +528,23 @@ def test_without_openbaos_detailed_listing_each_secrets_metadata_is_read(
         assert (store.records(), store.audit()) == detailed
         lists = [path for method, path in vault_client.CALLS.made if method == "LIST"]
         assert len(lists) == 2 and "no-such-listing" in lists[0]  # tried once, then LIST + reads
-        assert not store._detailed
+        assert not store._kv.detailed
+
+
+def test_verification_history_lives_in_metadata_and_fits_vaults_limits(store_url: str) -> None:
+    from connsync.store.base import Verification
+
+    wide = Verification("Zürich Prod", "2026-01-01T00:00:00Z", "failed", None,
+                        tuple("é" * 500 for _ in range(10)))
+    with opened(store_url, "default") as store:
+        for second in range(3):
+            store.record_verifications([Verification("AWS Prod", f"2026-01-01T00:00:0{second}Z", "ok",
+                                                     "123456789012", ("fine",))])
+        store.record_verifications([wide])  # 5,000 characters that JSON writes as 30,000
+        vault_client.CALLS.made.clear()
+        everything = store.verifications()
+        assert [v.at for v in everything if v.name == "AWS Prod"] == [
+            "2026-01-01T00:00:02Z", "2026-01-01T00:00:01Z", "2026-01-01T00:00:00Z"]
+        [kept] = store.verifications("zürich prod")
+        assert kept.status == "failed" and kept.messages and kept.messages[0].startswith("éé")
+        assert not any(m == "GET" and "/data/" in p for m, p in vault_client.CALLS.made)

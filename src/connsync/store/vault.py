@@ -15,6 +15,9 @@ connsync (drift, its fingerprints unknown), unless the value itself says
 connsync wrote it, which is what a crash between the two writes leaves: that
 record is then read from its value, whole.
 
+Verification history: the custom_metadata of ``W/.verified/SLUG`` (a secret with
+no value), the newest results that fit; ``report`` reads it with a listing.
+
 Deletes are soft (the latest version is deleted, the versions and the metadata
 with the audit entries stay, ``vault kv undelete`` brings it back). The audit
 keeps the last entries of each record that fit its metadata; Vault's audit
@@ -28,18 +31,38 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from connsync.errors import StoreError, VersionConflict
 from connsync.model import Secret, StoredConnection
-from connsync.store.awssm_layout import conflict, epoch, foreign_record, is_record_segment, iso, record_meta
-from connsync.store.base import AuditEntry, EmptyStore, LockInfo, Snapshot, Write, fingerprint, now
+from connsync.store.awssm_history import history_entries, history_meta
+from connsync.store.awssm_layout import conflict, epoch, is_record_segment, iso, record_meta
+from connsync.store.base import (
+    HISTORY_LIMIT,
+    AuditEntry,
+    EmptyStore,
+    LockInfo,
+    Snapshot,
+    Verification,
+    Write,
+    fingerprint,
+    now,
+)
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
-from connsync.store.vault_client import http_errors, make_client, request, revoke_login, token_works
-from connsync.store.vault_layout import Target, airflow_record, airflow_secrets, join_meta, split_meta
+from connsync.store.vault_client import make_client, revoke_login
+from connsync.store.vault_kv import Kv, check_mount, foreign, read_value, write_value
+from connsync.store.vault_layout import (
+    Target,
+    airflow_record,
+    airflow_secrets,
+    join_meta,
+    slug,
+    split_history,
+    split_meta,
+)
 from connsync.store.vault_lock import LeaseLock
 
-_PAGE = 100
 _LISTING_REUSE_SECONDS = 1.0
 
 
@@ -48,11 +71,11 @@ class VaultStore:
         self.workspace = workspace
         self._target = target
         self._client = client
+        self._kv = Kv(client, target)
         self._salt = salt
         self._folder = target.workspace_path(workspace)
         self._lock = LeaseLock(client, target, workspace)
         self._listing: tuple[float, dict[str, dict[str, Any]]] | None = None
-        self._detailed = True  # OpenBao's detailed-metadata listing; HashiCorp Vault lacks it
 
     def describe(self) -> str:
         return self._target.shown
@@ -62,9 +85,9 @@ class VaultStore:
         target = Target.parse(url, os.environ.get("VAULT_ADDR"))
         sealer = Sealer(key_from_environment(f"the Vault store {target.shown}"))
         client = make_client(target.address, target.shown)
-        _check_mount(client, target)
+        check_mount(client, target)
         path = target.meta_path()
-        meta = _read_value(client, target, path)
+        meta = read_value(client, target, path)
         if meta is None:
             if not create:
                 return EmptyStore(workspace, target.shown)
@@ -72,9 +95,9 @@ class VaultStore:
             body = {"connsync": "1", "kind": "store", "salt": sealed,
                     **({"workspace": workspace} if target.value_format == "airflow" else {})}
             # cas=0: of two processes creating the store at once one wins, and both use its salt.
-            _write_value(client, target, path, body, cas=0, name="the store's own secret",
+            write_value(client, target, path, body, cas=0, name="the store's own secret",
                          quiet_conflict=True)
-            meta = _read_value(client, target, path) or {}
+            meta = read_value(client, target, path) or {}
         if meta.get("kind") != "store" or not isinstance(meta.get("salt"), str):
             raise StoreError(f"{target.mount}/{path} exists and is not a connsync store's own secret",
                              hint="choose another prefix in the store URL")
@@ -89,12 +112,6 @@ class VaultStore:
         self._lock.close()
         revoke_login(self._client)
 
-    def _errors(self, doing: str, kind: str, path: str, capability: str) -> Any:
-        return http_errors(self._target.shown, doing, self._target.api(kind, path), capability,
-                           client=self._client)
-
-    # --- reading ---------------------------------------------------------------
-
     def _entries(self) -> dict[str, dict[str, Any]]:
         """KV metadata of every secret in the workspace folder by segment, deleted ones included.
 
@@ -103,62 +120,9 @@ class VaultStore:
         """
         if self._listing is not None and time.monotonic() - self._listing[0] < _LISTING_REUSE_SECONDS:
             return self._listing[1]
-        entries = self._list_detailed() if self._detailed else None
-        if entries is None:
-            self._detailed = False
-            entries = self._list_then_read()
+        entries = self._kv.listing(self._folder)
         self._listing = (time.monotonic(), entries)
         return entries
-
-    def _list_detailed(self) -> dict[str, dict[str, Any]] | None:
-        """OpenBao: pages of 100 keys with their metadata; None where the server has no such listing."""
-        import hvac
-
-        entries: dict[str, dict[str, Any]] = {}
-        after = ""
-        path = self._target.api("detailed-metadata", self._folder)
-        with self._errors("list the workspace's secrets", "detailed-metadata", self._folder, "list"):
-            while True:
-                try:
-                    page = request(self._client, "list", path, params={"limit": _PAGE, "after": after}) or {}
-                except hvac.exceptions.InvalidPath as exc:
-                    # {"errors": []}: an empty folder. Anything else (HashiCorp Vault's KV engine
-                    # warns "Invalid path for a versioned K/V secrets engine"): no such listing.
-                    return entries if isinstance(exc.json, dict) and exc.json.get("errors") == [] else None
-                except hvac.exceptions.UnsupportedOperation:
-                    return None
-                if page.get("data") is None:
-                    # HashiCorp Vault: the KV engine answers an unknown endpoint with a warning only.
-                    return None
-                data = page["data"]
-                keys = data.get("keys") or []
-                info = data.get("key_info") or {}
-                entries.update({k: info[k] for k in keys if not k.endswith("/") and k in info})
-                if len(keys) < _PAGE:
-                    return entries
-                after = keys[-1]
-
-    def _list_then_read(self) -> dict[str, dict[str, Any]]:
-        """HashiCorp Vault: one LIST, then the metadata of each key (N+1 calls)."""
-        import hvac
-
-        with self._errors("list the workspace's secrets", "metadata", self._folder, "list"):
-            try:
-                page = request(self._client, "list", self._target.api("metadata", self._folder)) or {}
-            except hvac.exceptions.InvalidPath:
-                return {}
-        keys = [k for k in (page.get("data") or {}).get("keys") or [] if not k.endswith("/")]
-        return {k: m for k in keys if (m := self._metadata(self._folder + k)) is not None}
-
-    def _metadata(self, path: str) -> dict[str, Any] | None:
-        import hvac
-
-        with self._errors("read the store", "metadata", path, "read"):
-            try:
-                answer = request(self._client, "get", self._target.api("metadata", path)) or {}
-            except hvac.exceptions.InvalidPath:
-                return None
-        return answer.get("data") or {}
 
     def _record(self, segment: str, entry: dict[str, Any]) -> StoredConnection | None:
         """The record a secret holds; None when its latest version is deleted."""
@@ -168,7 +132,7 @@ class VaultStore:
             return None
         meta = self._meta(segment, entry)
         if meta is None:
-            return _foreign(segment, entry)
+            return foreign(segment, entry)
         return StoredConnection(
             name=meta["n"], provider=meta["p"], spec=dict(meta["s"]), fingerprints=dict(meta["f"]),
             version=int(meta["v"]), managed=bool(meta["m"]), source=meta.get("src"),
@@ -203,7 +167,7 @@ class VaultStore:
         """The metadata a crash left unwritten, from the value connsync wrote (connsync format only)."""
         if self._target.value_format == "airflow":
             return None  # Airflow's shape has no room for it: the record reads as changed outside
-        value = _read_value(self._client, self._target, self._folder + segment) or {}
+        value = self._kv.read_value(self._folder + segment) or {}
         meta = value.get("record")
         return meta if isinstance(meta, dict) and meta.get("kv") == version else None
 
@@ -213,7 +177,7 @@ class VaultStore:
 
     def get(self, name: str) -> StoredConnection | None:
         path = self._target.secret_path(self.workspace, name)
-        entry = self._metadata(path)
+        entry = self._kv.metadata(path)
         return self._record(path[len(self._folder):], entry) if entry else None
 
     def fingerprint(self, field: str, value: Secret) -> str:
@@ -221,7 +185,7 @@ class VaultStore:
 
     def read_secrets(self, name: str) -> dict[str, Secret]:
         record = self.get(name)
-        value = _read_value(self._client, self._target, self._target.secret_path(self.workspace, name)) \
+        value = self._kv.read_value(self._target.secret_path(self.workspace, name)) \
             if record is not None else None
         if record is None or value is None:
             raise StoreError(f"no connection named {name!r} in workspace {self.workspace!r}")
@@ -245,6 +209,34 @@ class VaultStore:
                                                               before, after, actor, git_revision, source)))
         return [row[2] for row in sorted(rows, key=lambda r: (r[0], r[1]))]
 
+    # --- verification history ----------------------------------------------------
+
+    def verifications(self, name: str | None = None) -> list[Verification]:
+        """From the custom_metadata of ``W/.verified/SLUG``: the listing, never a value."""
+        folder = self._folder + ".verified/"
+        if name is not None:
+            entries = {slug(name.casefold()): self._kv.metadata(folder + slug(name.casefold())) or {}}
+        else:
+            entries = self._kv.listing(folder)
+        found: list[Verification] = []
+        for entry in entries.values():
+            found += history_entries(join_meta(entry.get("custom_metadata"))[0])
+        return sorted(found, key=lambda v: v.at, reverse=True)  # stable: each one's own are in order
+
+    def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
+        self._writing()
+        by_name: dict[str, list[Verification]] = {}
+        for result in results:
+            by_name.setdefault(result.name.casefold(), []).append(result.bounded())
+        for newest_last in by_name.values():
+            name = newest_last[-1].name
+            path = f"{self._folder}.verified/{slug(name.casefold())}"
+            meta, others = join_meta((self._kv.metadata(path) or {}).get("custom_metadata"))
+            kept = [*reversed(newest_last), *history_entries(meta)][:max(1, keep)]
+            # Metadata only: no value versions pile up, and report reads it with the listing.
+            self._kv.set_metadata(path, split_history(history_meta(name, kept), others),
+                               f"record the verification of {name[:80]!r}")
+
     def snapshot(self) -> Snapshot:
         return Snapshot([(r, self.read_secrets(r.name)) for r in self.records() if r.version], self.audit())
 
@@ -263,7 +255,7 @@ class VaultStore:
             try:
                 return self._write(path, write, None, cas=0, entry=None)
             except VersionConflict:
-                entry = self._metadata(path)
+                entry = self._kv.metadata(path)
                 if entry is None or self._record(path[len(self._folder):], entry) is not None:
                     raise conflict(write.name, None, None) from None
                 meta, _ = join_meta(entry.get("custom_metadata"))
@@ -273,7 +265,7 @@ class VaultStore:
                                      hint="undelete or destroy them in Vault, or rename the connection") \
                         from None
                 return self._write(path, write, None, cas=int(entry.get("current_version") or 0), entry=entry)
-        entry = self._metadata(path)
+        entry = self._kv.metadata(path)
         current = self._record(path[len(self._folder):], entry) if entry else None
         if entry is None or current is None or current.version != expected_version:
             raise conflict(write.name, current, expected_version)
@@ -309,17 +301,12 @@ class VaultStore:
         else:
             value = {"connsync": 1, "name": write.name, "provider": write.provider, "spec": dict(write.spec),
                      "secrets": revealed, "record": {**meta, "h": [row]}, "nonce": uuid.uuid4().hex}
-        written = _write_value(self._client, self._target, path, value, cas=cas, name=write.name)
+        written = self._kv.write_value(path, value, cas=cas, name=write.name)
         if written != cas + 1:  # versions deleted by max_versions do not change this; say so if it ever does
             meta["kv"] = written
             custom = split_meta(meta, write.name, others)
-        self._set_metadata(path, custom, f"write {write.name[:80]!r}")
+        self._kv.set_metadata(path, custom, f"write {write.name[:80]!r}")
         return record
-
-    def _set_metadata(self, path: str, custom: dict[str, str], doing: str) -> None:
-        with self._errors(doing, "metadata", path, "update"):
-            request(self._client, "post", self._target.api("metadata", path),
-                    json={"custom_metadata": custom})
 
     def _checked(self, name: str, expected_version: int, *, managed: bool) -> tuple[str, dict[str, Any],
                                                                                      dict[str, Any],
@@ -327,7 +314,7 @@ class VaultStore:
         """Check-then-act under the lock: the record is still there, at that version, and connsync's."""
         self._writing()
         path = self._target.secret_path(self.workspace, name)
-        entry = self._metadata(path)
+        entry = self._kv.metadata(path)
         current = self._record(path[len(self._folder):], entry) if entry else None
         meta = self._meta(path[len(self._folder):], entry) if entry else None
         _, others = join_meta((entry or {}).get("custom_metadata"))
@@ -342,41 +329,37 @@ class VaultStore:
             raise StoreError(f"{name!r} is not managed by connsync; it was not deleted")
         row = ["delete", expected_version, None, actor, time.time(), git_revision, meta.get("src")]
         before = split_meta(meta, name, others)
-        self._set_metadata(path, split_meta({**meta, "h": [*(meta.get("h") or []), row]}, name, others),
+        self._kv.set_metadata(path, split_meta({**meta, "h": [*(meta.get("h") or []), row]}, name, others),
                            f"delete {name[:80]!r}")
         # The entry goes first; should the delete itself fail, it is taken back, so the audit never
         # shows a delete that was not. Only the version that was read is deleted: a newer one stays.
         try:
-            self._soft_delete(path, int(entry["current_version"]), name)
+            self._kv.soft_delete(path, int(entry["current_version"]), name)
         except StoreError:
             with contextlib.suppress(StoreError):
-                self._set_metadata(path, before, f"take back the audit entry of {name[:80]!r}")
+                self._kv.set_metadata(path, before, f"take back the audit entry of {name[:80]!r}")
             raise
-
-    def _soft_delete(self, path: str, version: int, name: str) -> None:
-        with self._errors(f"delete {name[:80]!r}", "delete", path, "update"):
-            request(self._client, "post", self._target.api("delete", path), json={"versions": [version]})
 
     def record_source(self, name: str, *, expected_version: int, source: str, source_digest: str) -> None:
         path, _, meta, others = self._checked(name, expected_version, managed=True)
         meta.update(src=source, dg=source_digest, sv=meta["v"])
-        self._set_metadata(path, split_meta(meta, name, others), f"record the source of {name[:80]!r}")
+        self._kv.set_metadata(path, split_meta(meta, name, others), f"record the source of {name[:80]!r}")
 
     def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
                      source: str | None) -> None:
         self._writing()
         path = self._target.secret_path(self.workspace, name)
-        entry = self._metadata(path)
+        entry = self._kv.metadata(path)
         record = self._record(path[len(self._folder):], entry) if entry else None
         meta, others = join_meta((entry or {}).get("custom_metadata"))
         version = record.version if record is not None and meta is not None else None
         row = [action, version, version, actor, time.time(), git_revision, source, name]
         if record is None or meta is None:
             path = self._folder + ".events"
-            meta, others = join_meta((self._metadata(path) or {}).get("custom_metadata"))
+            meta, others = join_meta((self._kv.metadata(path) or {}).get("custom_metadata"))
             meta = meta or {"connsync": 1, "kind": "events"}
         meta["h"] = [*(meta.get("h") or []), row]
-        self._set_metadata(path, split_meta(meta, name, others), f"record an event of {name[:80]!r}")
+        self._kv.set_metadata(path, split_meta(meta, name, others), f"record an event of {name[:80]!r}")
 
     def restore(self, snapshot: Snapshot, *, actor: str, overwrite: bool) -> None:
         """Write each record at its version, with its audit entries; not one transaction."""
@@ -392,8 +375,8 @@ class VaultStore:
                              hint="move or delete them in Vault first: connsync never deletes them")
         for record in held:  # soft-deleted: the versions stay in Vault, as for any delete
             path = self._target.secret_path(self.workspace, record.name)
-            held_entry = self._metadata(path) or {}
-            self._soft_delete(path, int(held_entry.get("current_version") or 0), record.name)
+            held_entry = self._kv.metadata(path) or {}
+            self._kv.soft_delete(path, int(held_entry.get("current_version") or 0), record.name)
         order = {id(entry): index for index, entry in enumerate(snapshot.audit)}
         for record, values in snapshot.records:
             history = [[a.action, a.version_before, a.version_after, a.actor,
@@ -403,7 +386,7 @@ class VaultStore:
                           record.source, record.source_digest, record.git_revision, record.description,
                           record.labels)
             path = self._target.secret_path(self.workspace, record.name)
-            there = self._metadata(path)
+            there = self._kv.metadata(path)
             self._write(path, write, record.version, cas=int((there or {}).get("current_version") or 0),
                         entry=None, version=record.version, synced=record.synced_version, history=history)
 
@@ -418,65 +401,3 @@ class VaultStore:
 
     def break_lock(self, lock_id: str) -> LockInfo | None:
         return self._lock.break_(lock_id)
-
-
-def _foreign(segment: str, entry: dict[str, Any]) -> StoredConnection:
-    """A secret at our path that connsync did not write: unmanaged, version 0."""
-    updated = str(entry.get("updated_time") or entry.get("created_time") or "")
-    # Vault gives nanoseconds (2026-12-06T14:07:05.502437283Z); seconds are all a record shows.
-    try:
-        stamp = epoch(updated[:19] + "Z") if len(updated) >= 19 else 0.0
-    except ValueError:
-        stamp = 0.0
-    return foreign_record(segment, {"LastChangedDate": stamp})
-
-
-def _check_mount(client: Any, target: Target) -> None:
-    """The mount exists and is KV version 2 (Vault lets any token ask this of a mount it may use)."""
-    import hvac
-
-    where = f"sys/internal/ui/mounts/{target.mount}"
-    with http_errors(target.shown, "read the mount", where, "read", client=client):
-        try:
-            answer = request(client, "get", where) or {}
-        except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden) as exc:
-            # Vault answers 403 for a mount that does not exist, as for one the token may not use.
-            if isinstance(exc, hvac.exceptions.Forbidden) and not token_works(client):
-                raise
-            answer = {}
-    data = answer.get("data") or {}
-    if data.get("type") not in ("kv", "generic") or str((data.get("options") or {}).get("version")) != "2":
-        raise StoreError(f"{target.mount} at {target.shown} is not a KV version 2 secrets engine that this "
-                         "token may use", hint=f"enable one: vault secrets enable -path={target.mount} kv-v2")
-
-
-def _read_value(client: Any, target: Target, path: str) -> dict[str, Any] | None:
-    """The latest live value at ``path``; None when there is none (or it is deleted)."""
-    import hvac
-
-    with http_errors(target.shown, "read the store", target.api("data", path), "read", client=client):
-        try:
-            answer = request(client, "get", target.api("data", path)) or {}
-        except hvac.exceptions.InvalidPath:
-            return None
-    value = (answer.get("data") or {}).get("data")
-    return value if isinstance(value, dict) else None
-
-
-def _write_value(client: Any, target: Target, path: str, value: dict[str, Any], *, cas: int, name: str,
-                 quiet_conflict: bool = False) -> int:
-    """A KV write with check-and-set; its KV version. VersionConflict when cas does not hold."""
-    import hvac
-
-    with http_errors(target.shown, f"write {name[:80]!r}", target.api("data", path),
-                     "create" if cas == 0 else "update", client=client):
-        try:
-            answer = request(client, "post", target.api("data", path),
-                             json={"options": {"cas": cas}, "data": value}) or {}
-        except hvac.exceptions.InvalidRequest as exc:
-            if "check-and-set" not in " ".join(str(e) for e in exc.errors or []):
-                raise
-            if quiet_conflict:
-                return 0
-            raise VersionConflict(f"{name!r} changed in the store meanwhile", hint="run plan again") from None
-    return int((answer.get("data") or {}).get("version") or 0)

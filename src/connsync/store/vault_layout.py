@@ -164,6 +164,29 @@ def split_meta(meta: Mapping[str, Any], name: str, others: Mapping[str, str]) ->
         history.pop(0)
 
 
+def split_history(meta: Mapping[str, Any], others: Mapping[str, str]) -> dict[str, str]:
+    """Verification history as custom_metadata: the oldest results go first, then the last one's
+    messages shrink (never the result itself)."""
+    history = list(meta["h"])
+    room = min(META_KEYS, 64 - len(others)) * VALUE_LIMIT
+    while True:
+        text = json.dumps({**meta, "h": history}, separators=(",", ":"), sort_keys=True)
+        if len(text) <= room or not history:
+            chunks = [text[i:i + VALUE_LIMIT] for i in range(0, len(text), VALUE_LIMIT)]
+            return {**others, **{META_KEY.format(i): chunk for i, chunk in enumerate(chunks)}}
+        if len(history) > 1:
+            history.pop()
+            continue
+        at, status, account, messages, key_created, *spelled = history[0]
+        if not messages:
+            history = []
+            continue
+        last = messages[-1]
+        cut = len(last) - (len(text) - room) // 6 - 2  # \uXXXX: a character may take six
+        messages = [*messages[:-1], last[:cut] + "…"] if cut > 0 else messages[:-1]
+        history = [[at, status, account, messages, key_created, *spelled]]
+
+
 def join_meta(custom: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """connsync's metadata (or None), and the custom_metadata keys that are not connsync's."""
     custom = custom or {}
