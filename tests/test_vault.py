@@ -548,3 +548,23 @@ def test_verification_history_lives_in_metadata_and_fits_vaults_limits(store_url
         [kept] = store.verifications("zürich prod")
         assert kept.status == "failed" and kept.messages and kept.messages[0].startswith("éé")
         assert not any(m == "GET" and "/data/" in p for m, p in vault_client.CALLS.made)
+
+
+def test_destroy_removes_every_version_and_keeps_the_audit(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer,
+        base: str) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    assert new_aws(run, monkeypatch, name="AWS Two").code == 0
+    assert apply(run)["exit"] == 0
+    (repo / "connections" / "aws-prod.yaml").unlink()
+    (repo / "connections" / "aws-two.yaml").unlink()
+    assert apply(run, "--prune", "--destroy", "--max-deletes", "2")["exit"] == 0
+    with pytest.raises(RuntimeError, match="No value found"):
+        vault.bao("kv", "metadata", "get", f"{base}/default/aws-prod")
+    with opened(store_url, "default") as store:
+        assert store.records() == []
+        assert sorted((a.name, a.action) for a in store.audit()) == [
+            ("AWS Prod", "create"), ("AWS Prod", "destroy"), ("AWS Two", "create"), ("AWS Two", "destroy")]
+    monkeypatch.setenv("CONNSYNC_STORE", f"sqlite:{repo / 'local.db'}")
+    result = run("apply", "--auto-approve", "--skip-verify", "--prune", "--destroy")
+    assert result.code == 64 and "--destroy is for a store that keeps the versions" in result.err

@@ -367,11 +367,13 @@ def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out:
               metavar="SECONDS", help="How long to wait for another apply's workspace lock.")
 @click.option("--allow-embedded-store", is_flag=True,
               help="Apply to an embedded (sqlite:) store even in CI, where the runner throws it away.")
+@click.option("--destroy", is_flag=True,
+              help="A store that keeps versions (vault://) deletes them all instead of a soft delete.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
 def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_approve: bool,
           skip_verify: bool, require_verified: bool, max_deletes: int | None, lock_timeout: float,
-          allow_embedded_store: bool, fmt: str) -> int:
+          allow_embedded_store: bool, destroy: bool, fmt: str) -> int:
     """Make the store match the files, under the workspace lock.
 
     Plans afresh (or checks that PLANFILE is not stale and not edited),
@@ -387,7 +389,7 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
 
     json_errors("apply", fmt)
     options = ApplyOptions(planfile, prune, adopt, auto_approve, skip_verify, max_deletes, lock_timeout,
-                           allow_embedded_store)
+                           allow_embedded_store, destroy)
     if skip_verify and require_verified:
         raise UsageError("--skip-verify and --require-verified contradict each other")
     config = _requiring_verified(app.config, require_verified)

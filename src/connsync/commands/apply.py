@@ -15,7 +15,7 @@ from connsync.reconcile import planfile
 from connsync.reconcile.apply import ApplyReport, Verifier, check_deletes, execute, settle
 from connsync.reconcile.pipeline import load_valid, make_plan
 from connsync.reconcile.plan import Plan, check_stale
-from connsync.store import LockInfo, Store, opened, refuse_ephemeral_store
+from connsync.store import LockInfo, Store, destroying, opened, refuse_ephemeral_store
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ApplyOptions:
     max_deletes: int | None
     lock_timeout: float
     allow_embedded_store: bool = False
+    destroy: bool = False  # deletes destroy every version (stores that keep versions only)
 
 
 def _refuse_plan_changing_flags(options: ApplyOptions) -> None:
@@ -50,6 +51,8 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
     # The files first: broken input must not even create a store.
     declarations = load_valid(config, paths)
     with opened(config.store_url, config.workspace) as store:
+        if options.destroy:
+            destroying(store)
         saved: Plan | None = None
         if options.planfile:
             saved = planfile.verify(options.planfile, store).plan

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from connsync.errors import ConnsyncError, StoreError
+from connsync.errors import ConnsyncError, StoreError, UsageError
 from connsync.store.base import (
     HISTORY_LIMIT,
     AuditEntry,
@@ -20,7 +20,7 @@ from connsync.store.base import (
 )
 
 __all__ = ["HISTORY_LIMIT", "AuditEntry", "EmptyStore", "LockInfo", "Snapshot", "Store", "Verification",
-           "Write", "ephemeral_store_warnings", "is_embedded", "open_store", "opened",
+           "Write", "destroying", "ephemeral_store_warnings", "is_embedded", "open_store", "opened",
            "refuse_ephemeral_store"]
 
 
@@ -75,6 +75,14 @@ def opened(url: str, workspace: str, *, create: bool = True) -> Iterator[Store]:
     finally:
         store.close()
 
+
+
+def destroying(store: Store) -> None:
+    """``apply --destroy``: deletes of this run remove every version, where a store keeps versions."""
+    if not hasattr(store, "destroy_deletes"):
+        raise UsageError("--destroy is for a store that keeps the versions of a deleted record (vault://); "
+                         f"deletes in {store.describe()} are already final or have their own recovery window")
+    store.destroy_deletes = True
 
 
 def is_embedded(url: str) -> bool:

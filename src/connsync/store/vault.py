@@ -50,7 +50,7 @@ from connsync.store.base import (
     now,
 )
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
-from connsync.store.vault_client import make_client, revoke_login
+from connsync.store.vault_client import make_client, request, revoke_login
 from connsync.store.vault_kv import Kv, check_mount, foreign, read_value, write_value
 from connsync.store.vault_layout import (
     Target,
@@ -75,6 +75,7 @@ class VaultStore:
         self._salt = salt
         self._folder = target.workspace_path(workspace)
         self._lock = LeaseLock(client, target, workspace)
+        self.destroy_deletes = False  # apply --destroy: a delete removes every version
         self._listing: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     def describe(self) -> str:
@@ -327,6 +328,10 @@ class VaultStore:
         path, entry, meta, others = self._checked(name, expected_version, managed=False)
         if not meta.get("m"):
             raise StoreError(f"{name!r} is not managed by connsync; it was not deleted")
+        if self.destroy_deletes:
+            self._destroy(path, name, meta, ["destroy", expected_version, None, actor, time.time(),
+                                             git_revision, meta.get("src"), name])
+            return
         row = ["delete", expected_version, None, actor, time.time(), git_revision, meta.get("src")]
         before = split_meta(meta, name, others)
         self._kv.set_metadata(path, split_meta({**meta, "h": [*(meta.get("h") or []), row]}, name, others),
@@ -339,6 +344,17 @@ class VaultStore:
             with contextlib.suppress(StoreError):
                 self._kv.set_metadata(path, before, f"take back the audit entry of {name[:80]!r}")
             raise
+
+    def _destroy(self, path: str, name: str, meta: dict[str, Any], row: list[Any]) -> None:
+        """Every version and the metadata go; the record's audit entries move to ``W/.events`` first."""
+        events = self._folder + ".events"
+        kept, others = join_meta((self._kv.metadata(events) or {}).get("custom_metadata"))
+        kept = kept or {"connsync": 1, "kind": "events"}
+        moved = [[*h[:7], h[7] if len(h) > 7 else name] for h in meta.get("h") or []]
+        self._kv.set_metadata(events, split_meta({**kept, "h": [*(kept.get("h") or []), *moved, row]}, name,
+                                                 others), f"record the destroy of {name[:80]!r}")
+        with self._kv.errors(f"destroy {name[:80]!r}", "metadata", path, "delete"):
+            request(self._client, "delete", self._target.api("metadata", path))
 
     def record_source(self, name: str, *, expected_version: int, source: str, source_digest: str) -> None:
         path, _, meta, others = self._checked(name, expected_version, managed=True)
