@@ -164,18 +164,21 @@ class LeaseLock:
                 with self._mutex:
                     if stop.is_set():
                         return
-                    # Renew only while our lease still runs: a taker acts only after it ran out.
-                    if time.monotonic() >= self._deadline - interval / 2:
-                        raise LockError("the lease ran out before it could be renewed")
-                    version = self._write(held, self._version, "renew the workspace lock")
-                    if version is None:
-                        raise LockError("the lock was broken or taken over")
-                    self._version = version
-                    self._deadline = time.monotonic() + self._target.lock_lease_seconds
+                    self._renew_now(held)
             except Exception as exc:  # any failure to renew means the lock may be gone
                 if not stop.is_set():
                     self._lost = getattr(exc, "message", None) or type(exc).__name__
                 return
+
+    def _renew_now(self, held: LockInfo) -> None:
+        """A renewal is a check-and-set on the version we wrote last: it succeeds only while nobody
+        took the lock over, however late it comes (a starved renewal thread loses nothing)."""
+        started = time.monotonic()
+        version = self._write(held, self._version, "renew the workspace lock")
+        if version is None:
+            raise LockError("the lock was broken or taken over")
+        self._version = version
+        self._deadline = started + self._target.lock_lease_seconds
 
     def check(self) -> None:
         """Before every write of a holder: is the lock still ours?"""
@@ -186,12 +189,16 @@ class LeaseLock:
             if self._lost is not None:
                 raise LockError(f"the workspace lock {held.id} was lost ({self._lost}); nothing more is "
                                 "written", hint="run plan again")
-            if time.monotonic() >= self._deadline:
-                raise LockError(f"the lease of the workspace lock {held.id} ran out without renewal; nothing "
-                                "more is written", hint="run plan again")
-            if self._current_version() != self._version:
+            try:
+                if time.monotonic() >= self._deadline - self._target.lock_lease_seconds / 3:
+                    # Close to the end of the lease: renew it here (check-and-set) before writing, so
+                    # that a write never lands after a taker could have seen the lease run out.
+                    self._renew_now(held)
+                elif self._current_version() != self._version:
+                    raise LockError("the lock was broken or taken over")
+            except LockError:
                 raise LockError(f"the workspace lock {held.id} was broken or taken over while this process "
-                                "held it; nothing more is written", hint="run plan again")
+                                "held it; nothing more is written", hint="run plan again") from None
 
     def release(self, lock: LockInfo) -> None:
         self._stop.set()
