@@ -36,9 +36,9 @@ class TestSecretsManagerStore(StoreContract):
 
 
 class TestVaultStore(StoreContract):
-    """The Vault store against a real OpenBao dev server over HTTPS (a lease of 6 s keeps the lock
+    """The Vault store against a real OpenBao dev server over HTTPS (a lease of 8 s keeps the lock
     tests short)."""
 
     @pytest.fixture
     def new_store_url(self, vault: BaoServer) -> Callable[[], str]:
-        return lambda: vault.url(f"secret/t{uuid.uuid4().hex[:10]}", lock_lease_seconds="6")
+        return lambda: vault.url(f"secret/t{uuid.uuid4().hex[:10]}", lock_lease_seconds="8")
