@@ -128,23 +128,38 @@ def cli(ctx: click.Context, config_path: str | None, store: str | None, workspac
     ctx.obj = App(config_path, store, workspace, color, verbose)
 
 
+POLICY = click.option(
+    "--policy", "policies", multiple=True, type=click.Path(), metavar="PATH",
+    help="An organisation policy file or directory (repeatable); replaces connsync.yaml's 'policies' "
+    "(default: policies/ beside connsync.yaml).")
+
+
+def _with_policies(config: Config, policies: tuple[str, ...]) -> Config:
+    from connsync.validate.policy import with_flags
+
+    return with_flags(config, policies)
+
+
 @cli.command()
 @global_options
 @click.argument("paths", nargs=-1, type=click.Path())
+@POLICY
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
               show_default=True, help="github prints ::error annotations for pull requests.")
 @pass_app
-def validate(app: App, paths: tuple[str, ...], fmt: str) -> int:
-    """Check connection files offline: YAML, schema, and rules.
+def validate(app: App, paths: tuple[str, ...], policies: tuple[str, ...], fmt: str) -> int:
+    """Check connection files offline: YAML, schema, rules and organisation policy.
 
     PATHS are files or directories (default: the configured connections/).
     Needs no keys and no network, so it fits pre-commit and every pull request.
-    Exit 0 when valid, 1 when any finding is an error.
+    Policy rules (policies/*.yaml, kind: Policy) report as policy/<id>; findings
+    that a waiver covers are counted as waived. Exit 0 when valid, 1 when any
+    finding is an error (a policy file that is not valid included).
     """
     from connsync.commands.validate import validate as run
 
     json_errors("validate", fmt)
-    return run(paths, app.config, fmt=fmt, style=app.style)
+    return run(paths, _with_policies(app.config, policies), fmt=fmt, style=app.style)
 
 
 @cli.command(short_help="Print a provider's JSON Schema.")
@@ -291,11 +306,13 @@ def edit(app: App, name: str) -> int:
 @REQUIRE_VERIFIED
 @click.option("--no-history", is_flag=True,
               help="Do not keep the results in the store's verification history (read by 'report').")
+@POLICY
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
               show_default=True, help="markdown is a summary and a table of what did not pass, for a "
               "pull-request comment.")
 @pass_app
-def verify(app: App, paths: tuple[str, ...], require_verified: bool, no_history: bool, fmt: str) -> int:
+def verify(app: App, paths: tuple[str, ...], require_verified: bool, no_history: bool,
+           policies: tuple[str, ...], fmt: str) -> int:
     """Decrypt the files and check each credential with its provider (network).
 
     AWS: STS GetCallerIdentity with the connection's own key proves the key
@@ -303,8 +320,11 @@ def verify(app: App, paths: tuple[str, ...], require_verified: bool, no_history:
     ListAccessKeys (best effort) warns when the key is inactive or older than
     verify.max_key_age_days. Azure: a token for the service principal, then
     its subscription. GCP: a token for the key, then its project; the key's
-    age (best effort). Exit 0 when none failed (warnings and skipped allowed,
-    unless --require-verified), else 1.
+    age (best effort). Policy rules with max_key_age_days or least_privilege
+    are checked here too (an AWS key's IAM user: its groups, policies and
+    permission boundary); a check that cannot be made is reported as
+    unverifiable, never as a pass. Exit 0 when none failed (warnings and
+    skipped allowed, unless --require-verified), else 1.
 
     The results go into the store's verification history (the newest
     verify.history per connection, 20 by default) when the store exists;
@@ -312,10 +332,11 @@ def verify(app: App, paths: tuple[str, ...], require_verified: bool, no_history:
     a warning, not the exit status.
     """
     from connsync.commands.verify import verify as run
+    from connsync.validate.policy_check import with_online_rules
 
     json_errors("verify", fmt)
-    return run(_requiring_verified(app.config, require_verified), paths, fmt=fmt, style=app.style,
-               history=not no_history)
+    config = with_online_rules(_with_policies(_requiring_verified(app.config, require_verified), policies))
+    return run(config, paths, fmt=fmt, style=app.style, history=not no_history)
 
 
 @cli.command()
@@ -331,11 +352,12 @@ def verify(app: App, paths: tuple[str, ...], require_verified: bool, no_history:
 @click.option("--base", metavar="DIR",
               help="Compare with the files of another checkout (e.g. the base branch) instead of the "
               "store; needs no key and no store, compares clear fields only (fork pull requests).")
+@POLICY
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
               show_default=True, help="markdown is a summary and a table for a pull-request comment.")
 @pass_app
 def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out: str | None,
-         detailed_exitcode: bool, base: str | None, fmt: str) -> int:
+         detailed_exitcode: bool, base: str | None, policies: tuple[str, ...], fmt: str) -> int:
     """Show what apply would change in the store. Read-only.
 
     Compares each file with the store's record by name: create, update (with
@@ -348,7 +370,7 @@ def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out:
     from connsync.commands.plan import plan as run
 
     json_errors("plan", fmt)
-    return run(app.config, paths, prune=prune, adopt=adopt, out=out,
+    return run(_with_policies(app.config, policies), paths, prune=prune, adopt=adopt, out=out,
                detailed_exitcode=detailed_exitcode, fmt=fmt, style=app.style, base=base)
 
 
@@ -369,11 +391,12 @@ def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out:
               help="Apply to an embedded (sqlite:) store even in CI, where the runner throws it away.")
 @click.option("--destroy", is_flag=True,
               help="A store that keeps versions (vault://) deletes them all instead of a soft delete.")
+@POLICY
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @pass_app
 def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_approve: bool,
           skip_verify: bool, require_verified: bool, max_deletes: int | None, lock_timeout: float,
-          allow_embedded_store: bool, destroy: bool, fmt: str) -> int:
+          allow_embedded_store: bool, destroy: bool, policies: tuple[str, ...], fmt: str) -> int:
     """Make the store match the files, under the workspace lock.
 
     Plans afresh (or checks that PLANFILE is not stale and not edited),
@@ -386,13 +409,14 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
     from connsync.commands.apply import ApplyOptions
     from connsync.commands.apply import apply as run
     from connsync.providers.verification import verifier_for
+    from connsync.validate.policy_check import with_online_rules
 
     json_errors("apply", fmt)
     options = ApplyOptions(planfile, prune, adopt, auto_approve, skip_verify, max_deletes, lock_timeout,
                            allow_embedded_store, destroy)
     if skip_verify and require_verified:
         raise UsageError("--skip-verify and --require-verified contradict each other")
-    config = _requiring_verified(app.config, require_verified)
+    config = with_online_rules(_with_policies(_requiring_verified(app.config, require_verified), policies))
     return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
 
 

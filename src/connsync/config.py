@@ -34,6 +34,10 @@ class Config:
     max_deletes: int = 10
     prune: bool = False  # apply.prune: plan and apply delete records whose file is gone
     verify_history: int = HISTORY_LIMIT  # verify.history: results kept per connection
+    # Organisation policy files or directories (DESIGN section 10); ``policies_set`` when connsync.yaml
+    # names them (then they must exist), else the default policies/ beside it, used when present.
+    policies: tuple[Path, ...] = ()
+    policies_set: bool = False
 
     def require_repository_or_store(self) -> None:
         """Outside any repository the embedded default store is nobody's: an "empty" answer from it
@@ -195,4 +199,10 @@ def load_config(
         max_deletes=int(apply_.get("max_deletes", 10)),
         prune=bool(apply_.get("prune", False)),
         verify_history=int(verify.get("history", HISTORY_LIMIT)),
+        policies=tuple(root / p for p in _policy_paths(data.get("policies", "policies"))),
+        policies_set="policies" in data,
     )
+
+
+def _policy_paths(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else [str(v) for v in value]

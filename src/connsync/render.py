@@ -113,7 +113,11 @@ class Style:
 # --- validate ---------------------------------------------------------------
 
 
-def findings_text(findings: Sequence[Finding], files: int, style: Style) -> str:
+def _waived(count: int) -> str:
+    return f", {count} waived by policy waivers" if count else ""
+
+
+def findings_text(findings: Sequence[Finding], files: int, style: Style, waived: int = 0) -> str:
     lines = []
     for f in findings:
         colour = "red" if f.severity == "error" else "yellow"
@@ -126,14 +130,16 @@ def findings_text(findings: Sequence[Finding], files: int, style: Style) -> str:
     verdict = style("ok", fg="green") if not errors else style("failed", fg="red")
     lines.append(
         f"{plural(files, 'file')} checked: {plural(errors, 'error')}, "
-        f"{plural(warnings, 'warning')} - {verdict}"
+        f"{plural(warnings, 'warning')}{_waived(waived)} - {verdict}"
     )
     return "\n".join(lines)
 
 
-def findings_json(findings: Sequence[Finding], files: int) -> str:
+def findings_json(findings: Sequence[Finding], files: int, waived: Sequence[Mapping[str, Any]] = ()) -> str:
+    """``waived``: policy findings a waiver moved aside, each with its waiver (file, line, expires, reason)."""
     ok = not any(f.severity == "error" for f in findings)
-    return json_output("validate", ok, {"files": files, "findings": [f.as_json() for f in findings]})
+    return json_output("validate", ok, {"files": files, "findings": [f.as_json() for f in findings],
+                                        "waived": list(waived)})
 
 
 def _escape_data(value: str) -> str:
@@ -145,7 +151,7 @@ def _escape_property(value: str) -> str:
     return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
 
 
-def findings_github(findings: Sequence[Finding], files: int) -> str:
+def findings_github(findings: Sequence[Finding], files: int, waived: int = 0) -> str:
     """GitHub Actions workflow commands: one inline annotation per finding."""
     lines = [
         f"::{f.severity} file={_escape_property(f.file)},line={f.line},col={f.column},"
@@ -153,7 +159,7 @@ def findings_github(findings: Sequence[Finding], files: int) -> str:
         for f in findings
     ]
     errors = sum(f.severity == "error" for f in findings)
-    lines.append(f"{plural(files, 'file')} checked: {plural(errors, 'error')}")
+    lines.append(f"{plural(files, 'file')} checked: {plural(errors, 'error')}{_waived(waived)}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from connsync.model import Desired
+from connsync.model import Declaration, Desired
 
 # skipped: the provider cannot verify this connection (no verifier); never counted as ok.
 Status = Literal["ok", "warning", "failed", "skipped"]
@@ -27,6 +27,17 @@ class Issue:
     field: str
     message: str
     severity: Literal["error", "warning"] = "error"
+
+
+@dataclass(frozen=True)
+class OnlineRule:
+    """An organisation policy rule that verify checks online for one connection (DESIGN section 10)."""
+
+    rule: str  # "policy/<id>"
+    severity: Literal["error", "warning"]
+    max_key_age_days: int | None = None  # replaces verify.max_key_age_days for this connection
+    least_privilege: bool = False  # the key's principal holds no administrator-equivalent right
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,11 @@ class VerifySettings:
     # IAM user ARNs whose AWS quarantine policy `rotate --exposed` has dealt with: their new key
     # verifies (with a warning) although the policy is still attached to the user.
     quarantine_accepted: frozenset[str] = frozenset()
+    # The organisation policy's online rules that apply to a connection (none without a policy).
+    policy: Callable[[Declaration], tuple[OnlineRule, ...]] | None = field(default=None, compare=False)
+
+    def policy_rules(self, desired: Desired) -> tuple[OnlineRule, ...]:
+        return self.policy(desired.declaration) if self.policy is not None else ()
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,19 @@ from connsync.identity import in_ci
 from connsync.model import Declaration, Desired, Finding
 from connsync.reconcile import plan
 from connsync.store import Store, ephemeral_store_warnings
-from connsync.validate import rules
+from connsync.validate import policy, rules
 
 
 class InvalidDeclarations(ConnsyncError):
     """The files have validation errors; nothing is planned from broken input."""
 
     def __init__(self, findings: list[Finding]) -> None:
-        files = len({f.file for f in findings})
+        policy_files = len({f.file for f in findings if f.rule == policy.FILE_RULE})
+        files = len({f.file for f in findings}) - policy_files
+        broken = [f"{files} connection file(s)"] if files else []
+        broken += [f"{policy_files} policy file(s)"] if policy_files else []
         super().__init__(
-            f"{files} connection file(s) have errors; nothing was planned",
+            f"{' and '.join(broken)} have errors; nothing was planned",
             hint="run 'connsync validate' for the details",
         )
         self.findings = findings
@@ -30,7 +33,7 @@ class InvalidDeclarations(ConnsyncError):
 
 def load_valid(config: Config, paths: Sequence[str]) -> list[Declaration]:
     """The declarations, or InvalidDeclarations: nothing acts on a broken file."""
-    validation = rules.validate_files(paths, config.connections_dir, config.root)
+    validation = rules.validate_files(paths, config.connections_dir, config.root, policy.in_force(config))
     errors = [f for f in validation.findings if f.severity == "error"]
     if errors:
         raise InvalidDeclarations(errors)

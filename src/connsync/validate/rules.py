@@ -9,13 +9,14 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from connsync import providers
 from connsync.model import Declaration, Finding, Severity, json_path
-from connsync.validate import discovery, loader, schema
+from connsync.validate import discovery, loader, policy_check, schema
+from connsync.validate.policy import NONE, PolicySet
 
 _B64 = r"[A-Za-z0-9+/=]"
 ENC_RE = re.compile(rf"^ENC\[AES256_GCM,data:{_B64}*,iv:{_B64}+,tag:{_B64}+,type:\w+\]$")
@@ -33,6 +34,7 @@ class Validation:
     files: int
     declarations: list[Declaration]  # every file that parsed, valid or not
     findings: list[Finding]
+    waived: list[policy_check.Waived] = field(default_factory=list)  # policy findings a waiver moved aside
 
     @property
     def ok(self) -> bool:
@@ -43,8 +45,10 @@ class Validation:
         return [d for d in self.declarations if d.file not in bad]
 
 
-def validate_files(paths: Sequence[str | Path], default_dir: Path, root: Path | None = None) -> Validation:
-    """``root`` is the repository, which no symlink may leave (default: the working directory)."""
+def validate_files(paths: Sequence[str | Path], default_dir: Path, root: Path | None = None,
+                   policies: PolicySet = NONE) -> Validation:
+    """``root`` is the repository, which no symlink may leave (default: the working directory);
+    ``policies`` the organisation policy in force (its own findings are reported too)."""
     found = discovery.discover(paths, default_dir, root)
     files = found.files
     declarations: list[Declaration] = []
@@ -58,9 +62,12 @@ def validate_files(paths: Sequence[str | Path], default_dir: Path, root: Path | 
             findings.extend(found_here)
     findings.extend(_cross_file(declarations, files, default_dir, root) if paths
                     else duplicate_names(declarations))
+    policed = policy_check.check(declarations, policies)
+    findings.extend([*policies.findings, *policed.findings])
     findings.sort(key=Finding.sort_key)
     # What could not be looked at counts as checked too: it is in the findings.
-    return Validation(len(files) + len({f.file for f in found.findings}), declarations, findings)
+    return Validation(len(files) + len({f.file for f in found.findings}), declarations, findings,
+                      policed.waived)
 
 
 def _cross_file(declarations: list[Declaration], files: Sequence[Path], default_dir: Path,

@@ -22,6 +22,7 @@ from connsync.model import Declaration, Finding, SourceMap, json_path
 
 ENVELOPE = "connection"
 CONFIG = "config"  # connsync.yaml's own schema, not a provider
+POLICY = "policy"  # an organisation policy file's schema (kind: Policy), not a provider
 # The files carry no $id so that editors resolve their relative $refs next to
 # the file; in process they live under this base URI.
 _BASE_URI = "https://schemas.connsync.invalid/"
@@ -44,7 +45,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
 
 
 def provider_names() -> list[str]:
-    return [name for name in all_schemas() if name not in (ENVELOPE, CONFIG)]
+    return [name for name in all_schemas() if name not in (ENVELOPE, CONFIG, POLICY)]
 
 
 def get_schema(name: str) -> dict[str, Any]:
@@ -185,18 +186,25 @@ def _finite_number(checker: Any, instance: Any) -> bool:
 
 
 @functools.cache
-def _config_validator() -> Any:
+def _strict_validator(name: str) -> Any:
     checker = Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number)
     strict = validators.extend(Draft202012Validator, type_checker=checker)
-    return strict(all_schemas()[CONFIG])
+    return strict(all_schemas()[name])
 
 
 def config_problems(data: Any, source: SourceMap) -> list[tuple[int, int, str, str]]:
     """(line, column, JSON path, message) for each way ``data`` breaks config.schema.json."""
+    return document_problems(CONFIG, data, text)
+
+
+def document_problems(name: str, data: Any, text: str) -> list[tuple[int, int, str, str]]:
+    """(line, column, JSON path, message) for each way ``data`` (parsed from ``text``) breaks the
+    bundled schema ``name``: connsync.yaml's and the policy files'."""
     problems: list[tuple[int, int, str, str]] = []
-    for error in sorted(_config_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+    errors = _leaf_errors(_strict_validator(name).iter_errors(data))
+    for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
         parts: list[str | int] = list(error.absolute_path)
-        what = ".".join(map(str, parts)) or "connsync.yaml"
+        what = ".".join(map(str, parts)) or f"the {name} file"
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = list(error.schema.get("properties", {}))
             for key in error.instance:
@@ -205,7 +213,8 @@ def config_problems(data: Any, source: SourceMap) -> list[tuple[int, int, str, s
                 line, column = source.position([*parts, key], at_key=True)
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 known = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(allowed)}"
-                problems.append((line, column, json_path([*parts, key]), f"unknown setting; {known}"))
+                unknown = "unknown setting" if name == CONFIG else "unknown key"
+                problems.append((line, column, json_path([*parts, key]), f"{unknown}; {known}"))
             continue
         instance = error.instance
         if error.validator == "type" and instance is None:

@@ -1,0 +1,189 @@
+"""Policy rules applied to connections: offline in validate, and which online checks verify owes.
+
+Rules read a :class:`Declaration` as loaded, secrets still encrypted, and never decrypt: a CEL
+expression sees the connection without its secret fields. Each violation is a finding
+``policy/<id>`` at the offending value (the ``account_id`` value, the ``labels`` mapping, the name);
+a waiver that names the rule and the connection, and has not expired, moves it to ``waived``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any
+
+from connsync.config import Config
+from connsync.model import Declaration, Finding
+from connsync.providers.base import OnlineRule
+from connsync.validate import loader, schema
+from connsync.validate.policy import PolicySet, Rule, Waiver, in_force, today
+
+
+@dataclass(frozen=True)
+class Waived:
+    finding: Finding
+    waiver: Waiver
+
+    def as_json(self) -> dict[str, Any]:
+        w = self.waiver
+        return {**self.finding.as_json(), "waiver": {"file": w.where.file, "line": w.where.line,
+                                                      "expires": w.expires.isoformat(), "reason": w.reason}}
+
+
+@dataclass(frozen=True)
+class Checked:
+    findings: list[Finding]
+    waived: list[Waived]
+
+
+def _key(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class _Connection:
+    """What rules read of one declaration, tolerant of a file the schema has already refused."""
+
+    def __init__(self, decl: Declaration) -> None:
+        self.decl = decl
+        data = decl.data
+        metadata = data.get("metadata")
+        self.metadata: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
+        self.provider = _text(data.get("provider")) or ""
+        self.name = _text(self.metadata.get("name")) or ""
+        labels = self.metadata.get("labels")
+        self.labels: Mapping[str, Any] = labels if isinstance(labels, Mapping) else {}
+        spec = data.get("spec")
+        self.spec: Mapping[str, Any] = spec if isinstance(spec, Mapping) else {}
+
+    def matches(self, rule: Rule) -> bool:
+        if rule.providers is not None and self.provider not in rule.providers:
+            return False
+        if any(self.labels.get(k) != v for k, v in rule.match_labels.items()):
+            return False
+        return rule.names is None or rule.names.search(self.name) is not None
+
+    def activation(self) -> dict[str, Any]:
+        """The connection as a CEL expression sees it: no secret field, encrypted or not."""
+        secret = schema.secret_fields(self.provider) if self.provider in schema.provider_names() else ()
+        return {"provider": self.provider, "name": self.name,
+                "description": _text(self.metadata.get("description")),
+                "labels": {str(k): str(v) for k, v in self.labels.items()},
+                "spec": {str(k): v for k, v in self.spec.items() if k not in secret}}
+
+
+def _policy_finding(conn: _Connection, rule: Rule, parts: list[str | int], default: str, *,
+                    own_words: bool = False) -> Finding:
+    line, column = loader.locate(conn.decl.text, parts)
+    said = default if own_words else (rule.message or default)
+    message = f"{said} (rule {rule.id!r} of policy {rule.policy!r}, {rule.file})"
+    return Finding(rule.severity, f"policy/{rule.id}", conn.decl.file, line, column,
+                   loader.json_path(parts), message)
+
+
+_SPEC_FIELD = re.compile(r"\bspec\s*\.\s*([A-Za-z_]\w*)")
+
+
+def _expression_target(conn: _Connection, source: str) -> list[str | int]:
+    """Where a failed expression points: the one spec field it reads, if it reads one that exists."""
+    fields = {f for f in _SPEC_FIELD.findall(source) if f in conn.spec}
+    if len(fields) == 1:
+        return ["spec", fields.pop()]
+    if "labels" in source and "labels" in conn.metadata and "spec" not in source:
+        return ["metadata", "labels"]
+    return ["metadata", "name"] if "name" in conn.metadata else ["metadata"]
+
+
+def violations(conn: _Connection, rule: Rule) -> list[Finding]:
+    """What ``conn`` breaks of ``rule``'s offline requirements (it is known to match)."""
+    found = []
+    account = conn.spec.get("account_id")
+    if rule.accounts is not None and account not in rule.accounts:
+        where: list[str | int] = ["spec", "account_id"] if "account_id" in conn.spec else ["spec"]
+        shown = repr(account) if isinstance(account, str) else "missing"
+        found.append(_policy_finding(conn, rule, where, f"account_id {shown} is not one of the allowed "
+                                     f"accounts ({', '.join(sorted(rule.accounts))})"))
+    region = conn.spec.get("default_region")
+    if rule.regions is not None and region not in rule.regions:
+        where = ["spec", "default_region"] if "default_region" in conn.spec else ["spec"]
+        shown = repr(region) if isinstance(region, str) else "missing"
+        found.append(_policy_finding(conn, rule, where, f"default_region {shown} is not one of the "
+                                     f"allowed regions ({', '.join(sorted(rule.regions))})"))
+    missing = [k for k in rule.labels if not (isinstance(conn.labels.get(k), str) and conn.labels[k].strip())]
+    if missing:
+        where = ["metadata", "labels"] if "labels" in conn.metadata else ["metadata"]
+        found.append(_policy_finding(conn, rule, where, f"missing required label(s): {', '.join(missing)} "
+                                     "(each with a non-empty value)"))
+    if rule.name is not None and rule.name.search(conn.name) is None:
+        found.append(_policy_finding(conn, rule, ["metadata", "name"],
+                                     f"name {conn.name!r} does not match {rule.name.pattern!r}"))
+    if rule.expression is not None:
+        outcome = rule.expression.evaluate(conn.activation())
+        target = _expression_target(conn, rule.expression.source)
+        if outcome is False:
+            found.append(_policy_finding(conn, rule, target,
+                                         f"expression {rule.expression.source!r} is false"))
+        elif outcome is not True:  # an error is a finding, never a pass, and says what went wrong
+            found.append(_policy_finding(conn, rule, target, f"expression {rule.expression.source!r} "
+                                         f"could not be evaluated: {outcome}", own_words=True))
+    return found
+
+
+def check(declarations: Iterable[Declaration], policies: PolicySet, *, on: date | None = None) -> Checked:
+    """Offline policy findings for ``declarations``, with what waivers moved aside."""
+    offline = [r for r in policies.rules if r.offline]
+    if not offline:
+        return Checked([], [])
+    when = on or today()
+    waivers = {(w.rule, _key(w.connection)): w for w in policies.waivers if w.active(when)}
+    findings: list[Finding] = []
+    waived: list[Waived] = []
+    for decl in declarations:
+        conn = _Connection(decl)
+        for rule in offline:
+            if not conn.matches(rule):
+                continue
+            broken = violations(conn, rule)
+            waiver = waivers.get((rule.id, _key(conn.name))) if broken else None
+            if waiver is None:
+                findings.extend(broken)
+            else:
+                waived.extend(Waived(f, waiver) for f in broken)
+    return Checked(findings, waived)
+
+
+class OnlineRequirements:
+    """What verify owes each connection under the policy: the rules with online requirements that
+    match it and are not waived for it. Called by the provider verifiers (see VerifySettings)."""
+
+    def __init__(self, policies: PolicySet, *, on: date | None = None) -> None:
+        when = on or today()
+        self._rules = [r for r in policies.rules if r.online]
+        self._waived = {(w.rule, _key(w.connection)) for w in policies.waivers if w.active(when)}
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def __call__(self, decl: Declaration) -> tuple[OnlineRule, ...]:
+        conn = _Connection(decl)
+        return tuple(
+            OnlineRule(f"policy/{r.id}", r.severity, r.max_key_age_days, r.least_privilege, r.message)
+            for r in self._rules
+            if conn.matches(r) and (r.id, _key(conn.name)) not in self._waived
+        )
+
+
+def with_online_rules(config: Config) -> Config:
+    """``config`` whose verify settings carry the policy's online rules (verify, and apply before it
+    writes). A broken policy adds none here: loading the files refuses it (plan, apply, verify)."""
+    policies = in_force(config)
+    requirements = OnlineRequirements(policies)
+    if policies.broken or not requirements:
+        return config
+    return replace(config, verify=replace(config.verify, policy=requirements))
