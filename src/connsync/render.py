@@ -135,8 +135,9 @@ def findings_text(findings: Sequence[Finding], files: int, style: Style, waived:
     return "\n".join(lines)
 
 
-def findings_json(findings: Sequence[Finding], files: int, waived: Sequence[Mapping[str, Any]] = ()) -> str:
-    """``waived``: policy findings a waiver moved aside, each with its waiver (file, line, expires, reason)."""
+def findings_json(findings: Sequence[Finding], files: int,
+                  waived: Sequence[Mapping[str, Any]] = ()) -> str:
+    """``waived``: policy findings a waiver moved aside, each with its waiver (where, until, why)."""
     ok = not any(f.severity == "error" for f in findings)
     return json_output("validate", ok, {"files": files, "findings": [f.as_json() for f in findings],
                                         "waived": list(waived)})

@@ -85,7 +85,8 @@ def compile_expression(source: str) -> Program | str:
     try:
         compiled = _engine().compile(source)
     except Exception as exc:  # ValueError with the parser's message
-        return _first_line(str(exc).removeprefix(f"Failed to parse expression {source!r}: ")) or "syntax error"
+        reason = str(exc).removeprefix(f"Failed to parse expression {source!r}: ")
+        return _first_line(reason) or "syntax error"
     unknown = sorted(set(_free_variables(compiled)) - set(VARIABLES))
     if unknown:
         return (f"unknown variable {unknown[0]!r}; an expression may use {', '.join(VARIABLES)}")

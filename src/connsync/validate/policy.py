@@ -25,7 +25,6 @@ from connsync.errors import ConfigError
 from connsync.model import Finding, Severity
 from connsync.validate import cel, discovery, loader, schema
 
-
 FILE_RULE = "policy-file"
 WAIVER_RULE = "policy-waiver"
 # A waiver is a decision to revisit, not a switch left off: at most this far ahead.

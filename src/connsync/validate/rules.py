@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ class Validation:
     files: int
     declarations: list[Declaration]  # every file that parsed, valid or not
     findings: list[Finding]
-    waived: list[policy_check.Waived] = field(default_factory=list)  # policy findings a waiver moved aside
+    # policy findings that a waiver moved aside
+    waived: list[policy_check.Waived] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
