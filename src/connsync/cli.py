@@ -168,7 +168,10 @@ def validate(app: App, paths: tuple[str, ...], policies: tuple[str, ...], fmt: s
 @click.option("--list", "list_only", is_flag=True, help="List the providers and their secret fields.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 def schema(provider: str | None, list_only: bool, fmt: str) -> int:
-    """Print the JSON Schema of PROVIDER (default: the connection envelope)."""
+    """Print the JSON Schema of PROVIDER (default: the connection envelope).
+
+    Also 'config' (connsync.yaml) and 'policy' (organisation policy files, policies/*.yaml).
+    """
     from connsync.commands.schema import show_schema
 
     json_errors("schema", fmt)
