@@ -38,7 +38,7 @@ from botocore.exceptions import (
 )
 
 from connsync.model import Desired, Secret
-from connsync.providers import aws_exposure, key_age
+from connsync.providers import aws_exposure, aws_privilege, key_age
 from connsync.providers.base import Status, Verdict, VerifySettings
 
 # Tests (and only tests) use this to add botocore event handlers to each client.
@@ -193,15 +193,28 @@ def verify(desired: Desired, settings: VerifySettings, client_hook: ClientHook |
         return result("failed", "this is the account root user's key: use an IAM user's key with only "
                       "the permissions the platform needs, and delete the root key", identity=who)
 
-    warnings, created = _key_age_warnings(clients.get("iam", region), key, settings)
-    listing = clients.get("iam", region).list_attached_user_policies
+    iam = clients.get("iam", region)
+    policy_rules = settings.policy_rules(desired)  # the organisation policy's online rules, if any
+    warnings, created = _key_age_warnings(iam, key, aws_privilege.key_age_settings(settings, policy_rules))
+    listing = iam.list_attached_user_policies
     exposure = aws_exposure.check(who["arn"].rsplit("/", 1)[-1], declared_account, region, key.access_key_id,
                                   lambda **p: _call(functools.partial(listing, **p), key), clients.ambient)
     failure, note = aws_exposure.judged(exposure, accepted=who["arn"] in settings.quarantine_accepted)
     if failure:
         return replace(result("failed", failure, *warnings, identity=who), key_created=created)
     warnings += [note] if note else []
+    if policy_rules:
+        failures, notes = aws_privilege.check(policy_rules, who, key.access_key_id,
+                                              functools.partial(_read_with_key, iam, key), clients.ambient,
+                                              region)
+        if failures:
+            return replace(result("failed", *failures, *notes, *warnings, identity=who), key_created=created)
+        warnings += notes
     return replace(result("warning" if warnings else "ok", *warnings, identity=who), key_created=created)
+
+
+def _read_with_key(iam: Any, key: _Key, operation: str, **params: Any) -> Any:
+    return _call(functools.partial(getattr(iam, operation), **params), key)
 
 
 def _key_age_warnings(iam: Any, key: _Key, settings: VerifySettings) -> tuple[list[str], datetime | None]:
