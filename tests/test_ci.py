@@ -161,7 +161,8 @@ def test_init_github_writes_workflows_that_lint(workdir: Path, run: Run, age_key
     assert "secret CONNSYNC_STORE " in result.out and "postgresql://" in result.out
     assert "vars.CONNSYNC_STORE" not in "".join(p.read_text() for p in written)
     # Untried credentials fail the PR check and are not written by CI.
-    assert "connsync verify --require-verified --format markdown > verify.md" in written[0].read_text()
+    assert ("connsync verify --require-verified --format markdown --policy .connsync/base/policies > verify.md"
+            in written[0].read_text())
     assert "connsync apply --auto-approve --require-verified" in written[1].read_text()
     assert {".connsync/", "*.plan"} <= set((workdir / ".gitignore").read_text().splitlines())
 
@@ -335,3 +336,18 @@ def test_shell_completion_as_documented(tmp_path: Path) -> None:
     env |= {"COMP_WORDS": "connsync plan --format ", "COMP_CWORD": "3"}
     formats = subprocess.run([str(BIN / "connsync")], env=env, capture_output=True, text=True, check=False)
     assert formats.stdout.split() == ["plain,text", "plain,json", "plain,markdown"]
+
+
+def test_pull_requests_run_under_the_base_branch_policy() -> None:
+    """validate, verify and plan (both plan jobs) read the base branch's policies/, never the branch's own."""
+    jobs = yaml.safe_load(workflow_text("connections-pr.yml"))["jobs"]
+    flag = "--policy .connsync/base/policies"
+    for job in ("validate", "plan", "plan-clear-fields"):
+        steps = jobs[job]["steps"]
+        bases = [s for s in steps if s.get("with", {}).get("path") == ".connsync/base"]
+        assert len(bases) == 1, job
+        assert bases[0]["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
+        commands = [line.strip() for s in steps for line in s.get("run", "").splitlines()
+                    if re.match(r"\s*connsync (validate|verify|plan)", line)]
+        assert commands and all(flag in c for c in commands), (job, commands)
+    assert "policies/**" in yaml.safe_load(workflow_text("connections-pr.yml"))[True]["pull_request"]["paths"]

@@ -155,3 +155,15 @@ def test_drift_gone_closes_the_issue_with_a_comment(github: FakeGitHub, tmp_path
     # The next drift opens a new issue rather than reopening the closed one.
     run_script(github, tmp_path, DRIFT_SCRIPT, exit_code="2", plan="~ update AWS Prod")
     assert [i["state"] for i in github.state.issues.values()] == ["closed", "open"]
+
+
+def test_a_plan_stopped_by_findings_shows_them(github: FakeGitHub, tmp_path: Path) -> None:
+    github.state.add_issue(title="Edit", pull_request=True, number=PR_NUMBER)
+    table = ("| | Rule | Where | Finding |\n|---|---|---|---|\n"
+             "| error | `policy/eu` | `connections/a.yaml:9:3` | x |")
+    run_script(github, tmp_path, PR_SCRIPT, exit_code="1",
+               plan=f"The files do not pass validation:\n\n{table}\n")
+    (comment,) = github.state.comments_on(PR_NUMBER)
+    assert comment["body"].startswith("<!-- connsync-plan -->\n**connsync plan failed** (exit code 1)")
+    assert comment["body"].endswith(f"for why. No plan is shown until it succeeds.\n\n"
+                                    f"The files do not pass validation:\n\n{table}")

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, Run
 from tests.helpers import aws_doc, key_id_for, write_doc
 
+AGE_RECIPIENT = "age14x8nwhjxvm63kpm4y88qa6w9g53rsrungqjxnfmjp0z0njxxcs3suadzms"
 TODAY = datetime.now(UTC).date()
 SOON = (TODAY + timedelta(days=30)).isoformat()
 PAST = (TODAY - timedelta(days=1)).isoformat()
@@ -274,3 +276,105 @@ def test_schema_policy_prints_the_shipped_schema(run: Run) -> None:
     result = run("schema", "policy")
     assert result.code == 0
     assert json.loads(result.out) == json.loads((REPO / "schemas/policy.schema.json").read_text())
+
+
+def test_the_plan_comment_shows_the_policy_and_what_the_branch_changes(run: Run, workdir: Path,
+                                                                        prod: Path) -> None:
+    base = workdir / ".connsync/base"
+    (base / "connections").mkdir(parents=True)
+    policy(base / "policies/baseline.yaml", f"""\
+        rules:
+          - id: prod-accounts
+            require: {{accounts: ["123456789012"]}}
+          - id: owner
+            severity: warning
+            require: {{labels: [owner]}}
+          - id: rotation
+            require: {{max_key_age_days: 30}}
+          - id: eu-regions
+            require: {{regions: [eu-west-1]}}
+        waivers:
+          - {{rule: eu-regions, connection: AWS Prod, expires: {SOON}, reason: OPS-7 moving}}
+        """)
+    later = (TODAY + timedelta(days=60)).isoformat()
+    policy(workdir / "policies/baseline.yaml", f"""\
+        rules:
+          - id: prod-accounts
+            severity: warning
+            require: {{accounts: ["123456789012", "999999999999"]}}
+          - id: owner
+            severity: warning
+            require: {{labels: [owner]}}
+          - id: eu-regions
+            require: {{regions: [eu-west-1]}}
+          - id: named
+            require: {{name: '^AWS'}}
+        waivers:
+          - {{rule: eu-regions, connection: AWS Prod, expires: {later}, reason: OPS-7 moving}}
+          - {{rule: owner, connection: AWS Prod, expires: {SOON}, reason: 'team <b>TBD</b> | soon'}}
+        """)
+    comment = ("plan", "--base", ".connsync/base", "--format", "markdown",
+               "--policy", ".connsync/base/policies")
+    result = run(*comment)
+    assert result.code == 0, result.err
+    out = result.out
+    assert "**Policy**: 1 warning" in out
+    line, column = where(prod, "labels:")[0] + 1, 5
+    assert f"| warning | `policy/owner` | `connections/prod.yaml:{line}:{column}` |" in out
+    waiver_line = where(base / "policies/baseline.yaml", "- {rule: eu-regions")[0]
+    assert (f"- `policy/eu-regions` on `connections/prod.yaml`: waived until {SOON} by "
+            f"`.connsync/base/policies/baseline.yaml` line {waiver_line} (`OPS-7 moving`)") in out
+    assert "**Policy changes in this pull request**" in out
+    assert "- rule added: `named` (`policies/baseline.yaml`)" in out
+    assert "- rule removed: `rotation`" in out
+    assert ("- rule relaxed: `prod-accounts` (`severity error -> warning; require.accounts also allows "
+            "999999999999`)") in out
+    assert (f"- waiver extended: `eu-regions / AWS Prod` (`until {later}: OPS-7 moving "
+            f"(was until {SOON})`)") in out
+    # File text stays in code spans: no markup reaches the comment.
+    assert f"- waiver added: `owner / AWS Prod` (`until {SOON}: team <b>TBD</b> \\| soon`)" in out
+
+    # The base branch's policy stops the plan: the comment gets the findings that stop it.
+    policy(base / "policies/baseline.yaml",
+           "rules:\n  - id: eu-regions\n    require: {regions: [eu-west-1]}\n")
+    stopped = run(*comment)
+    assert stopped.code == 1
+    assert stopped.out.startswith("The files do not pass validation, so nothing was planned:\n\n| | Rule |")
+    assert "| error | `policy/eu-regions` | `connections/prod.yaml:" in stopped.out
+
+
+def test_the_example_repository_shows_a_located_and_a_waived_policy_finding(
+        run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    code, report = validate_json(run)
+    assert code == 0
+    owner = [f for f in report["findings"] if f["rule"] == "policy/prod-owner"]
+    labels_line = where(REPO / "connections/aws-prod.yaml", "labels:")[0] + 1
+    assert [(f["file"], f["line"], f["column"]) for f in owner] == [
+        ("connections/aws-prod.yaml", labels_line, 9)]
+    text = (REPO / "policies/baseline.yaml").read_text()
+    expires = datetime.strptime(text.split("expires: ")[1][:10], "%Y-%m-%d").date()
+    if expires >= TODAY:
+        (waived,) = report["waived"]
+        assert (waived["rule"], waived["file"]) == ("policy/eu-regions", "connections/aws-prod.yaml")
+        assert "1 waived by policy waivers - ok" in run("validate").out
+    else:  # the waiver has run out: the finding and the expired waiver are both shown
+        assert {"policy/eu-regions", "policy-waiver"} <= {f["rule"] for f in report["findings"]}
+
+
+def test_init_writes_an_example_policy_that_is_valid_once_uncommented(run: Run, workdir: Path) -> None:
+    assert run("init", "--age-recipient", AGE_RECIPIENT).code == 0
+    written = workdir / "policies/baseline.yaml"
+    assert run("validate").code == 0
+    lines = written.read_text().splitlines()
+    start = lines.index("rules: []")
+    header = [line for line in lines[:start] if not line.startswith("#")]
+    body = [line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines[start + 1:]]
+    written.write_text("\n".join([*header, *body]) + "\n")
+    code, report = validate_json(run)
+    assert (code, report["findings"]) == (0, []), report
+    rules = yaml.safe_load(written.read_text())["rules"]
+    assert {r["id"] for r in rules} == {"prod-accounts", "owner-label", "eu-only", "safe-keys"}
+    # init again leaves a policy in place, whatever it holds
+    assert run("init", "--force", "--age-recipient", AGE_RECIPIENT).code == 0
+    assert "rules: []" not in written.read_text()

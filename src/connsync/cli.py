@@ -200,7 +200,8 @@ def init(age_recipients: tuple[str, ...], kms_arns: tuple[str, ...], vault_trans
 
     Writes connsync.yaml, connections/, schemas/ (for editors), a .sops.yaml
     whose encrypted_regex covers every schema's secret fields, with
-    mac_only_encrypted, and a .gitignore entry for .connsync/.
+    mac_only_encrypted, a .gitignore entry for .connsync/, and (when
+    policies/ has none) an example organisation policy, every rule commented.
     """
     from pathlib import Path
 

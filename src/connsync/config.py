@@ -38,6 +38,8 @@ class Config:
     # names them (then they must exist), else the default policies/ beside it, used when present.
     policies: tuple[Path, ...] = ()
     policies_set: bool = False
+    # Set when --policy replaced them: the repository's own policies, which a pull request proposes.
+    repository_policies: tuple[Path, ...] | None = None
 
     def require_repository_or_store(self) -> None:
         """Outside any repository the embedded default store is nobody's: an "empty" answer from it

@@ -17,6 +17,7 @@ from connsync.reconcile.plan import Change, Plan
 
 if TYPE_CHECKING:
     from connsync.reconcile.apply import ApplyReport
+    from connsync.validate.policy_diff import PolicyReport
 
 
 # --- escaping: one function per medium ---------------------------------------
@@ -272,6 +273,36 @@ def _plan_markdown(plan: Plan) -> str:
     if folded:
         lines += ["", "</details>"]
     return "\n".join(lines)
+
+
+def findings_markdown(findings: Sequence[Finding]) -> str:
+    """Findings as a table for a pull-request comment: where, rule and message, all file text in code."""
+    rows = [f"| {f.severity} | {md_code(f.rule)} | {md_code(f'{f.file}:{f.line}:{f.column}')} | "
+            f"{md_code(f.path)} {md_code(f.message, 4 * MAX_SHOWN)} |" for f in findings]
+    return refuse_secret_shapes("\n".join(["| | Rule | Where | Finding |", "|---|---|---|---|", *rows]))
+
+
+def policy_markdown(report: PolicyReport) -> str:
+    """The plan comment's policy section: findings that did not stop the plan, waivers, and what the
+    pull request changes in the policies (in force: the base branch's, until it merges)."""
+    sections = []
+    if report.findings:
+        sections.append(f"**Policy**: {plural(len(report.findings), 'warning')}\n\n"
+                        + findings_markdown(report.findings))
+    if report.waived:
+        waived = [f"- {md_code(w.finding.rule)} on {md_code(w.finding.file)}: waived until "
+                  f"{w.waiver.expires.isoformat()} by {md_code(w.waiver.where.file)} line "
+                  f"{w.waiver.where.line} ({md_code(w.waiver.reason)})" for w in report.waived]
+        sections.append(f"**Policy**: {plural(len(report.waived), 'finding')} waived\n\n"
+                        + "\n".join(waived))
+    if report.changes:
+        listed = [f"- {c.kind}: {md_code(c.subject)} ({md_code(c.detail, 2 * MAX_SHOWN)})"
+                  for c in report.changes]
+        sections.append("**Policy changes in this pull request** (the base branch's policy stays in force "
+                        "until it merges):\n\n" + "\n".join(listed))
+    elif report.compared:
+        sections.append("No policy changes in this pull request.")
+    return refuse_secret_shapes("\n\n".join(sections))
 
 
 # --- apply --------------------------------------------------------------------

@@ -37,6 +37,52 @@ apply:
   max_deletes: 10        # a prune never deletes more than this in one apply
 """
 
+# Written once, when policies/ holds no policy yet; every rule starts commented out, so that a new
+# repository validates clean and its owners choose what to enforce (README: Organisation policy).
+POLICY_TEMPLATE = """\
+# yaml-language-server: $schema=../schemas/policy.schema.json
+# The organisation's rules for every connection here, as code: validate checks the offline
+# ones (and so pre-commit and every plan), verify and apply the online ones. A violation is a
+# finding policy/<id> at the offending line; 'connsync schema policy' describes this file.
+# In a pull request the base branch's policies are in force, not the branch's own.
+apiVersion: connsync/v1
+kind: Policy
+metadata:
+  name: baseline
+  description: What every connection here must satisfy
+rules: []
+# rules:
+#   - id: prod-accounts                      # unique across all policy files
+#     description: Production connections reach only the production accounts
+#     severity: error                        # error (the default) fails validate; warning reports
+#     match:                                 # all optional, all must hold; none = every connection
+#       providers: [aws]
+#       labels: {env: prod}
+#     require:
+#       accounts: ["111111111111"]           # spec.account_id is one of these
+#       regions: [eu-west-1, eu-central-1]   # spec.default_region is one of these
+#   - id: owner-label
+#     severity: warning
+#     require:
+#       labels: [owner]                      # present, with a non-empty value
+#       name: '^[A-Z][A-Za-z0-9 ]+$'         # metadata.name matches (RE2)
+#   - id: eu-only
+#     match: {providers: [aws]}
+#     require:
+#       # CEL over provider, name, description, labels and spec (secret fields are not there)
+#       expression: 'spec.default_region.startsWith("eu-")'
+#     message: AWS connections stay in the EU
+#   - id: safe-keys
+#     match: {providers: [aws]}
+#     require:
+#       max_key_age_days: 90                 # online: the key's age, from IAM
+#       least_privilege: true                # online: no administrator-equivalent right in IAM
+# waivers:                                   # one rule, one connection, a reason, at most a year
+#   - rule: eu-only
+#     connection: Legacy Billing             # metadata.name, ignoring case
+#     expires: 2027-03-01
+#     reason: OPS-1234, moving to eu-west-1
+"""
 
 WORKFLOWS = ("connections-pr.yml", "connections-apply.yml")
 DEFAULT_ENVIRONMENT = "connections"
@@ -214,6 +260,10 @@ def init(root: Path, options: InitOptions) -> int:
     for path, body in files.items():
         write_atomic(path, body, overwrite=True)
     (root / "connections").mkdir(exist_ok=True)
+    policies = root / "policies"
+    if not (policies.is_dir() and any(p.suffix in (".yaml", ".yml") for p in policies.iterdir())):
+        policies.mkdir(exist_ok=True)
+        write_atomic(policies / "baseline.yaml", POLICY_TEMPLATE.encode())
     _ensure_gitignore(root / ".gitignore")
     click.echo(f"Initialised connsync in {root}")
     if options.github:

@@ -10,9 +10,10 @@ from connsync.config import Config
 from connsync.errors import EXIT_CHANGES, EXIT_OK, UsageError
 from connsync.providers import key_age
 from connsync.reconcile import planfile
-from connsync.reconcile.pipeline import make_plan
+from connsync.reconcile.pipeline import InvalidDeclarations, load_valid, make_plan
 from connsync.reconcile.plan import Plan
 from connsync.store import opened
+from connsync.validate import policy_diff
 
 
 def print_plan(plan: Plan, fmt: str, style: render.Style, *, command: str = "plan",
@@ -31,6 +32,7 @@ def print_plan(plan: Plan, fmt: str, style: render.Style, *, command: str = "pla
 def plan(config: Config, paths: Sequence[str], *, prune: bool | None, adopt: bool, out: str | None,
          detailed_exitcode: bool, fmt: str, style: render.Style, base: str | None = None) -> int:
     prune = config.prune if prune is None else prune
+    policy_section = _policy_section(config, paths) if fmt == "markdown" else ""
     if base is not None:
         from connsync.reconcile.baseline import plan_against_files
 
@@ -39,6 +41,8 @@ def plan(config: Config, paths: Sequence[str], *, prune: bool | None, adopt: boo
 
         result = plan_against_files(config, Path(base), paths, prune=prune)
         print_plan(result, fmt, style)
+        if policy_section:
+            click.echo("\n" + policy_section)
         return EXIT_CHANGES if detailed_exitcode and result.pending else EXIT_OK
     with opened(config.store_url, config.workspace, create=False) as store:
         planned = make_plan(config, store, paths, prune=prune, adopt=adopt)
@@ -48,9 +52,23 @@ def plan(config: Config, paths: Sequence[str], *, prune: bool | None, adopt: boo
         overdue = key_age.plan_notes(store, config.verify.max_key_age_days) if fmt == "text" else []
     result = planned.plan
     print_plan(result, fmt, style)
+    if policy_section:
+        click.echo("\n" + policy_section)
     for note in overdue:
         click.echo(style(f"Note: {render.text(note, 400)}", fg="yellow"), err=True)
     if out and fmt == "text":
         click.echo(f"Saved the plan to {out}; review it with 'connsync show {out}', "
                    f"apply it with 'connsync apply {out}'")
     return EXIT_CHANGES if detailed_exitcode and result.pending else EXIT_OK
+
+
+def _policy_section(config: Config, paths: Sequence[str]) -> str:
+    """For the pull-request comment: the policy's warnings, waivers and what the branch changes in the
+    policies; when the files do not pass, the findings that stop the plan (the comment says it failed)."""
+    try:
+        declarations = load_valid(config, paths)
+    except InvalidDeclarations as invalid:
+        click.echo("The files do not pass validation, so nothing was planned:\n\n"
+                   + render.findings_markdown(invalid.findings))
+        raise
+    return render.policy_markdown(policy_diff.report(config, declarations))

@@ -279,4 +279,6 @@ def with_flags(config: Config, flags: Sequence[str]) -> Config:
     is in force, not one the branch brings along (with its own waivers)."""
     if not flags:
         return config
-    return replace(config, policies=tuple(Path.cwd() / f for f in flags), policies_set=True)
+    own = config.policies if config.policies_set else tuple(p for p in config.policies if p.is_dir())
+    return replace(config, policies=tuple(Path.cwd() / f for f in flags), policies_set=True,
+                   repository_policies=own)
