@@ -37,6 +37,7 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed  ## figures next to check-jsonschema and the sops binary
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/awssm.py

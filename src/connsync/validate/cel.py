@@ -53,15 +53,22 @@ def _engine() -> Any:
     return module
 
 
+def context(variables: Mapping[str, Any]) -> Any:
+    """The variables in the engine's own form, converted once for every expression that reads the
+    same connection (half the cost of handing each evaluation a dict)."""
+    return _engine().Context(dict(variables))
+
+
 class Program(NamedTuple):
     source: str
     compiled: Any
 
-    def evaluate(self, activation: Mapping[str, Any]) -> bool | str:
-        """True or False, or why the expression could not be evaluated (never a pass)."""
+    def evaluate(self, variables: Any) -> bool | str:
+        """True or False, or why the expression could not be evaluated (never a pass);
+        ``variables`` made by :func:`context`."""
         started = time.perf_counter()
         try:
-            result = self.compiled.execute(dict(activation))
+            result = self.compiled.execute(variables)
         except KeyError as exc:  # a field or label the connection does not have
             return f"no such key: {exc.args[0] if exc.args else '?'} (test it first with has(...))"
         except Exception as exc:  # the engine's errors: ValueError, RuntimeError, TypeError

@@ -18,7 +18,7 @@ from typing import Any
 from connsync.config import Config
 from connsync.model import Declaration, Finding
 from connsync.providers.base import OnlineRule
-from connsync.validate import loader, schema
+from connsync.validate import cel, loader, schema
 from connsync.validate.policy import PolicySet, Rule, Waiver, in_force, today
 
 
@@ -61,21 +61,48 @@ class _Connection:
         self.labels: Mapping[str, Any] = labels if isinstance(labels, Mapping) else {}
         spec = data.get("spec")
         self.spec: Mapping[str, Any] = spec if isinstance(spec, Mapping) else {}
+        self._found: dict[str, bool] = {}  # pattern -> whether it is in the name (rules share them)
+        self._activation: Any = None
+
+    def name_has(self, pattern: Any) -> bool:
+        known = self._found.get(pattern.pattern)
+        if known is None:
+            known = self._found[pattern.pattern] = pattern.search(self.name) is not None
+        return known
 
     def matches(self, rule: Rule) -> bool:
         if rule.providers is not None and self.provider not in rule.providers:
             return False
-        if any(self.labels.get(k) != v for k, v in rule.match_labels.items()):
+        if rule.match_labels and any(self.labels.get(k) != v for k, v in rule.match_labels.items()):
             return False
-        return rule.names is None or rule.names.search(self.name) is not None
+        return rule.names is None or self.name_has(rule.names)
 
-    def activation(self) -> dict[str, Any]:
-        """The connection as a CEL expression sees it: no secret field, encrypted or not."""
-        secret = schema.secret_fields(self.provider) if self.provider in schema.provider_names() else ()
-        return {"provider": self.provider, "name": self.name,
+    def variables(self) -> Any:
+        """The connection as a CEL expression sees it (no secret field, encrypted or not), made once."""
+        if self._activation is None:
+            secret = schema.secret_fields(self.provider) if self.provider in schema.provider_names() else ()
+            self._activation = cel.context({
+                "provider": self.provider, "name": self.name,
                 "description": _text(self.metadata.get("description")),
                 "labels": {str(k): str(v) for k, v in self.labels.items()},
-                "spec": {str(k): v for k, v in self.spec.items() if k not in secret}}
+                "spec": {str(k): v for k, v in self.spec.items() if k not in secret}})
+        return self._activation
+
+    def passes(self, rule: Rule) -> bool:
+        """Whether the connection meets ``rule`` (which matches it): the quick answer, with no
+        finding made; :func:`violations` says what is wrong, for the few that do not."""
+        spec = self.spec
+        if rule.accounts is not None and spec.get("account_id") not in rule.accounts:
+            return False
+        if rule.regions is not None and spec.get("default_region") not in rule.regions:
+            return False
+        for key in rule.labels:
+            value = self.labels.get(key)
+            if not (isinstance(value, str) and value.strip()):
+                return False
+        if rule.name is not None and not self.name_has(rule.name):
+            return False
+        return rule.expression is None or rule.expression.evaluate(self.variables()) is True
 
 
 def _policy_finding(conn: _Connection, rule: Rule, parts: list[str | int], default: str, *,
@@ -120,18 +147,18 @@ def violations(conn: _Connection, rule: Rule) -> list[Finding]:
         where = ["metadata", "labels"] if "labels" in conn.metadata else ["metadata"]
         found.append(_policy_finding(conn, rule, where, f"missing required label(s): {', '.join(missing)} "
                                      "(each with a non-empty value)"))
-    if rule.name is not None and rule.name.search(conn.name) is None:
+    if rule.name is not None and not conn.name_has(rule.name):
         found.append(_policy_finding(conn, rule, ["metadata", "name"],
                                      f"name {conn.name!r} does not match {rule.name.pattern!r}"))
     if rule.expression is not None:
-        outcome = rule.expression.evaluate(conn.activation())
-        target = _expression_target(conn, rule.expression.source)
+        outcome = rule.expression.evaluate(conn.variables())
         if outcome is False:
-            found.append(_policy_finding(conn, rule, target,
+            found.append(_policy_finding(conn, rule, _expression_target(conn, rule.expression.source),
                                          f"expression {rule.expression.source!r} is false"))
         elif outcome is not True:  # an error is a finding, never a pass, and says what went wrong
-            found.append(_policy_finding(conn, rule, target, f"expression {rule.expression.source!r} "
-                                         f"could not be evaluated: {outcome}", own_words=True))
+            found.append(_policy_finding(conn, rule, _expression_target(conn, rule.expression.source),
+                                         f"expression {rule.expression.source!r} could not be "
+                                         f"evaluated: {outcome}", own_words=True))
     return found
 
 
@@ -147,7 +174,7 @@ def check(declarations: Iterable[Declaration], policies: PolicySet, *, on: date 
     for decl in declarations:
         conn = _Connection(decl)
         for rule in offline:
-            if not conn.matches(rule):
+            if not conn.matches(rule) or conn.passes(rule):
                 continue
             broken = violations(conn, rule)
             waiver = waivers.get((rule.id, _key(conn.name))) if broken else None
