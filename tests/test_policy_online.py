@@ -86,8 +86,9 @@ def make_users(repo: Path, aws_endpoint: MotoServer, run: Run, monkeypatch: pyte
 
 @pytest.fixture
 def iam_repo(repo: Path, aws_endpoint: MotoServer, run: Run,
-             monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Keys]:
-    return make_users(repo, aws_endpoint, run, monkeypatch, managed=False)
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Keys]]:
+    yield make_users(repo, aws_endpoint, run, monkeypatch, managed=False)
+    aws_endpoint.require_auth(False)  # moto's auth switch is process-wide: in-process mocks share it
 
 
 @pytest.fixture
@@ -95,7 +96,8 @@ def managed_repo(repo: Path, aws_endpoint: MotoServer, run: Run,
                  monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Keys]]:
     yield make_users(repo, aws_endpoint, run, monkeypatch, managed=True)
     monkeypatch.delenv("MOTO_IAM_LOAD_MANAGED_POLICIES")
-    aws_endpoint.reset()  # the next test's server starts without them
+    aws_endpoint.require_auth(False)  # moto's auth switch is process-wide: in-process mocks share it
+    aws_endpoint.reset()  # the next test's server starts without the managed policies
 
 
 def results(run: Run, *args: str) -> tuple[int, dict[str, Any]]:
