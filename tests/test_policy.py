@@ -163,6 +163,8 @@ def test_waivers_waive_until_they_expire(run: Run, workdir: Path, prod: Path) ->
         ("rules:\n  - id: a\n    require: {expression: 'spec.region =='}\n", 6, 27, "does not compile"),
         ("rules:\n  - id: a\n    require: {expression: 'secrets.x == 1'}\n", 6, 27,
          "unknown variable 'secrets'"),
+        ("rules:\n  - id: a\n    require:\n      expression: 'labels.all(a, labels.all(b, labels.exists(c, "
+         "true)))'\n", 7, 19, "3 comprehension macros (all, exists, exists_one, map, filter); at most 2"),
         ("rules:\n  - id: a\n    require: {labels: [x]}\n  - id: a\n    require: {labels: [y]}\n", 7, 9,
          "rule id 'a' is already used"),
         ("rules: []\nwaivers:\n  - {rule: a, connection: X, expires: 2026-01-01}\n", 6, 5,
@@ -378,3 +380,18 @@ def test_init_writes_an_example_policy_that_is_valid_once_uncommented(run: Run, 
     # init again leaves a policy in place, whatever it holds
     assert run("init", "--force", "--age-recipient", AGE_RECIPIENT).code == 0
     assert "rules: []" not in written.read_text()
+
+
+def test_an_evaluation_over_the_time_bound_is_a_finding(run: Run, workdir: Path, prod: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from connsync.validate import cel
+
+    policy(workdir / "policies/baseline.yaml",
+           "rules:\n  - id: slow\n    require: {expression: 'size(name) > 0'}\n")
+    assert run("validate").code == 0
+    monkeypatch.setattr(cel, "MAX_SECONDS", 0.0)  # every evaluation is now over the bound
+    code, report = validate_json(run)
+    (finding,) = report["findings"]
+    assert code == 1 and finding["rule"] == "policy/slow"
+    assert "could not be evaluated: evaluation took" in finding["message"]
+    assert "over the bound of 0.0 s" in finding["message"]

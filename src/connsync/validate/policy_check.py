@@ -63,6 +63,8 @@ class _Connection:
         self.spec: Mapping[str, Any] = spec if isinstance(spec, Mapping) else {}
         self._found: dict[str, bool] = {}  # pattern -> whether it is in the name (rules share them)
         self._activation: Any = None
+        self._plain: dict[str, Any] | None = None
+        self.expressions_hold = False  # every expression of the rules that match it is true
 
     def name_has(self, pattern: Any) -> bool:
         known = self._found.get(pattern.pattern)
@@ -77,15 +79,21 @@ class _Connection:
             return False
         return rule.names is None or self.name_has(rule.names)
 
-    def variables(self) -> Any:
-        """The connection as a CEL expression sees it (no secret field, encrypted or not), made once."""
-        if self._activation is None:
+    def plain_variables(self) -> dict[str, Any]:
+        """The connection as a CEL expression sees it: no secret field, encrypted or not."""
+        if self._plain is None:
             secret = schema.secret_fields(self.provider) if self.provider in schema.provider_names() else ()
-            self._activation = cel.context({
+            self._plain = {
                 "provider": self.provider, "name": self.name,
                 "description": _text(self.metadata.get("description")),
                 "labels": {str(k): str(v) for k, v in self.labels.items()},
-                "spec": {str(k): v for k, v in self.spec.items() if k not in secret}})
+                "spec": {str(k): v for k, v in self.spec.items() if k not in secret}}
+        return self._plain
+
+    def variables(self) -> Any:
+        """The same, converted for the engine once, for the expressions evaluated one by one."""
+        if self._activation is None:
+            self._activation = cel.context(self.plain_variables())
         return self._activation
 
     def passes(self, rule: Rule) -> bool:
@@ -102,7 +110,8 @@ class _Connection:
                 return False
         if rule.name is not None and not self.name_has(rule.name):
             return False
-        return rule.expression is None or rule.expression.evaluate(self.variables()) is True
+        return (rule.expression is None or self.expressions_hold
+                or rule.expression.evaluate(self.variables()) is True)
 
 
 def _policy_finding(conn: _Connection, rule: Rule, parts: list[str | int], default: str, *,
@@ -173,8 +182,11 @@ def check(declarations: Iterable[Declaration], policies: PolicySet, *, on: date 
     waived: list[Waived] = []
     for decl in declarations:
         conn = _Connection(decl)
-        for rule in offline:
-            if not conn.matches(rule) or conn.passes(rule):
+        matched = [rule for rule in offline if conn.matches(rule)]
+        programs = tuple(rule.expression for rule in matched if rule.expression is not None)
+        conn.expressions_hold = bool(programs) and cel.all_true(programs, conn.plain_variables())
+        for rule in matched:
+            if conn.passes(rule):
                 continue
             broken = violations(conn, rule)
             waiver = waivers.get((rule.id, _key(conn.name))) if broken else None
