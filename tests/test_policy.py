@@ -195,6 +195,11 @@ def test_a_bad_policy_file_is_a_located_finding_and_stops_plan(
         assert not any(f["rule"].startswith("policy/") for f in report["findings"])
     planned = run("plan")
     assert planned.code == 1 and "1 policy file(s) have errors; nothing was planned" in planned.err
+    verified = run("verify")  # its online rules would go unchecked: nothing is verified
+    assert verified.code == 1 and "1 policy file(s) have errors; nothing was verified" in verified.err
+    assert f"policies/bad.yaml:{line}:{column}: error [policy-file]" in verified.err
+    applied = run("apply", "--auto-approve")
+    assert applied.code == 1 and "1 policy file(s) have errors; nothing was applied" in applied.err
 
 
 def test_a_policy_of_another_kind_is_refused(run: Run, workdir: Path, prod: Path) -> None:

@@ -420,7 +420,8 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
                            allow_embedded_store, destroy)
     if skip_verify and require_verified:
         raise UsageError("--skip-verify and --require-verified contradict each other")
-    config = with_online_rules(_with_policies(_requiring_verified(app.config, require_verified), policies))
+    config = with_online_rules(_with_policies(_requiring_verified(app.config, require_verified), policies),
+                               "applied")
     return run(config, (), options, verifier=verifier_for(config.verify), fmt=fmt, style=app.style)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import re2
 
 from connsync.config import Config
-from connsync.errors import ConfigError
+from connsync.errors import ConfigError, ConnsyncError
 from connsync.model import Finding, Severity
 from connsync.validate import cel, discovery, loader, schema
 
@@ -100,6 +100,16 @@ class PolicySet:
 
 
 NONE = PolicySet()
+
+
+class BrokenPolicy(ConnsyncError):
+    """A policy file is not valid: nothing is checked against half a policy."""
+
+    def __init__(self, findings: list[Finding], doing: str) -> None:
+        files = len({f.file for f in findings})
+        super().__init__(f"{files} policy file(s) have errors; nothing was {doing}",
+                         hint="run 'connsync validate' for the details")
+        self.findings = findings
 
 
 def today() -> date:

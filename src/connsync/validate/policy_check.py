@@ -19,7 +19,7 @@ from connsync.config import Config
 from connsync.model import Declaration, Finding
 from connsync.providers.base import OnlineRule
 from connsync.validate import cel, loader, schema
-from connsync.validate.policy import PolicySet, Rule, Waiver, in_force, today
+from connsync.validate.policy import BrokenPolicy, PolicySet, Rule, Waiver, in_force, today
 
 
 @dataclass(frozen=True)
@@ -218,11 +218,13 @@ class OnlineRequirements:
         )
 
 
-def with_online_rules(config: Config) -> Config:
+def with_online_rules(config: Config, doing: str = "verified") -> Config:
     """``config`` whose verify settings carry the policy's online rules (verify, and apply before it
-    writes). A broken policy adds none here: loading the files refuses it (plan, apply, verify)."""
+    writes); a policy file that is not valid stops both, rather than leave its rules unchecked."""
     policies = in_force(config)
+    if policies.broken:
+        raise BrokenPolicy([f for f in policies.findings if f.severity == "error"], doing)
     requirements = OnlineRequirements(policies)
-    if policies.broken or not requirements:
+    if not requirements:
         return config
     return replace(config, verify=replace(config.verify, policy=requirements))
