@@ -22,7 +22,7 @@ import re2
 
 from connsync.config import Config
 from connsync.errors import ConfigError, ConnsyncError
-from connsync.model import Finding, Severity
+from connsync.model import Finding, Severity, SourceMap
 from connsync.validate import cel, discovery, loader, schema
 
 FILE_RULE = "policy-file"
@@ -131,11 +131,11 @@ def load(paths: Sequence[Path], root: Path, *, on: date | None = None) -> Policy
         if isinstance(item, Finding):
             findings.append(item._replace(rule=FILE_RULE, message=f"policy file: {item.message}"))
             continue
-        file_rules, file_waivers, problems = _read(item.file, item.data, item.text, when)
+        file_rules, file_waivers, problems = _read(item.file, item.data, item, when)
         for rule in file_rules:
             first = seen.get(rule.id)
             if first is not None:
-                where = _where(item.file, item.text, ["rules", file_rules.index(rule), "id"])
+                where = _where(item.file, item, ["rules", file_rules.index(rule), "id"])
                 problems.append(_problem(where, f"rule id {rule.id!r} is already used in {first.file}; "
                                                 "rule ids are unique across all policy files"))
             else:
@@ -159,12 +159,12 @@ def _problem(where: Where, message: str, severity: Severity = "error") -> Findin
     return Finding(severity, FILE_RULE, where.file, where.line, where.column, where.path, message)
 
 
-def _where(file: str, text: str, parts: list[str | int], *, at_key: bool = False) -> Where:
-    line, column = loader.locate(text, parts, at_key=at_key)
+def _where(file: str, text: SourceMap, parts: list[str | int], *, at_key: bool = False) -> Where:
+    line, column = text.position(parts, at_key=at_key)
     return Where(file, line, column, loader.json_path(parts))
 
 
-def _read(file: str, data: Mapping[str, Any], text: str,
+def _read(file: str, data: Mapping[str, Any], text: SourceMap,
           when: date) -> tuple[list[Rule], list[Waiver], list[Finding]]:
     problems = [_problem(Where(file, line, column, path), message)
                 for line, column, path, message in schema.document_problems(schema.POLICY, data, text)]
@@ -214,7 +214,7 @@ def _date(value: str) -> date | None:
         return None
 
 
-def _rule(file: str, text: str, policy: str, index: int,
+def _rule(file: str, text: SourceMap, policy: str, index: int,
           raw: Mapping[str, Any]) -> tuple[Rule | None, list[Finding]]:
     problems: list[Finding] = []
     match: Mapping[str, Any] = raw.get("match") or {}

@@ -118,7 +118,7 @@ class _Connection:
 
 def _policy_finding(conn: _Connection, rule: Rule, parts: list[str | int], default: str, *,
                     own_words: bool = False) -> Finding:
-    line, column = loader.locate(conn.decl.text, parts)
+    line, column = conn.decl.position(parts)
     said = default if own_words else (rule.message or default)
     message = f"{said} (rule {rule.id!r} of policy {rule.policy!r}, {rule.file})"
     return Finding(rule.severity, f"policy/{rule.id}", conn.decl.file, line, column,

@@ -194,11 +194,11 @@ def _strict_validator(name: str) -> Any:
 
 def config_problems(data: Any, source: SourceMap) -> list[tuple[int, int, str, str]]:
     """(line, column, JSON path, message) for each way ``data`` breaks config.schema.json."""
-    return document_problems(CONFIG, data, text)
+    return document_problems(CONFIG, data, source)
 
 
-def document_problems(name: str, data: Any, text: str) -> list[tuple[int, int, str, str]]:
-    """(line, column, JSON path, message) for each way ``data`` (parsed from ``text``) breaks the
+def document_problems(name: str, data: Any, source: SourceMap) -> list[tuple[int, int, str, str]]:
+    """(line, column, JSON path, message) for each way ``data`` (whose positions ``source`` knows) breaks the
     bundled schema ``name``: connsync.yaml's and the policy files'."""
     problems: list[tuple[int, int, str, str]] = []
     errors = _leaf_errors(_strict_validator(name).iter_errors(data))
