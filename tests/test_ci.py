@@ -161,8 +161,8 @@ def test_init_github_writes_workflows_that_lint(workdir: Path, run: Run, age_key
     assert "secret CONNSYNC_STORE " in result.out and "postgresql://" in result.out
     assert "vars.CONNSYNC_STORE" not in "".join(p.read_text() for p in written)
     # Untried credentials fail the PR check and are not written by CI.
-    assert ("connsync verify --require-verified --format markdown --policy .connsync/base/policies > verify.md"
-            in written[0].read_text())
+    assert ("connsync verify --require-verified --format markdown --policy .connsync/base/policies "
+            "> verify.md") in written[0].read_text()
     assert "connsync apply --auto-approve --require-verified" in written[1].read_text()
     assert {".connsync/", "*.plan"} <= set((workdir / ".gitignore").read_text().splitlines())
 
