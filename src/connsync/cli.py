@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import itertools
 import os
 import sys
@@ -635,22 +634,7 @@ def _json_requested(argv: list[str]) -> str | None:
     return command if asked and command in render.JSON_COMMANDS else None
 
 
-def _collect_less() -> None:
-    """Garbage collection tuned for one run in a process of its own.
-
-    A run makes tens of thousands of small objects per 1,000 files (YAML nodes, documents, the
-    parse each Declaration keeps) and frees few in cycles, so CPython's default thresholds
-    (a collection every 700 allocations) collect again and again for nothing, and the objects of
-    the imports are frozen out of every collection: 5-9% of validate's and plan's CPU time at
-    N = 1,000 (bench/scale.py).
-    """
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 1_000)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:  # the command line, not a caller inside a longer-lived process
-        _collect_less()
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
     # Each run decides for itself (tests run many); a usage error under --format json is JSON too.
     args = list(argv if argv is not None else sys.argv[1:])
