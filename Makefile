@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-clean local-aws test lint bench faults clean
+.PHONY: demo demo-clean local-aws test lint bench faults clean browser
 
 # One virtualenv, .venv, made on first use and brought up to date when pyproject.toml changes.
 # The demo installs only what it runs (the 'demo' extra); the tests install the 'test' extra.
@@ -28,8 +28,17 @@ demo-clean:  ## remove what 'make demo KEEP=1' (or an interrupted demo) left in 
 local-aws: $(BIN)/.installed-demo  ## a local AWS (moto) for the Quick start; prints what to export
 	$(BIN)/python scripts/local_aws.py $(if $(PORT),--port $(PORT))
 
-test: $(BIN)/.installed  ## the whole test suite (real sops, real age keys, moto, SQLite)
+test: $(BIN)/.installed browser  ## the whole test suite (real sops, real age keys, moto, SQLite, Chromium)
 	$(BIN)/python -m pytest -q
+
+# The report's browser test drives Debian's chromium through Playwright (whose own browser
+# download is not used). Nothing to do when chromium is already there.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+		echo "Installing Debian's chromium for the report's browser test (apt-get)"; \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench scripts

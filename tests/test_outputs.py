@@ -14,7 +14,7 @@ from connsync import render
 from tests.conftest import REPO, Result, Run, new_aws
 
 OUTPUTS = REPO / "src/connsync/outputs"
-COMMANDS = ("validate", "verify", "plan", "show", "apply", "list", "schema", "rotate", "audit")
+COMMANDS = ("validate", "verify", "plan", "show", "apply", "list", "schema", "rotate", "audit", "report")
 
 
 @cache

@@ -86,7 +86,7 @@ def json_errors(command: str, fmt: str) -> None:
 
 # --help lists the commands in the order of the work, not alphabetically.
 COMMAND_ORDER = ("init", "new", "set", "edit", "validate", "verify", "plan", "show", "apply", "rotate",
-                 "list", "import", "unlock", "store", "schema")
+                 "list", "report", "import", "unlock", "store", "schema")
 
 
 class OrderedGroup(click.Group):
@@ -375,6 +375,41 @@ def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out:
     json_errors("plan", fmt)
     return run(_with_policies(app.config, policies), paths, prune=prune, adopt=adopt, out=out,
                detailed_exitcode=detailed_exitcode, fmt=fmt, style=app.style, base=base)
+
+
+@cli.command(short_help="The Connections page of the workspace: HTML, Markdown or JSON.")
+@global_options
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["html", "markdown", "json"]), default="html",
+              show_default=True,
+              help="html: one self-contained page; markdown: for $GITHUB_STEP_SUMMARY or a PR comment.")
+@click.option("--out", metavar="FILE", help="Write the report to FILE (replaced whole) instead of stdout.")
+@click.option("--max-size", type=click.IntRange(min=1), metavar="N",
+              help="markdown only: at most N characters, cutting long tables between rows "
+              "(default 1048576, the job summary's limit; 65536 for a PR comment).")
+@pass_app
+def report(app: App, paths: tuple[str, ...], fmt: str, out: str | None, max_size: int | None) -> int:
+    """Render what the platform's Connections page would show, for the whole workspace.
+
+    One card per provider; per connection its account and region (or
+    subscription, project), labels, state against the files (in sync, drift,
+    not applied, orphan), key age, last rotation, last verification (from the
+    history verify and apply keep in the store) and validation or policy
+    findings. Exposed keys come first, then problems (failed verification,
+    drift, keys over verify.max_key_age_days, findings), then the rest.
+    Reads the files and the store; never decrypts, never shows a secret, never
+    creates the store. With PATHS, only those files (and no orphans).
+
+    \b
+    Examples:
+      connsync report --out connections.html
+      connsync report --format markdown >> "$GITHUB_STEP_SUMMARY"
+      connsync report --format markdown --max-size 65536 --out comment.md
+    """
+    from connsync.commands.report import report as run
+
+    json_errors("report", fmt)
+    return run(app.config, paths, fmt=fmt, out=out, max_size=max_size)
 
 
 @cli.command()
