@@ -6,9 +6,11 @@ token endpoint + Resource Manager (tests/fake_azure.py, tests/fake_gcp.py: the
 real protocols, on 127.0.0.1). Makes a fresh connections repository with
 ``connsync init`` and a generated age key, adds two AWS connections, an Azure
 and a GCP one with ``connsync new``, then runs validate, verify, plan, apply
-into the embedded SQLite store, and a second plan that shows no changes. Run
-it with ``make demo``; everything it made is removed when it ends (^C included),
-unless ``--keep`` (``make demo KEEP=1``) keeps the repository to go on working in.
+into the embedded SQLite store, a second plan that shows no changes, and the
+Connections report (``connsync report``). Run it with ``make demo``; everything it
+made is removed when it ends (^C included), unless ``--keep`` (``make demo KEEP=1``)
+keeps the repository to go on working in; the report is written to build/demo-report/
+of this checkout (or $CONNSYNC_DEMO_REPORT_DIR), where it outlives that clean-up.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ GCP_KEY_ID = "0123456789abcdef0123456789abcdef01234567"
 AZURE_SECRET = secrets.token_urlsafe(30)  # made here, like the IAM keys
 
 KEY_ID = re.compile(r"^AKIA[A-Z2-7]{16}$")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def banner(text: str) -> None:
@@ -75,7 +78,7 @@ def main(argv: list[str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="connsync-demo-"))
     repo = work / "connections-repo"
     try:
-        run_demo(work, repo)
+        page = run_demo(work, repo)
     except KeyboardInterrupt:
         print("\nInterrupted (^C): the demo stopped" + ("." if keep else "; removing what it made."))
         return 130
@@ -95,10 +98,12 @@ Remove it with: make demo-clean""")
         print("""The demo removed everything it made (make demo KEEP=1 keeps its repository).
 Next: the README's Quick start ('connsync init' in your own repository); 'make local-aws' starts
 a local AWS to try it against.""")
+    print(f"The Connections report: {page}\n  open it in a browser: file://{page}")
     return 0
 
 
-def run_demo(work: Path, repo: Path) -> None:
+def run_demo(work: Path, repo: Path) -> Path:
+    """The demo; returns where it wrote the Connections report."""
     import urllib.request
 
     import boto3
@@ -190,9 +195,18 @@ def run_demo(work: Path, repo: Path) -> None:
         banner("Plan again: nothing to do")
         connsync("plan", "--detailed-exitcode", env=env, cwd=repo)
         connsync("list", env=env, cwd=repo)
+
+        banner("The Connections page of the fleet: connsync report")
+        report_dir = Path(os.environ.get("CONNSYNC_DEMO_REPORT_DIR") or ROOT / "build" / "demo-report")
+        page = (report_dir / "connections.html").resolve()
+        connsync("report", "--format", "markdown", "--max-size", "65536", env=env, cwd=repo)
+        connsync("report", "--out", str(page), env=env, cwd=repo)
+        connsync("report", "--format", "markdown", "--out", str(page.with_suffix(".md")), env=env,
+                 cwd=repo)
     finally:
         clouds.close()
         server.stop()
+    return page
 
 
 if __name__ == "__main__":

@@ -13,9 +13,15 @@ from pathlib import Path
 from tests.conftest import REPO
 
 
+def reports(tmp_path: Path) -> Path:
+    """Where the demo writes its report in these tests: outside the temporary directory it cleans."""
+    return tmp_path.parent / f"{tmp_path.name}-report"
+
+
 def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TMPDIR": str(tmp_path), "CONNSYNC_DEMO_REPORT_DIR": str(reports(tmp_path))}
     return subprocess.run([sys.executable, str(REPO / "scripts/demo.py"), *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)}, check=False)
+                          text=True, timeout=300, env=env, check=False)
 
 
 def test_demo_runs_end_to_end_and_removes_what_it_made(tmp_path: Path) -> None:
@@ -27,7 +33,14 @@ def test_demo_runs_end_to_end_and_removes_what_it_made(tmp_path: Path) -> None:
     assert "No changes. The store matches the files (4 connections)." in out
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # age key, store key, TLS key: all gone
-    assert "make demo KEEP=1" in out.splitlines()[-3] and "make local-aws" in out
+    assert "make demo KEEP=1" in out.splitlines()[-5] and "make local-aws" in out
+    # It ends with the report, which outlives the clean-up, and says where it is.
+    page = (reports(tmp_path) / "connections.html").resolve()
+    assert out.rstrip().splitlines()[-2] == f"The Connections report: {page}"
+    assert "**4 connections**: 4 in sync · **0 need attention** · verification: 4 ok" in out
+    html = page.read_text()
+    assert html.startswith("<!doctype html>") and "AWS Prod" in html and "GCP Analytics" in html
+    assert (reports(tmp_path) / "connections.md").read_text().startswith("## Connections")
 
 
 def test_demo_keep_says_how_to_go_on_working_there(tmp_path: Path) -> None:

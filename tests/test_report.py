@@ -151,3 +151,31 @@ def test_a_store_that_does_not_exist_yet_is_not_created(repo: Path, run: Run,
 def test_paths_limit_the_report_and_find_no_orphans(fleet: Path, run: Run) -> None:
     document = _json(run, "connections/billing.yaml")
     assert [c["name"] for c in document["connections"]] == ["Billing"]
+
+
+def test_the_drift_job_writes_the_report_to_the_summary_and_uploads_the_page(fleet: Path,
+                                                                              tmp_path: Path) -> None:
+    """The drift workflow's own report step, run as the runner would, in the fleet's repository."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from connsync.commands.init import workflow_text
+
+    steps = yaml.safe_load(workflow_text("connections-apply.yml"))["jobs"]["drift"]["steps"]
+    names = [s.get("name") for s in steps]
+    report = steps[names.index("Connections report (job summary, and the HTML page as an artifact)")]
+    upload = steps[names.index("Upload the report")]
+    assert names.index("Verify the credentials (each result kept in the store for the report)") < \
+        names.index(report["name"]) < names.index(upload["name"])
+    summary = tmp_path / "summary.md"
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "GITHUB_STEP_SUMMARY": str(summary),
+           "HOME": os.environ["HOME"], "NO_COLOR": "1"}
+    proc = subprocess.run(["bash", "-e", "-c", report["run"]], cwd=fleet, env=env, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert summary.read_text().startswith("## Connections: workspace `default`")
+    assert "### Needs attention (7)" in summary.read_text()
+    assert (fleet / upload["with"]["path"]).read_text().startswith("<!doctype html>")

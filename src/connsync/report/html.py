@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
@@ -19,14 +20,23 @@ from importlib import resources
 from connsync import render
 from connsync.report.model import STATE_LABELS, STATES, Fleet, Row, ago
 
+_SPECIAL = re.compile(r"[&<>\"']")
 STATUS_MARKS = {"ok": "✓", "warning": "!", "failed": "✗", "skipped": "-", "never": "·"}
 STATE_MARKS = {"in-sync": "✓", "drift": "≠", "not-applied": "○", "orphan": "⚠"}
 MESSAGE_LIMIT = 400
 
 
 def esc(value: object, limit: int = render.MAX_SHOWN) -> str:
-    """File or store text as HTML text or attribute value: never markup, never a control character."""
-    return html.escape(render.text(value, limit), quote=True)
+    """File or store text as HTML text or attribute value: never markup, never a control character.
+
+    Control and format characters become visible escapes and long values are shortened
+    (:func:`render.text`); then HTML escaping, quotes included, so a value is safe in text and
+    in any quoted attribute. The common case (short, printable, nothing to escape) costs one scan.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit or not text.isprintable():
+        text = render.text(text, limit)
+    return html.escape(text, quote=True) if _SPECIAL.search(text) else text
 
 
 @cache
@@ -203,11 +213,13 @@ def _messages(messages: Iterable[str]) -> str:
     return f"<ul class='msgs'>{items}</ul>" if items else ""
 
 
+_HISTORY_MARKS = {s: f"<span class='h-{s}' title='{s}'>{mark}</span>" for s, mark in STATUS_MARKS.items()}
+
+
 def _history(statuses: tuple[str, ...]) -> str:
     if not statuses:
         return "<span class='sub'>none</span>"
-    marks = "".join(f"<span class='h-{esc(s)}' title='{esc(s)}'>{STATUS_MARKS.get(s, '?')}</span>"
-                    for s in reversed(statuses))
+    marks = "".join(_HISTORY_MARKS.get(s) or f"<span title='{esc(s)}'>?</span>" for s in reversed(statuses))
     return f"<span aria-label='last {len(statuses)} results, oldest first'>{marks}</span>"
 
 

@@ -111,10 +111,8 @@ def gather(workspace: str, declarations: Sequence[Declaration], findings: Sequen
     records = {r.name.casefold(): r for r in store.records()}
     audit = store.audit()
     history: dict[str, list[Verification]] = {}
-    for entry in store.verifications():  # newest first
-        kept = history.setdefault(entry.name.casefold(), [])
-        if len(kept) < HISTORY_SHOWN:
-            kept.append(entry)
+    for entry in store.verifications(per_connection=HISTORY_SHOWN):  # newest first
+        history.setdefault(entry.name.casefold(), []).append(entry)
     rotated = _last_rotations(audit)
     created = key_age.created_from_audit(audit)
     by_file: dict[str, list[Finding]] = {}

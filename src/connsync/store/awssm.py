@@ -84,6 +84,7 @@ from connsync.store.base import (
     Verification,
     Write,
     fingerprint,
+    latest_first,
     now,
 )
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
@@ -265,7 +266,8 @@ class SecretsManagerStore:
     def _history_name(self, name: str) -> str:
         return f"{self._prefix}.verified/{slug(name.casefold())}"
 
-    def verifications(self, name: str | None = None) -> list[Verification]:
+    def verifications(self, name: str | None = None, *, per_connection: int | None = None) -> list[
+            Verification]:
         wanted = self._history_name(name) if name is not None else None
         found: list[Verification] = []
         for entry in self._entries():
@@ -273,7 +275,8 @@ class SecretsManagerStore:
                     and wanted in (None, entry["Name"]):
                 found += history_entries(parse_meta(entry.get("Description")))
         # Stable: within one connection the entries are already newest first.
-        return sorted(found, key=lambda v: v.at, reverse=True)
+        newest = sorted(found, key=lambda v: v.at, reverse=True)
+        return newest if per_connection is None else latest_first(newest, per_connection)
 
     def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
         self._writing()

@@ -199,8 +199,10 @@ class Store(Protocol):
         """
         ...
 
-    def verifications(self, name: str | None = None) -> list[Verification]:
-        """The history, newest first: of the connection ``name`` (ignoring case), or of the workspace.
+    def verifications(self, name: str | None = None, *, per_connection: int | None = None) -> list[
+            Verification]:
+        """The history, newest first: of the connection ``name`` (ignoring case), or of the workspace;
+        with ``per_connection``, only that many of the newest of each connection.
 
         ``report`` reads the first entry of each connection as its last verification.
         """
@@ -272,7 +274,8 @@ class EmptyStore:
     def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
         raise self._refuse()
 
-    def verifications(self, name: str | None = None) -> list[Verification]:
+    def verifications(self, name: str | None = None, *, per_connection: int | None = None) -> list[
+            Verification]:
         return []
 
     def snapshot(self) -> Snapshot:

@@ -209,13 +209,15 @@ class PostgresStore:
             "source FROM {s}.audit WHERE workspace = %s ORDER BY id", (self.workspace,))
         return [AuditEntry(_iso(row[0]), *row[1:]) for row in rows]
 
-    def verifications(self, name: str | None = None) -> list[Verification]:
-        query = "SELECT name, at, status, account, messages, key_created FROM {s}.verifications WHERE "
-        if name is None:
-            rows = self._query(query + "workspace = %s ORDER BY id DESC", (self.workspace,))
-        else:
-            rows = self._query(query + "workspace = %s AND name_key = %s ORDER BY id DESC",
-                               (self.workspace, name.casefold()))
+    def verifications(self, name: str | None = None, *, per_connection: int | None = None) -> list[
+            Verification]:
+        key = name.casefold() if name is not None else None
+        newest = 2**31 - 1 if per_connection is None else max(1, per_connection)
+        rows = self._query(
+            "SELECT name, at, status, account, messages, key_created FROM (SELECT *, row_number() OVER "
+            "(PARTITION BY name_key ORDER BY id DESC) AS rank FROM {s}.verifications WHERE workspace = %s "
+            "AND (%s::text IS NULL OR name_key = %s)) AS h WHERE rank <= %s ORDER BY id DESC",
+            (self.workspace, key, key, newest))
         return [Verification(row[0], row[1], row[2], row[3], tuple(row[4]), row[5]) for row in rows]
 
     def snapshot(self) -> Snapshot:

@@ -149,13 +149,19 @@ class SqliteStore:
         ).fetchall()
         return [AuditEntry(*row) for row in rows]
 
-    def verifications(self, name: str | None = None) -> list[Verification]:
-        where, params = "workspace = ?", [self.workspace]
+    def verifications(self, name: str | None = None, *, per_connection: int | None = None) -> list[
+            Verification]:
+        where = "workspace = ?"
+        params: list[object] = [self.workspace]
         if name is not None:
             where, params = where + " AND name_key = ?", [*params, name.casefold()]
+        newest = "1"
+        if per_connection is not None:  # only the newest of each: far fewer rows for a large fleet
+            newest, params = "rank <= ?", [*params, max(1, per_connection)]
         rows = self._conn.execute(
-            "SELECT name, at, status, account, messages, key_created FROM verifications "  # noqa: S608
-            f"WHERE {where} ORDER BY id DESC", params).fetchall()
+            "SELECT name, at, status, account, messages, key_created FROM (SELECT *, row_number() OVER "  # noqa: S608 - constant clauses
+            f"(PARTITION BY name_key ORDER BY id DESC) AS rank FROM verifications WHERE {where}) "
+            f"WHERE {newest} ORDER BY id DESC", params).fetchall()
         return [Verification(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5])
                 for row in rows]
 

@@ -251,6 +251,12 @@ class StoreContract:
                 one.record_verifications([result])
             kept = one.verifications("AWS Prod")
             assert kept == results[::-1][:HISTORY_LIMIT]
+            other = Verification("Other", "2026-01-02T00:00:00Z", "failed", None, ("no",))
+            one.record_verifications([other])
+            newest = one.verifications(per_connection=2)  # what report reads: the newest of each
+            assert sorted(newest, key=lambda v: (v.name, v.at)) == [*sorted(results[-2:], key=lambda v: v.at),
+                                                                    other]
+            assert one.verifications("other", per_connection=5) == [other]
             assert two.verifications() == [] and two.verifications("AWS Prod") == []
 
     def test_verification_history_keeps_long_messages_bounded(self, store: Store) -> None:
