@@ -124,3 +124,44 @@ def test_a_postgresql_store_of_schema_1_gains_the_history_table(pg_server: PgSer
         row = conn.execute(sql.SQL("SELECT value FROM {}.meta WHERE key = 'schema_version'")
                            .format(sql.Identifier(schema))).fetchone()
         assert row is not None and bytes(row[0]) == str(PG_SCHEMA_VERSION).encode()
+
+
+def test_the_plan_role_keeps_results_with_the_readme_grants(pg_server: PgServer,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's read-only plan role, plus its two grants for the history: the drift job's verify."""
+    import base64
+    import os
+    import re
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from connsync.errors import StoreError
+    from connsync.store import Verification
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    schema, role, password = f"t_{uuid.uuid4().hex[:10]}", f"plan_{uuid.uuid4().hex[:8]}", "Plan-Password-7a1"
+    with opened(pg_server.url(schema=schema), "default"):
+        pass  # the first apply creates the tables
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("grant it the history table too:", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    grants = [line for line in block.splitlines() if line.startswith("GRANT")]
+    assert len(grants) == 2
+    result = Verification("AWS Prod", "2026-01-01T00:00:00Z", "ok", "123456789012")
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role),
+                                                                        sql.Literal(password)))
+        for grant in (f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+                      f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}"):
+            admin.execute(grant.encode())
+        reader = pg_server.url(user=role, password=password, schema=schema)
+        with opened(reader, "default") as store, pytest.raises(StoreError, match="the role may not"):
+            store.record_verifications([result])
+        for grant in grants:
+            ours = re.sub(r"\bconnsync_plan\b", role, grant.replace("connsync.", f"{schema}."))
+            admin.execute(ours.encode())
+    with opened(reader, "default") as store:
+        store.record_verifications([result])
+        assert store.verifications() == [result]

@@ -91,9 +91,9 @@ class Fleet:
     def by_provider(self) -> dict[str, list[Row]]:
         """Rows per provider card, in the rows' order (problems first), cards by name."""
         cards: dict[str, list[Row]] = {}
-        for row in sorted(self.rows, key=lambda r: r.provider):
+        for row in self.rows:
             cards.setdefault(row.provider, []).append(row)
-        return {provider: [r for r in self.rows if r.provider == provider] for provider in sorted(cards)}
+        return dict(sorted(cards.items()))
 
     def by_verification(self) -> dict[str, int]:
         counts = Counter(r.last_verification.status if r.last_verification else "never" for r in self.rows)
