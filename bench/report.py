@@ -117,8 +117,10 @@ def measure(repo: Path, fmt: str, max_size: int) -> dict[str, float]:
 
 def child(repo: Path, fmt: str, max_size: int) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--measure", fmt, "--repo", str(repo),
-                          "--max-size", str(max_size)], capture_output=True, text=True, check=True,
+                          "--max-size", str(max_size)], capture_output=True, text=True, check=False,
                          env={**os.environ})
+    if out.returncode:
+        sys.exit(f"measuring {fmt} failed:\n{out.stderr[-3000:]}")
     result: dict[str, float] = json.loads(out.stdout)
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -17,13 +18,20 @@ def find_upward(start: Path, name: str) -> Path | None:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = False) -> None:
+    write_atomic_chunks(path, (data,), mode=mode, overwrite=overwrite)
+
+
+def write_atomic_chunks(path: Path, chunks: Iterable[bytes], *, mode: int = 0o644,
+                        overwrite: bool = False) -> None:
+    """As :func:`write_atomic`, from pieces: a large file is never whole in memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise FileExistsError(path)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, mode)

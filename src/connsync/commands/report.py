@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import click
@@ -10,7 +10,7 @@ import click
 from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_OK, ConnsyncError, UsageError
-from connsync.fsutil import write_atomic
+from connsync.fsutil import write_atomic_chunks
 from connsync.report import html, json_view, markdown
 from connsync.report.model import Fleet, gather
 from connsync.store import opened
@@ -25,17 +25,18 @@ def report(config: Config, paths: Sequence[str], *, fmt: str, out: str | None, m
         raise UsageError(f"--max-size must be at least {markdown.MIN_SIZE:,} characters")
     fleet = load(config, paths)
     if fmt == "html":
-        text = html.page(fleet)
+        pieces: Iterable[str] = html.chunks(fleet)  # a row at a time: a large fleet's page is never whole
     elif fmt == "markdown":
-        text = markdown.page(fleet, limit)
+        pieces = (markdown.page(fleet, limit),)
     else:
-        text = json_view.document(fleet) + "\n"
+        pieces = (json_view.document(fleet), "\n")
     if out is None:
-        click.echo(text, nl=False)
+        for piece in pieces:
+            click.echo(piece, nl=False)
         return EXIT_OK
     target = Path(out)
     try:
-        write_atomic(target, text.encode("utf-8"), overwrite=True)
+        write_atomic_chunks(target, (piece.encode("utf-8") for piece in pieces), overwrite=True)
     except OSError as exc:
         raise ConnsyncError(f"cannot write the report to {render.text(out)}: {exc.strerror or exc}") from None
     problems = len(fleet.problems)

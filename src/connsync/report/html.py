@@ -13,7 +13,7 @@ import base64
 import hashlib
 import html
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from importlib import resources
 
@@ -45,28 +45,32 @@ def _asset(name: str) -> str:
 
 
 def page(fleet: Fleet) -> str:
+    return "".join(chunks(fleet))
+
+
+def chunks(fleet: Fleet) -> Iterator[str]:
+    """The page in pieces (a row each), so a fleet's page is written out without being whole in memory."""
     script = "\n" + _asset("page.js")  # the hash is of the element's exact text
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     policy = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
               "img-src 'none'; base-uri 'none'; form-action 'none'")
     title = f"Connections · {esc(fleet.workspace)} · connsync"
-    parts = [
-        "<!doctype html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n",
-        f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n',
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>\n",
-        "<meta name='color-scheme' content='light dark'>\n",
-        "<meta name='referrer' content='no-referrer'>\n",
-        f"<title>{title}</title>\n<style>\n{_asset('page.css')}</style>\n</head>\n<body>\n<main>\n",
-        _header(fleet), _exposure(fleet), _tiles(fleet), _cards(fleet), _controls(fleet),
-        _section("problems", "Needs attention", fleet.problems, fleet.generated_at,
-                 "Nothing needs attention: every connection is in sync, verified and within its key age."),
-        _section("healthy", "Everything else", fleet.healthy, fleet.generated_at, "No other connections."),
-        _file_findings(fleet),
-        "<footer>Written by <code>connsync report</code> from the connection files and the store; no "
-        "secret was read. Colours repeat what the words say.</footer>\n",
-        f"</main>\n<script>{script}</script>\n</body>\n</html>\n",
-    ]
-    return "".join(parts)
+    yield ("<!doctype html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+           f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
+           "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
+           "<meta name='color-scheme' content='light dark'>\n"
+           "<meta name='referrer' content='no-referrer'>\n"
+           f"<title>{title}</title>\n<style>\n{_asset('page.css')}</style>\n</head>\n<body>\n<main>\n")
+    yield _header(fleet) + _exposure(fleet) + _tiles(fleet) + _cards(fleet) + _controls(fleet)
+    yield from _section("problems", "Needs attention", fleet.problems, fleet.generated_at,
+                        "Nothing needs attention: every connection is in sync, verified and within its key "
+                        "age.")
+    yield from _section("healthy", "Everything else", fleet.healthy, fleet.generated_at,
+                        "No other connections.")
+    yield _file_findings(fleet)
+    yield ("<footer>Written by <code>connsync report</code> from the connection files and the store; no "
+           "secret was read. Colours repeat what the words say.</footer>\n"
+           f"</main>\n<script>{script}</script>\n</body>\n</html>\n")
 
 
 def _header(fleet: Fleet) -> str:
@@ -151,16 +155,18 @@ _COLUMNS = (("name", "Connection", False), ("provider", "Provider", False),
             ("", "History", False), ("findings", "Findings", True))
 
 
-def _section(anchor: str, title: str, rows: list[Row], now: str, empty: str) -> str:
+def _section(anchor: str, title: str, rows: list[Row], now: str, empty: str) -> Iterator[str]:
     head = "".join("<th scope='col'" + (f" data-key='{key}'" if key else "")
                    + (" data-numeric" if numeric else "") + f">{label}</th>"
                    for key, label, numeric in _COLUMNS)
     if not rows:
-        return f"<h2 id='{anchor}'>{title} (0)</h2>\n<p class='empty'>{empty}</p>\n"
-    body = "".join(_row(r, now) for r in rows)
-    return (f"<h2 id='{anchor}'>{title} ({len(rows):,})</h2>\n<div class='table-wrap'>\n"
-            f"<table data-sortable>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
-            "</div>\n")
+        yield f"<h2 id='{anchor}'>{title} (0)</h2>\n<p class='empty'>{empty}</p>\n"
+        return
+    yield (f"<h2 id='{anchor}'>{title} ({len(rows):,})</h2>\n<div class='table-wrap'>\n"
+           f"<table data-sortable>\n<thead><tr>{head}</tr></thead>\n<tbody>\n")
+    for row in rows:
+        yield _row(row, now)
+    yield "</tbody>\n</table>\n</div>\n"
 
 
 def _row(row: Row, now: str) -> str:

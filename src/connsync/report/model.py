@@ -33,7 +33,7 @@ _RANKS = {"exposed": 0, "verification failed": 1, "drift": 2, "key overdue": 3, 
 NOT_A_PROBLEM = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: ten thousand of them for a large fleet
 class Row:
     """One connection, as its card on the Connections page would show it."""
 
@@ -129,7 +129,7 @@ def gather(workspace: str, declarations: Sequence[Declaration], findings: Sequen
         overdue = age is not None and age > max_key_age_days
         own = tuple(by_file.get(file, ())) if file else ()
         return Row(name, provider, file, state, _first(spec, ACCOUNT_FIELDS), _first(spec, REGION_FIELDS),
-                   dict(labels), age, overdue, rotated.get(key), last, tuple(v.status for v in seen), own,
+                   labels, age, overdue, rotated.get(key), last, tuple(v.status for v in seen), own,
                    _problems(state, last, overdue, own), note)
 
     rows = []

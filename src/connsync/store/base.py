@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from connsync.errors import StoreError
 from connsync.identity import ci_run_id, user_at_host
@@ -101,7 +102,7 @@ _MESSAGES_KEPT = 10
 _MESSAGE_CHARS = 500
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a report reads hundreds of thousands of them
 class Verification:
     """One check of one connection with its provider, as ``verify`` and ``apply`` saw it.
 
@@ -122,6 +123,24 @@ class Verification:
         messages = tuple(m if len(m) <= _MESSAGE_CHARS else m[:_MESSAGE_CHARS - 1] + "…"
                          for m in self.messages[:_MESSAGES_KEPT])
         return replace(self, messages=messages)
+
+
+def verifications_from_rows(rows: Iterable[Sequence[Any]]) -> list[Verification]:
+    """Rows of (name, at, status, account, messages, key_created), messages as JSON text or a list.
+
+    Equal strings share one object (names, statuses, accounts and messages repeat down a
+    history): a large fleet's history takes a fraction of the memory.
+    """
+    shared: dict[str, str] = {}
+    same = shared.setdefault
+    found = []
+    for name, at, status, account, messages, key_created in rows:
+        texts = json.loads(messages) if isinstance(messages, (str, bytes)) else messages
+        found.append(Verification(same(name, name), at, same(status, status),
+                                  None if account is None else same(account, account),
+                                  tuple(same(m, m) for m in texts) if texts else (),
+                                  None if key_created is None else same(key_created, key_created)))
+    return found
 
 
 def latest_first(newest_first: Iterable[Verification], keep: int) -> list[Verification]:

@@ -41,6 +41,7 @@ from connsync.store.base import (
     fingerprint,
     new_lock,
     now,
+    verifications_from_rows,
 )
 from connsync.store.pgconnect import ConnectionTarget, Watchdog, connect
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
@@ -218,7 +219,7 @@ class PostgresStore:
             "(PARTITION BY name_key ORDER BY id DESC) AS rank FROM {s}.verifications WHERE workspace = %s "
             "AND (%s::text IS NULL OR name_key = %s)) AS h WHERE rank <= %s ORDER BY id DESC",
             (self.workspace, key, key, newest))
-        return [Verification(row[0], row[1], row[2], row[3], tuple(row[4]), row[5]) for row in rows]
+        return verifications_from_rows(rows)
 
     def snapshot(self) -> Snapshot:
         return Snapshot([(r, self.read_secrets(r.name)) for r in self.records()], self.audit())

@@ -32,6 +32,7 @@ from connsync.store.base import (
     fingerprint,
     new_lock,
     now,
+    verifications_from_rows,
 )
 from connsync.store.sealing import Sealer
 from connsync.store.sql import COLUMNS, record_from_row
@@ -161,9 +162,8 @@ class SqliteStore:
         rows = self._conn.execute(
             "SELECT name, at, status, account, messages, key_created FROM (SELECT *, row_number() OVER "  # noqa: S608 - constant clauses
             f"(PARTITION BY name_key ORDER BY id DESC) AS rank FROM verifications WHERE {where}) "
-            f"WHERE {newest} ORDER BY id DESC", params).fetchall()
-        return [Verification(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5])
-                for row in rows]
+            f"WHERE {newest} ORDER BY id DESC", params)
+        return verifications_from_rows(rows)  # row by row from the cursor: no list of raw rows
 
     def snapshot(self) -> Snapshot:
         return Snapshot([(r, self.read_secrets(r.name)) for r in self.records()], self.audit())
