@@ -179,3 +179,18 @@ def test_the_drift_job_writes_the_report_to_the_summary_and_uploads_the_page(fle
     assert summary.read_text().startswith("## Connections: workspace `default`")
     assert "### Needs attention (7)" in summary.read_text()
     assert (fleet / upload["with"]["path"]).read_text().startswith("<!doctype html>")
+
+
+def test_a_broken_file_is_reported_not_a_crash(repo: Path, run: Run) -> None:
+    (repo / "connections" / "odd.yaml").write_text(
+        "apiVersion: connsync/v1\nprovider: aws\nmetadata:\n  name: Odd\n  labels: {1: [a, b], team: 7}\n"
+        "spec: {account_id: '123456789012', default_region: us-east-1}\n")
+    (repo / "connections" / "broken.yaml").write_text("apiVersion: [unclosed\n")
+    for fmt in ("html", "markdown", "json"):
+        result = run("report", "--format", fmt)
+        assert result.code == 0 and "Traceback" not in result.err, result.err
+    document = _json(run)
+    [odd] = document["connections"]
+    assert odd["labels"] == {"1": "['a', 'b']", "team": "7"} and odd["findings"]
+    assert odd["problems"] == ["finding"]
+    assert [f["rule"] for f in document["file_findings"]] == ["yaml"]

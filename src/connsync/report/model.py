@@ -138,8 +138,10 @@ def gather(workspace: str, declarations: Sequence[Declaration], findings: Sequen
         state, note = _state(decl, record)
         metadata = decl.data.get("metadata")
         labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-        rows.append(row(decl.name, decl.provider, decl.file, state, decl.spec,
-                        labels if isinstance(labels, Mapping) else {}, note))
+        # A file with schema errors may hold anything here: labels are shown as text, whatever they are.
+        shown = {str(k): v if isinstance(v, str) else str(v) for k, v in labels.items()} \
+            if isinstance(labels, Mapping) else {}
+        rows.append(row(decl.name, decl.provider, decl.file, state, decl.spec, shown, note))
     unmanaged = 0
     for record in records.values():
         if record.managed and complete:
