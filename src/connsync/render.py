@@ -451,7 +451,7 @@ def verify_markdown(verdicts: Sequence[Verdict]) -> str:
 
 JSON_FORMAT_VERSION = 1
 # The commands with --format json (each has connsync/outputs/<command>.schema.json).
-JSON_COMMANDS = frozenset({"validate", "verify", "plan", "show", "apply", "rotate", "list", "audit",
+JSON_COMMANDS = frozenset({"validate", "verify", "plan", "show", "apply", "rotate", "list", "audit", "report",
                            "schema"})
 # Set by a command running with --format json, so that its errors come out as JSON too.
 json_command: ContextVar[str | None] = ContextVar("json_command", default=None)
