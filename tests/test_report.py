@@ -194,3 +194,20 @@ def test_a_broken_file_is_reported_not_a_crash(repo: Path, run: Run) -> None:
     assert odd["labels"] == {"1": "['a', 'b']", "team": "7"} and odd["findings"]
     assert odd["problems"] == ["finding"]
     assert [f["rule"] for f in document["file_findings"]] == ["yaml"]
+
+
+def test_policy_findings_show_on_the_page_from_the_policies_validate_uses(fleet: Path, run: Run) -> None:
+    rule = ("apiVersion: connsync/v1\nkind: Policy\nmetadata: {{name: org}}\nrules:\n"
+            "  - id: {id}\n    match: {{names: '^GCP Analytics$'}}\n    require: {{labels: [owner]}}\n")
+    (fleet / "policies").mkdir(exist_ok=True)
+    (fleet / "policies" / "org.yaml").write_text(rule.format(id="needs-owner"))
+    other = fleet / "base-policy.yaml"
+    other.write_text(rule.format(id="base-owner"))
+    rows = {c["name"]: c for c in _json(run)["connections"]}
+    assert [f["rule"] for f in rows["GCP Analytics"]["findings"]] == ["policy/needs-owner"]
+    assert rows["GCP Analytics"]["problems"] == ["finding"]
+    # --policy replaces the default policies/, as in validate (a PR runs under the base branch's).
+    rows = {c["name"]: c for c in _json(run, "--policy", str(other))["connections"]}
+    assert [f["rule"] for f in rows["GCP Analytics"]["findings"]] == ["policy/base-owner"]
+    page = run("report", "--format", "html", "--policy", str(other))
+    assert page.code == 0 and "policy/base-owner" in page.out

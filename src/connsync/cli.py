@@ -387,16 +387,19 @@ def plan(app: App, paths: tuple[str, ...], prune: bool | None, adopt: bool, out:
 @click.option("--max-size", type=click.IntRange(min=1), metavar="N",
               help="markdown only: at most N characters, cutting long tables between rows "
               "(default 1048576, the job summary's limit; 65536 for a PR comment).")
+@POLICY
 @pass_app
-def report(app: App, paths: tuple[str, ...], fmt: str, out: str | None, max_size: int | None) -> int:
+def report(app: App, paths: tuple[str, ...], fmt: str, out: str | None, max_size: int | None,
+           policies: tuple[str, ...]) -> int:
     """Render what the platform's Connections page would show, for the whole workspace.
 
     One card per provider; per connection its account and region (or
     subscription, project), labels, state against the files (in sync, drift,
     not applied, orphan), key age, last rotation, last verification (from the
     history verify and apply keep in the store) and validation or policy
-    findings. Exposed keys come first, then problems (failed verification,
-    drift, keys over verify.max_key_age_days, findings), then the rest.
+    findings (under the policies validate uses: --policy, else connsync.yaml's).
+    Exposed keys come first, then problems (failed verification, drift, keys
+    over verify.max_key_age_days, findings), then the rest.
     Reads the files and the store; never decrypts, never shows a secret, never
     creates the store. With PATHS, only those files (and no orphans).
 
@@ -409,7 +412,7 @@ def report(app: App, paths: tuple[str, ...], fmt: str, out: str | None, max_size
     from connsync.commands.report import report as run
 
     json_errors("report", fmt)
-    return run(app.config, paths, fmt=fmt, out=out, max_size=max_size)
+    return run(_with_policies(app.config, policies), paths, fmt=fmt, out=out, max_size=max_size)
 
 
 @cli.command()

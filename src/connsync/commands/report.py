@@ -14,7 +14,7 @@ from connsync.fsutil import write_atomic_chunks
 from connsync.report import html, json_view, markdown
 from connsync.report.model import Fleet, gather
 from connsync.store import opened
-from connsync.validate import rules
+from connsync.validate import policy, rules
 
 
 def report(config: Config, paths: Sequence[str], *, fmt: str, out: str | None, max_size: int | None) -> int:
@@ -46,8 +46,9 @@ def report(config: Config, paths: Sequence[str], *, fmt: str, out: str | None, m
 
 
 def load(config: Config, paths: Sequence[str]) -> Fleet:
-    """The declarations (offline checks, never decrypted) and the store (never created), as rows."""
-    validation = rules.validate_files(paths, config.connections_dir, config.root)
+    """The declarations (offline checks and policy, never decrypted), the store (never created): rows."""
+    # The same policies as validate, so that the page shows the same policy/<id> findings.
+    validation = rules.validate_files(paths, config.connections_dir, config.root, policy.in_force(config))
     with opened(config.store_url, config.workspace, create=False) as store:
         return gather(config.workspace, validation.declarations, validation.findings, store,
                       max_key_age_days=config.verify.max_key_age_days, complete=not paths)

@@ -47,6 +47,7 @@ from connsync.store.base import (
     Verification,
     Write,
     fingerprint,
+    latest_first,
     now,
 )
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
@@ -212,7 +213,8 @@ class VaultStore:
 
     # --- verification history ----------------------------------------------------
 
-    def verifications(self, name: str | None = None) -> list[Verification]:
+    def verifications(self, name: str | None = None, *, per_connection: int | None = None) -> list[
+            Verification]:
         """From the custom_metadata of ``W/.verified/SLUG``: the listing, never a value."""
         folder = self._folder + ".verified/"
         if name is not None:
@@ -222,7 +224,8 @@ class VaultStore:
         found: list[Verification] = []
         for entry in entries.values():
             found += history_entries(join_meta(entry.get("custom_metadata"))[0])
-        return sorted(found, key=lambda v: v.at, reverse=True)  # stable: each one's own are in order
+        newest = sorted(found, key=lambda v: v.at, reverse=True)  # stable: each one's own are in order
+        return newest if per_connection is None else latest_first(newest, max(1, per_connection))
 
     def record_verifications(self, results: Sequence[Verification], *, keep: int = HISTORY_LIMIT) -> None:
         self._writing()
