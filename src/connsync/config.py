@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from connsync import render
 from connsync.errors import ConfigError
 from connsync.fsutil import find_upward
-from connsync.model import SourceMap
+from connsync.identity import in_ci
+from connsync.model import NOWHERE, SourceMap
 from connsync.providers.base import VerifySettings
 from connsync.store.base import HISTORY_LIMIT
 from connsync.validate import schema
@@ -28,7 +30,9 @@ class Config:
     root: Path  # the directory of connsync.yaml, else the working directory
     file: Path | None
     workspace: str = "default"
-    store_url: str = ""
+    store_setting: str = ""  # the store's URL as chosen, see store_url
+    # Why the store that connsync.yaml names may not be opened in this run (in CI, a shared one).
+    store_refused: str | None = None
     connections_dir: Path = Path("connections")
     verify: VerifySettings = field(default_factory=VerifySettings)
     max_deletes: int = 10
@@ -41,6 +45,13 @@ class Config:
     # Set when --policy replaced them: the repository's own policies, which a pull request proposes.
     repository_policies: tuple[Path, ...] | None = None
 
+    @property
+    def store_url(self) -> str:
+        """The store to open; refused here, before any connection, when the repository may not choose it."""
+        if self.store_refused:
+            raise ConfigError(self.store_refused, hint=_FILE_STORE_HINT)
+        return self.store_setting
+
     def require_repository_or_store(self) -> None:
         """Outside any repository the embedded default store is nobody's: an "empty" answer from it
         would be a false one, so say that there is no repository (as plan and validate do)."""
@@ -51,8 +62,8 @@ class Config:
                                    "with --store or CONNSYNC_STORE")
 
 
-def _read(path: Path) -> Mapping[str, Any]:
-    """The settings, checked against schemas/config.schema.json; every problem located."""
+def _read(path: Path) -> tuple[SourceMap, Mapping[str, Any]]:
+    """The positions and settings, checked against schemas/config.schema.json; every problem located."""
     try:
         data, source = parse_located(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -62,7 +73,7 @@ def _read(path: Path) -> Mapping[str, Any]:
     except YamlProblem as problem:
         raise ConfigError(f"{path}:{problem.line}:{problem.column}: {problem.message}") from None
     if data is None:
-        return {}
+        return source, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping of settings")
     problems = schema.config_problems(data, source) or _path_problems(data, path, source)
@@ -72,7 +83,7 @@ def _read(path: Path) -> Mapping[str, Any]:
                       for line, column, where, message in problems),
             hint="the settings are described by schemas/config.schema.json ('connsync schema config')",
         )
-    return data
+    return source, data
 
 
 def _path_problems(data: Mapping[str, Any], path: Path, source: SourceMap) -> list[tuple[int, int, str, str]]:
@@ -149,6 +160,46 @@ def _verify_settings(verify: Mapping[str, Any], env: Mapping[str, str]) -> Verif
     )
 
 
+# connsync.yaml is part of every pull request. A store it names must never receive what the
+# runner holds for the real store: not its endpoint (an awssm:// endpoint_url would receive
+# the plaintext secrets on apply), not the PostgreSQL password of the environment, and in CI
+# (where the PR's plan runs with the store's credentials) no shared store at all.
+_FILE_STORE_HINT = ("name the shared store in CONNSYNC_STORE (a CI secret) or --store; connsync.yaml "
+                    "may name only the embedded sqlite: store there")
+
+
+def _file_store(url: str, path: Path, source: SourceMap, env: Mapping[str, str]) -> tuple[str, str | None]:
+    """The store connsync.yaml names, made safe to open, and why it may not be opened in this run."""
+    scheme = url.partition(":")[0]
+    line, column = source.position(["store"])
+    # Decoded as the backends decode them (endpoint%5Furl is endpoint_url), any backend's spelling.
+    override = next((key for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)
+                     if "endpoint" in key.lower()), None)
+    if override is not None:
+        raise ConfigError(
+            f"{path}:{line}:{column}: $.store: the store URL in connsync.yaml may not set "
+            f"{render.text(override, 40)}: a pull request can change this file, and the "
+            "endpoint would receive every secret that apply writes",
+            hint="an endpoint comes from --store, CONNSYNC_STORE or the environment (AWS_ENDPOINT_URL) only")
+    if scheme == "sqlite":
+        return url, None
+    if in_ci(env):
+        return url, (f"{path}:{line}:{column}: the store connsync.yaml names is not used on a CI runner "
+                     f"(CI is set): a pull request can change that file, and a shared store would get "
+                     "the job's store credentials; nothing was opened")
+    if scheme in ("postgresql", "postgres"):
+        return _without_environment_password(url), None
+    return url, None
+
+
+def _without_environment_password(url: str) -> str:
+    """libpq's explicit empty ``password=``: PGPASSWORD is not sent; ~/.pgpass (matched by host) still is."""
+    query = url.partition("?")[2]
+    if re.search(r"(?:^|&)password=", query) or re.match(r"[a-z]+://[^/@?]*:[^/@?]*@", url):
+        return url  # the file carries its own password: it goes only where the file says
+    return f"{url}{'&' if query else '' if url.endswith('?') else '?'}password="
+
+
 def resolve_store_url(url: str, base: Path) -> str:
     """Make a ``sqlite:`` path absolute against ``base``; other schemes pass through."""
     scheme, sep, rest = url.partition(":")
@@ -175,15 +226,18 @@ def load_config(
             raise ConfigError(f"{explicit}: config file not found")
     else:
         file = find_upward(cwd, CONFIG_NAME)
-    data = _read(file) if file else {}
+    source, data = _read(file) if file else (NOWHERE, {})
     root = file.resolve().parent if file else cwd
     verify = _section(data, "verify")
     apply_ = _section(data, "apply")
 
+    store_refused = None
     if store or env.get("CONNSYNC_STORE"):
         store_url = resolve_store_url(store or env["CONNSYNC_STORE"], cwd)
+    elif file and "store" in data:
+        store_url, store_refused = _file_store(resolve_store_url(str(data["store"]), root), file, source, env)
     else:
-        store_url = resolve_store_url(str(data.get("store", DEFAULT_STORE)), root)
+        store_url = resolve_store_url(DEFAULT_STORE, root)
 
     # An empty --workspace is a mistake to report; an empty variable is an unset one, as usual.
     chosen = workspace if workspace is not None else (env.get("CONNSYNC_WORKSPACE") or None)
@@ -195,7 +249,8 @@ def load_config(
         root=root,
         file=file,
         workspace=str(chosen or data.get("workspace", "default")),
-        store_url=store_url,
+        store_setting=store_url,
+        store_refused=store_refused,
         connections_dir=root / str(data.get("connections", "connections")),
         verify=_verify_settings(verify, env),
         max_deletes=int(apply_.get("max_deletes", 10)),

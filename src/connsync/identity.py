@@ -6,6 +6,7 @@ import getpass
 import os
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 # CI systems each name their run differently.
@@ -27,9 +28,9 @@ def ci_run_id() -> str | None:
     return None
 
 
-def in_ci() -> bool:
+def in_ci(env: Mapping[str, str] | None = None) -> bool:
     """True on a CI runner: GitHub Actions, GitLab, CircleCI, Buildkite and others set CI."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return (os.environ if env is None else env).get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def actor() -> str:

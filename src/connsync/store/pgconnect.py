@@ -72,7 +72,10 @@ class ConnectionTarget:
             raise StoreError(f"schema {schema[:64]!r} in the store URL is not a plain lower-case SQL name",
                              hint="use letters, digits and underscores, e.g. ?schema=connsync")
         conninfo = urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote)))
-        shown_query = urlencode([(k, _MASK if k == "password" else v) for k, v in query], quote_via=quote)
+        # An empty password= (what connsync.yaml's URL gets: PGPASSWORD is not for a store the
+        # repository chose) is no password to mask, and not shown.
+        shown_query = urlencode([(k, _MASK if k == "password" else v) for k, v in query
+                                 if not (k == "password" and not v)], quote_via=quote)
         netloc = parts.netloc
         if password is not None:
             userinfo, _, hostport = netloc.rpartition("@")
@@ -120,7 +123,11 @@ def connect(target: ConnectionTarget) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(target.conninfo, **options)
     except psycopg.Error as exc:
-        raise StoreError(_connect_failure(exc, target), hint=_connect_hint(exc)) from None
+        hint = _connect_hint(exc)
+        if _reason(exc) == _NOT_GIVEN and re.search(r"[?&]password=(&|$)", target.conninfo):
+            hint = ("PGPASSWORD is not sent to a store that connsync.yaml names (a pull request can change "
+                    "that file): set CONNSYNC_STORE or --store to the URL, or put the password in ~/.pgpass")
+        raise StoreError(_connect_failure(exc, target), hint=hint) from None
     try:
         if conn.info.server_version < OLDEST_SERVER:
             raise StoreError(
@@ -157,6 +164,8 @@ def _detail(exc: psycopg.Error, target: ConnectionTarget) -> str:
 def _reason(exc: psycopg.Error) -> str:
     # libpq gives connection failures no SQLSTATE: the server's words are all there is.
     text = str(exc)
+    if "no password supplied" in text:
+        return _NOT_GIVEN
     if exc.sqlstate in ("28P01", "28000") or "authentication failed" in text or "pg_hba.conf" in text:
         return "PostgreSQL refused the login"
     if exc.sqlstate == "3D000" or ("database" in text and "does not exist" in text):
@@ -168,7 +177,9 @@ def _reason(exc: psycopg.Error) -> str:
     return "cannot reach PostgreSQL"
 
 
+_NOT_GIVEN = "PostgreSQL asked for a password and none was given"
 _HINTS = {
+    _NOT_GIVEN: "set PGPASSWORD, or put the password in ~/.pgpass",
     "PostgreSQL refused the login": "check the user and password (PGPASSWORD, ~/.pgpass or the URL) and "
                                     "the server's pg_hba.conf",
     "the database does not exist": "create it first: the README's 'Teams and CI' section has the SQL",
