@@ -337,3 +337,35 @@ def test_explicit_tags_that_do_not_parse(value: str) -> None:
     assert isinstance(finding, Finding) and finding.rule == "yaml"
     with pytest.raises(NeedsBinary):
         decrypt_text(f"k: {value}\nsops: {{mac: x, lastmodified: x}}\n")
+
+
+def test_a_merge_key_is_refused_where_it_stands(repo: Path, run: Run) -> None:
+    """PyYAML merges ``<<``, sops keeps it as a key: a secret put there would be validated as a
+    spec field yet stored, decrypted, inside the clear spec. Encrypted by the real sops here."""
+    import subprocess
+
+    from connsync import sops
+
+    plain = ("apiVersion: connsync/v1\nprovider: aws\nmetadata:\n  name: AWS Prod\nspec:\n"
+             "  account_id: '123456789012'\n  default_region: us-east-1\n  access_key_id: AKIAIOSFODNN7EXAMPLE\n"
+             f"  !!merge <<: {{secret_access_key: {CANARY}}}\n")
+    encrypted = subprocess.run([sops.binary(), "encrypt", "--filename-override", "connections/aws-prod.yaml",
+                                "--input-type", "yaml", "--output-type", "yaml", "/dev/stdin"],
+                               input=plain.encode(), capture_output=True, cwd=repo, check=True).stdout
+    assert b"ENC[" in encrypted and CANARY.encode() not in encrypted
+    (repo / "connections/aws-prod.yaml").write_bytes(encrypted)
+    code, findings = findings_of(run)
+    assert code == 1
+    assert [(f["rule"], f["line"], f["column"], f["path"]) for f in findings] == [("yaml", 9, 5, "$.spec.<<")]
+    assert "merge keys (<<) are not allowed" in str(findings[0]["message"])
+    applied = run("apply", "--auto-approve", "--skip-verify")
+    assert applied.code == 1 and "connections/aws-prod.yaml:9:5" in applied.err
+    listed = run("list", "--format", "json")
+    assert CANARY not in listed.out + listed.err + applied.out + applied.err
+    # Plain or quoted, in any mapping (connsync.yaml too): the same finding.
+    (repo / "connections/aws-prod.yaml").write_text(plain.replace("!!merge <<", "'<<'").replace(CANARY, "x"))
+    assert [(f["rule"], f["line"]) for f in findings_of(run)[1]] == [("yaml", 9)]
+    (repo / "connections/aws-prod.yaml").unlink()
+    (repo / "connsync.yaml").write_text("<<: {workspace: other}\n")
+    refused = run("validate")
+    assert refused.code == 1 and "connsync.yaml:1:1: merge keys (<<) are not allowed" in refused.err

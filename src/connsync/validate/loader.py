@@ -42,7 +42,7 @@ class _RefusedNode(yaml.MarkedYAMLError):
 
 
 class StrictLoader(yaml.CSafeLoader):
-    """``CSafeLoader`` that rejects duplicate keys and every alias.
+    """``CSafeLoader`` that rejects duplicate keys, merge keys and every alias.
 
     PyYAML silently keeps the last of two equal keys, which would let a second
     ``secret_access_key`` hide under the first in review. Aliases have no use in
@@ -61,7 +61,13 @@ class StrictLoader(yaml.CSafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"expected a mapping, found {node.id}", node.start_mark
             )
-        self.flatten_mapping(node)
+        for key_node, _ in node.value:
+            # PyYAML merges "<<" (with a !!merge tag); sops keeps it as a plain key. Either way what
+            # was validated would not be what is encrypted and stored, so it has no meaning here.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<":
+                raise _RefusedNode("yaml", "merge keys (<<) are not allowed: sops does not merge them, so "
+                                   "what is validated would not be what is stored; write the keys out",
+                                   key_node.start_mark)
         mapping: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
