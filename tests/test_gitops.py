@@ -103,11 +103,32 @@ def test_an_edited_plan_cannot_delete_or_adopt(applied: Path, run: Run) -> None:
     result = run("apply", "changes.plan", "--auto-approve", "--skip-verify")
     assert result.code == 1 and "plan file was changed after it was made" in result.err
     assert store_of(applied).get("AWS Dev") is not None
-    # Without the MAC it is an unsigned plan, which may not prune either.
+    # Without the MAC it would pass for a plan made before the store existed: it is edited all the same.
     edit_plan(applied / "changes.plan", lambda data: data.pop("mac"))
     result = run("apply", "changes.plan", "--auto-approve", "--skip-verify")
-    assert result.code == 1 and "an unsigned plan cannot prune or adopt" in result.err
+    assert result.code == 1 and "plan file was changed after it was made" in result.err
     assert store_of(applied).get("AWS Dev") is not None
+
+
+def test_an_unsigned_plan_is_applied_only_while_the_store_does_not_exist(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert new_aws(run, monkeypatch, name="AWS Prod").code == 0
+    for name in ("first.plan", "early.plan"):  # no store yet: nothing to sign with
+        assert run("plan", "--out", name).code == 0
+        assert "mac" not in json.loads((repo / name).read_text())
+    assert run("apply", "first.plan", "--auto-approve", "--skip-verify").code == 0
+    assert store_of(repo).get("AWS Prod") is not None
+    # The store exists now: the other plan made before it did is refused, like an edited one.
+    assert new_aws(run, monkeypatch, name="AWS Dev").code == 0
+    (repo / "connections/aws-prod.yaml").unlink()
+    late = run("apply", "early.plan", "--auto-approve", "--skip-verify")
+    assert late.code == 1 and "plan file was changed after it was made" in late.err, late.err
+    # A signed plan whose MAC was removed is refused the same way, and nothing is written.
+    assert run("plan", "--out", "signed.plan").code == 0
+    edit_plan(repo / "signed.plan", lambda data: data.pop("mac"))
+    stripped = run("apply", "signed.plan", "--auto-approve", "--skip-verify")
+    assert stripped.code == 1 and "plan file was changed after it was made" in stripped.err
+    assert store_of(repo).get("AWS Dev") is None
 
 
 @pytest.mark.parametrize(("edit", "where"), [

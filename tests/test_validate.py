@@ -347,7 +347,8 @@ def test_a_merge_key_is_refused_where_it_stands(repo: Path, run: Run) -> None:
     from connsync import sops
 
     plain = ("apiVersion: connsync/v1\nprovider: aws\nmetadata:\n  name: AWS Prod\nspec:\n"
-             "  account_id: '123456789012'\n  default_region: us-east-1\n  access_key_id: AKIAIOSFODNN7EXAMPLE\n"
+             "  account_id: '123456789012'\n  default_region: us-east-1\n"
+             "  access_key_id: AKIAIOSFODNN7EXAMPLE\n"
              f"  !!merge <<: {{secret_access_key: {CANARY}}}\n")
     encrypted = subprocess.run([sops.binary(), "encrypt", "--filename-override", "connections/aws-prod.yaml",
                                 "--input-type", "yaml", "--output-type", "yaml", "/dev/stdin"],

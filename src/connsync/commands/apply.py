@@ -15,7 +15,7 @@ from connsync.reconcile import planfile
 from connsync.reconcile.apply import ApplyReport, Verifier, check_deletes, execute, settle
 from connsync.reconcile.pipeline import load_valid, make_plan
 from connsync.reconcile.plan import Plan, check_stale
-from connsync.store import LockInfo, Store, destroying, opened, refuse_ephemeral_store
+from connsync.store import EmptyStore, LockInfo, Store, destroying, opened, refuse_ephemeral_store
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,14 @@ def apply(config: Config, paths: Sequence[str], options: ApplyOptions, *, verifi
         paths = planfile.read(options.planfile).paths  # checked again, with its MAC, under the lock
     # The files first: broken input must not even create a store.
     declarations = load_valid(config, paths)
+    # A plan without a MAC is one made before the store existed: only then can it be applied.
+    store_existed = bool(options.planfile) and _store_exists(config)
     with opened(config.store_url, config.workspace) as store:
         if options.destroy:
             destroying(store)
         saved: Plan | None = None
         if options.planfile:
-            saved = planfile.verify(options.planfile, store).plan
+            saved = planfile.verify(options.planfile, store, store_existed=store_existed).plan
         prune = saved.prune if saved else (config.prune if options.prune is None else options.prune)
         adopt = saved.adopt if saved else options.adopt
         lock = store.acquire_lock(timeout=options.lock_timeout)
@@ -130,6 +132,11 @@ def _release(store: Store, lock: LockInfo) -> list[str]:
         return [f"the workspace lock {lock.id} could not be released ({exc.message}); it belongs to this "
                 "process, which is ending, so the next apply takes it over"]
     return []
+
+
+def _store_exists(config: Config) -> bool:
+    with opened(config.store_url, config.workspace, create=False) as store:
+        return not isinstance(store, EmptyStore)
 
 
 def _print_report(report: ApplyReport, fmt: str, style: render.Style) -> None:

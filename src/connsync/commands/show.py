@@ -22,7 +22,7 @@ def show(path: str, *, fmt: str, style: render.Style) -> int:
         settings.append(f"only {len(saved.paths)} path(s)")
     # show reads no store: it can say a signature is there, only apply can say it is good.
     signature = ("signed; apply checks the signature against the store" if saved.signed
-                 else "unsigned: made before the store existed")
+                 else "unsigned: made before the store existed; apply takes it only while it still does not")
     click.echo(f"Saved plan {render.text(path)} ({', '.join(settings)}; {signature})")
     click.echo(render.plan_text(plan, style))
     for warning in render.plan_notes_text(plan):

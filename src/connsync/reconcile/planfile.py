@@ -3,7 +3,8 @@
 A saved plan is tamper-evident: it carries an HMAC-SHA256 over its canonical JSON, keyed by the
 store's own fingerprint key (the per-store salt, sealed in the store), so whoever can edit the file
 but cannot open the store cannot turn an orphan into a delete or a conflict into an adopt. A plan
-made before the store existed has no key to sign with; such a plan is accepted only without
+made before the store existed has no key to sign with; such a plan is accepted only while the store
+still does not exist (once it does, removing the MAC would be the way around it), only without
 ``prune`` and ``adopt``, and apply re-derives every decision from the files anyway (see
 :func:`connsync.reconcile.plan.check_stale`), so what it may do is what a fresh apply would do.
 """
@@ -101,11 +102,15 @@ def _short(message: str, limit: int = 120) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
-def verify(path: str, store: Store) -> SavedPlan:
-    """Read ``path`` and check its MAC under ``store``'s key: an edited plan is refused."""
+def verify(path: str, store: Store, *, store_existed: bool) -> SavedPlan:
+    """Read ``path`` and check its MAC under ``store``'s key: an edited plan is refused.
+
+    ``store_existed``: whether the store was there before this run opened (and so created) it.
+    """
     saved, data = _load(path)  # once: the plan that is checked is the plan that is used
-    if saved.signed:
-        if isinstance(store, EmptyStore) or not hmac.compare_digest(str(data["mac"]), _mac(store, data)):
+    if saved.signed or store_existed:
+        if (not saved.signed or isinstance(store, EmptyStore)
+                or not hmac.compare_digest(str(data["mac"]), _mac(store, data))):
             raise StalePlan(
                 f"{path}: the plan file was changed after it was made, or made for another store; "
                 "nothing was applied", hint="make a new plan with 'connsync plan --out FILE'")
