@@ -28,7 +28,7 @@ LOOK_ALIKES = {
     "cyrillic": ("\u0410WS Prod", "confusable-name"),
     "zwsp": ("AWS Prod\u200b", "hidden-character"),
     "bom": ("\ufeffAWS Prod", "hidden-character"),
-    "nbsp": ("AWS\u00a0Prod", "confusable-name"),
+    "nbsp": ("AWS\u00a0Prod", "hidden-character"),  # blank-looking: refused alone, too
     "nul": ("AWS\x00Prod", "hidden-character"),
     "nfd": ("Cafe\u0301", "duplicate-name"),  # beside "Caf\u00e9" (NFC)
 }
@@ -145,3 +145,52 @@ def test_workspace_from_a_flag_or_the_environment_is_checked(workdir: Path, run:
     result = run("--workspace", "a\n::error::b", "list")
     assert result.code == 1 and "does not match" in result.err
     assert all(line.isprintable() and not line.startswith("::") for line in result.err.splitlines())
+
+
+# Characters that show as a blank (or as nothing) and that ICU's confusable skeleton keeps apart
+# from a space: each made "AWS<it>Prod" pass beside "AWS Prod".
+BLANK_LOOKING = {"\u3164": "HANGUL FILLER", "\u2800": "BRAILLE PATTERN BLANK",
+                 "\uffa0": "HALFWIDTH HANGUL FILLER", "\u115f": "HANGUL CHOSEONG FILLER",
+                 "\u1160": "HANGUL JUNGSEONG FILLER", "\u3000": "IDEOGRAPHIC SPACE",
+                 "\u2007": "FIGURE SPACE", "\u034f": "COMBINING GRAPHEME JOINER",
+                 "\ufe0f": "VARIATION SELECTOR-16", "\U000e0041": "TAG LATIN CAPITAL LETTER A"}
+
+
+@pytest.mark.parametrize("char", list(BLANK_LOOKING))
+def test_blank_looking_characters_are_refused_in_names_and_labels(run: Run, workdir: Path, char: str) -> None:
+    write_doc(workdir / "connections/a.yaml", aws_doc("AWS Prod"))
+    doc = aws_doc(f"AWS{char}Prod")
+    doc["metadata"]["labels"] = {f"te{char}am": "billing", "owner": f"bob{char}"}
+    doc["metadata"]["description"] = "prose\u00a0is prose"  # not a name: a no-break space is fine there
+    write_doc(workdir / "connections/b.yaml", doc)
+    code, findings = validate_json(run)
+    assert code == 1
+    assert [(f["rule"], f["file"], f["path"], f["line"]) for f in findings] == [
+        ("hidden-character", "connections/b.yaml", "$.metadata.name", 4),
+        ("hidden-character", "connections/b.yaml", f"$.metadata.labels.te{char}am", 6),
+        ("hidden-character", "connections/b.yaml", "$.metadata.labels.owner", 7),
+    ], findings
+    code_point = f"U+{ord(char):04X} ({BLANK_LOOKING[char]}) at position 4"
+    if unicodedata.category(char) == "Cf":  # a format character (the tags): reported as one, as before
+        assert findings[0]["message"].startswith(f"the name contains {code_point}; control and format")
+        return
+    code_point += ", a blank-looking character"
+    assert findings[0]["message"] == (
+        f"the name contains {code_point}; it looks like a space, or like nothing, so two different names "
+        "or labels would read the same; use a plain space (U+0020) or remove it")
+    assert run("plan").code == 1
+
+
+@pytest.mark.parametrize("char", ["\u2800", "\u3164", "\u00a0", "\u200b"])
+def test_a_store_name_with_a_blank_looking_character_is_a_look_alike(repo: Path, run: Run, char: str) -> None:
+    """Made in the platform's UI, the store's name never met validate: the look-alike check folds it."""
+    store = SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "default")
+    try:
+        store.put(Write(name=f"AWS{char}Prod", provider="aws", spec={}, secrets={}, managed=False, actor="ui",
+                        action="ui-create"), expected_version=None)
+    finally:
+        store.close()
+    write_doc(repo / "connections/prod.yaml", aws_doc("AWS Prod" if char != "\u200b" else "AWSProd"))
+    result = run("plan")
+    assert result.code == 1, result.out + result.err
+    assert "[confusable-name]" in result.err and "which the store already holds" in result.err

@@ -174,10 +174,52 @@ def plaintext_secrets(decl: Declaration) -> list[Finding]:
 
 
 _HIDDEN_HINT = "control and format characters can hide or fake text in reviews and output; remove it"
+_BLANK_HINT = ("it looks like a space, or like nothing, so two different names or labels would read the "
+               "same; use a plain space (U+0020) or remove it")
+
+
+@functools.cache
+def _unicode_set(pattern: str) -> Any:
+    import icu  # ~60 ms to import: only for text that is not ASCII
+
+    chars = icu.UnicodeSet(pattern)
+    chars.freeze()  # immutable, and faster to query
+    return chars
+
+
+# Unicode's default-ignorable code points (zero-width characters, variation selectors, the Hangul
+# fillers, ...) render as nothing or as a blank, White_Space ones as a space; the Braille blank is
+# neither, and shows as a space too. In a name or a label each is refused: decided once here rather
+# than folded only where two names meet, so that a label value cannot differ invisibly either.
+_BLANKS = r"[[[:Default_Ignorable_Code_Point:][:White_Space:][\u2800]]-[\u0020]]"
+# The ones among them that take a space's width (the rest take none): the look-alike check folds
+# these to a space and the rest to nothing, for names read from a store, which no validate saw.
+_SPACERS = r"[[:White_Space:]\u2800\u115f\u1160\u3164\uffa0]"
+
+
+def blank_character(value: str) -> str | None:
+    """A description of the first blank-looking character in ``value`` other than the space, if any."""
+    if value.isascii():  # ASCII's only other blanks are controls, which hidden_character reports
+        return None
+    blanks = _unicode_set(_BLANKS)
+    for index, char in enumerate(value):
+        if blanks.contains(char):
+            return f"U+{ord(char):04X} ({unicodedata.name(char, 'unassigned')}) at position {index + 1}"
+    return None
+
+
+def odd_character(value: str, *, prose: bool = False) -> tuple[str, str] | None:
+    """What is wrong with a name, label (or, with ``prose``, description) character, and the hint."""
+    bad = discovery.hidden_character(value.replace("\n", " ").replace("\t", " ") if prose else value)
+    if bad:
+        return bad, _HIDDEN_HINT
+    bad = None if prose else blank_character(value)
+    return (f"{bad}, a blank-looking character", _BLANK_HINT) if bad else None
 
 
 def hidden_text(decl: Declaration) -> list[Finding]:
-    """Control and format characters in the name, labels or description (prose may break lines)."""
+    """Control and format characters in the name, labels or description (prose may break lines);
+    blank-looking ones in the name and labels (prose may hold a no-break space)."""
     metadata = decl.data.get("metadata")
     if not isinstance(metadata, Mapping):
         return []
@@ -187,11 +229,11 @@ def hidden_text(decl: Declaration) -> list[Finding]:
               at_key: bool = False) -> None:
         if not isinstance(value, str):
             return
-        bad = discovery.hidden_character(value.replace("\n", " ").replace("\t", " ") if prose else value)
-        if bad:
+        odd = odd_character(value, prose=prose)
+        if odd:
             line, column = decl.position(parts, at_key=at_key)
             findings.append(Finding("error", "hidden-character", decl.file, line, column,
-                                    json_path(parts), f"{what} contains {bad}; {_HIDDEN_HINT}"))
+                                    json_path(parts), f"{what} contains {odd[0]}; {odd[1]}"))
 
     check(["metadata", "name"], metadata.get("name"), "the name")
     check(["metadata", "description"], metadata.get("description"), "the description", prose=True)
@@ -217,7 +259,11 @@ def _spoof_checker() -> Any:
 
 def skeleton(name: str) -> str:
     """Unicode's confusable skeleton (UTS #39) of the name: equal skeletons look alike."""
-    return str(_spoof_checker().getSkeleton(0, name_key(name)))
+    key = name_key(name)
+    if not key.isascii():
+        spacers = _unicode_set(_SPACERS)
+        key = "".join(" " if spacers.contains(c) else c for c in key)  # ICU drops the other ignorables
+    return str(_spoof_checker().getSkeleton(0, key))
 
 
 def _differences(name: str, other: str) -> str:
@@ -231,7 +277,7 @@ def duplicate_names(declarations: Iterable[Declaration]) -> list[Finding]:
     for decl in declarations:
         metadata = decl.data.get("metadata")
         name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        if isinstance(name, str) and not discovery.hidden_character(name):  # else its own finding says why
+        if isinstance(name, str) and not odd_character(name):  # else its own finding says why
             named.append((unicodedata.normalize("NFC", name), decl))
     first_seen: dict[str, tuple[str, Declaration]] = {}
     look_alikes: dict[str, tuple[str, Declaration]] = {}
