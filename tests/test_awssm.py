@@ -499,3 +499,29 @@ def test_secrets_connsync_did_not_write_are_never_taken_or_replaced(store_url: s
         with pytest.raises(StoreError, match="not connsync's"):
             store.restore(store.snapshot(), actor="mover", overwrite=True)
     assert not sm.describe_secret(SecretId=f"{prefix}/default/aws-dev").get("DeletedDate")
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda m: m["h"][0].__setitem__(4, 1e300), "an audit time is the number 1e+300"),
+    (lambda m: m["h"][0].__setitem__(3, {"x": 1}), "an audit entry's action, actor, revision or source"),
+    (lambda m: m.__setitem__("h", "lots"), "its audit history is a str"),
+    (lambda m: m.__setitem__("v", "2"), "'v' is a str"),
+    (lambda m: m.__setitem__("s", ["x"]), "'s' is a list"),
+    (lambda m: m.__setitem__("at", 12), "'at' is the number 12"),
+])
+def test_a_damaged_description_is_a_clear_error_naming_the_secret(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, prefix: str, sm: Any,
+        damage: Any, problem: str) -> None:
+    """Anyone who may edit the secret may edit its Description: what connsync reads there is checked."""
+    assert new_aws(run, monkeypatch, name="AWS Prod").code == 0
+    assert apply(run)["exit"] == 0
+    secret = f"{prefix}/default/aws-prod"
+    meta = json.loads(sm.describe_secret(SecretId=secret)["Description"])
+    damage(meta)
+    sm.update_secret(SecretId=secret, Description=json.dumps(meta, separators=(",", ":")))
+    for command in (("audit",), ("audit", "--format", "json"), ("list",), ("plan",)):
+        result = run(*command)
+        assert result.code == 1, (command, result.out, result.err)
+        assert f"the secret {secret} holds a connsync Description that is damaged ({problem}" in result.err, \
+            result.err
+        assert "Traceback" not in result.err

@@ -234,3 +234,31 @@ def test_import_prints_store_names_safely(repo: Path, run: Run) -> None:
     result = run("import", "--all")
     assert_log_safe(result.out + result.err)
     assert CANARY not in result.out + result.err and "X" * 1000 not in result.out + result.err
+
+
+def test_audit_prints_what_another_client_wrote_safely(repo: Path, run: Run) -> None:
+    """The audit table is the store's: a client other than connsync may have written any row."""
+    import sqlite3
+
+    _hostile_store(repo)
+    db = sqlite3.connect(repo / ".connsync/store.db")
+    try:
+        for index, value in enumerate(HOSTILE, start=1):
+            db.execute("UPDATE audit SET at = ?, actor = ?, action = ?, git_revision = ?, source = ? "
+                       "WHERE id = ?", (value, value, value, value, value, index))
+        db.commit()
+        for args in (("audit",), ("audit", "--format", "json")):
+            result = run(*args)
+            assert result.code == 0, result.err
+            assert_log_safe(result.out + result.err)
+            assert "X" * 1000 not in result.out or args[-1] == "json"
+        # A value of another type (a BLOB where connsync writes text) is one clear error, not a crash.
+        db.execute("UPDATE audit SET at = ? WHERE id = 2", (b"\x1b[2K::error::x",))
+        db.commit()
+    finally:
+        db.close()
+    for args in (("audit",), ("audit", "--format", "json")):
+        damaged = run(*args)
+        assert damaged.code == 1, damaged.err
+        assert "the store's audit entry 2 (" in damaged.err and "is damaged: its at is bytes" in damaged.err
+        assert_log_safe(damaged.out + damaged.err)

@@ -58,6 +58,7 @@ from connsync.store.awssm_layout import (
     Target,
     airflow_fields,
     aws_errors,
+    check_meta,
     compact,
     conflict,
     current_version_id,
@@ -202,7 +203,9 @@ class SecretsManagerStore:
         meta = parse_meta((entry or {}).get("Description"))
         if meta is None or entry is None:
             return None
-        return meta if self._prefix + slug(str(meta.get("n", "")).casefold()) == entry["Name"] else None
+        if self._prefix + slug(str(meta.get("n", "")).casefold()) != entry["Name"]:
+            return None
+        return check_meta(meta, entry["Name"])
 
     def _record(self, entry: dict[str, Any]) -> StoredConnection:
         meta = self._meta(entry)
@@ -254,7 +257,9 @@ class SecretsManagerStore:
         entries = self._list(deleted=True)
         events = next((e for e in self._entries() if e["Name"] == self._events_name()), None)
         metas = [self._meta(e) for e in entries]
-        metas.append(parse_meta(events.get("Description")) if events else None)
+        events_meta = parse_meta(events.get("Description")) if events else None
+        if events and events_meta:
+            metas.append(check_meta(events_meta, events["Name"], record=False))
         for meta in metas:
             for h in (meta or {}).get("h") or []:
                 action, before, after, actor, at, git_revision, source, *named = h
@@ -443,6 +448,7 @@ class SecretsManagerStore:
             secret = self._events_name()
             entry = self._describe(secret)
             meta = parse_meta((entry or {}).get("Description")) or {"connsync": 1, "kind": "events"}
+            check_meta(meta, secret, record=False)
         meta["h"] = [*(meta.get("h") or []), row]
         description = fit_description(meta, name)
         with aws_errors(self._target, f"record an event of {name[:80]!r}", secret):

@@ -199,6 +199,61 @@ def parse_meta(text: str | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("connsync") == 1 else None
 
 
+# What connsync writes in a record's Description: key -> (type, may it be null). Anyone who may
+# edit the secret may edit its Description; a value of another type is a damaged record.
+_META_TYPES: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "n": (str, False), "p": (str, False), "s": (dict, False), "f": (dict, False), "v": (int, False),
+    "sv": (int, True), "m": (bool, False), "src": (str, True), "dg": (str, True), "g": (str, True),
+    "at": (str, False), "by": (str, False), "d": (str, True), "l": (dict, True), "life": (str, False),
+}
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last second iso() can show
+
+
+def check_meta(meta: dict[str, Any], secret: str, *, record: bool = True) -> dict[str, Any]:
+    """``meta`` when its values have the types connsync writes; else a StoreError naming the secret."""
+    problem = _meta_problem(meta, record)
+    if problem:
+        raise StoreError(f"the secret {secret[:300]} holds a connsync Description that is damaged "
+                         f"({problem}); nothing was changed",
+                         hint="another client edited its Description; restore it from the secret's "
+                         "previous version, or delete the record and apply again")
+    return meta
+
+
+def _meta_problem(meta: dict[str, Any], record: bool) -> str | None:
+    for key, (kind, nullable) in (_META_TYPES.items() if record else ()):
+        value = meta.get(key)
+        if value is None and nullable:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{key!r} is {_kind(value)}"
+    history = meta.get("h")
+    if not isinstance(history, (list, type(None))):
+        return f"its audit history is {_kind(history)}"
+    return next((p for p in map(_history_problem, history or []) if p), None)
+
+
+def _history_problem(row: object) -> str | None:
+    if not isinstance(row, list) or len(row) < 7:
+        return f"an audit entry is {_kind(row)}, not a list of 7 or 8 values"
+    action, before, after, actor, at, git_revision, source, *named = row
+    if not isinstance(at, (int, float)) or isinstance(at, bool) or not 0 <= at <= _LATEST:
+        return f"an audit time is {_kind(at)}, not a time in seconds since 1970"
+    texts = [action, actor, *named[:1]]
+    if not all(isinstance(t, str) for t in texts) or not all(isinstance(t, (str, type(None)))
+                                                             for t in (git_revision, source)):
+        return "an audit entry's action, actor, revision or source is not text"
+    if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (before, after)):
+        return "an audit entry's version is not a whole number"
+    return None
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"the number {value!r:.40}"
+    return "missing" if value is None else f"a {type(value).__name__}"
+
+
 def fit_description(meta: dict[str, Any], name: str) -> str:
     """The metadata as a Description: the oldest audit entries go first; the record itself must fit."""
     history = list(meta.get("h") or [])
