@@ -109,10 +109,20 @@ def test_secret_env_never_echoes_what_looks_like_a_value(repo: Path, run: Run, g
     assert result.code == 64 and given not in result.out + result.err
 
 
-def test_secret_env_names_an_unset_variable(repo: Path, run: Run) -> None:
-    result = run("new", "aws", "--name", "X", "--no-input", "--secret-env", "secret_access_key=MY_AWS_SECRET")
-    assert result.code == 64
-    assert "the environment variable MY_AWS_SECRET is not set or is empty" in result.err
+# A secret that happens to look like a variable name (one case, letters, digits and _).
+LOOKS_LIKE_A_NAME = "AAAAZ7QJ3KXW5RT2M8PLVN4HBYDCE6GSUF0TIO91"
+
+
+@pytest.mark.parametrize("command", [("new", "aws", "--name", "X", "--no-input"), ("set", "AWS Prod")])
+def test_secret_env_never_echoes_what_follows_the_equals_sign(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]) -> None:
+    assert new_aws(run, monkeypatch).code == 0
+    for given in ("MY_AWS_SECRET", LOOKS_LIKE_A_NAME, LOOKS_LIKE_A_NAME.lower()):
+        result = run(*command, "--secret-env", f"secret_access_key={given}")
+        assert result.code == 64, result.err
+        assert ("--secret-env secret_access_key=…: the environment variable named after '=' is not set"
+                in result.err)
+        assert given not in result.out + result.err
 
 
 def test_force_keeps_description_and_labels(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,8 +72,11 @@ def secrets_from_env(values: Sequence[str], provider: str, environ: Mapping[str,
             )
         value = environ.get(variable)
         if not value:
-            raise UsageError(f"--secret-env {field}={variable}: the environment variable {variable} "
-                             "is not set or is empty")
+            # What follows '=' is never shown: a secret can look like a variable name (all capitals).
+            raise UsageError(f"--secret-env {field}=…: the environment variable named after '=' is not set "
+                             "or is empty (its name is not shown, in case it is the secret itself)",
+                             hint=f"export the variable, then pass its name: --secret-env {field}=MY_VAR (if "
+                             "you typed the secret itself, it is in your shell history: rotate it)")
         secrets[field] = Secret(value)
     return secrets
 
