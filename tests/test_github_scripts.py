@@ -167,3 +167,28 @@ def test_a_plan_stopped_by_findings_shows_them(github: FakeGitHub, tmp_path: Pat
     assert comment["body"].startswith("<!-- connsync-plan -->\n**connsync plan failed** (exit code 1)")
     assert comment["body"].endswith(f"for why. No plan is shown until it succeeds.\n\n"
                                     f"The files do not pass validation:\n\n{table}")
+
+
+def test_only_the_comment_of_the_workflows_own_bot_is_updated(github: FakeGitHub, tmp_path: Path) -> None:
+    """Another app's bot (any app a contributor can install) may post the marker first."""
+    github.state.add_issue(title="Add AWS Prod", pull_request=True, number=PR_NUMBER)
+    forged = "<!-- connsync-plan -->\n**connsync plan**: no changes. Approved."
+    github.state.add_comment(PR_NUMBER, forged, {"login": "helpful-app[bot]", "type": "Bot"})
+    github.state.add_comment(PR_NUMBER, forged, {"login": "github-actions", "type": "User"})
+    run_script(github, tmp_path, PR_SCRIPT, exit_code="2", plan="**connsync plan**: 1 to delete")
+    run_script(github, tmp_path, PR_SCRIPT, exit_code="2", plan="**connsync plan**: 2 to delete")
+    by_author = {c["user"]["login"]: c["body"] for c in github.state.comments_on(PR_NUMBER)}
+    assert by_author == {"helpful-app[bot]": forged, "github-actions": forged,
+                         "github-actions[bot]": "<!-- connsync-plan -->\n**connsync plan**: 2 to delete"}
+
+
+def test_drift_is_never_written_into_an_issue_someone_else_opened(github: FakeGitHub, tmp_path: Path) -> None:
+    mallory = {"login": "mallory", "type": "User"}
+    theirs = github.state.add_issue(title="Please review", body="mine", labels=("connsync-drift",),
+                                    user=mallory)
+    run_script(github, tmp_path, DRIFT_SCRIPT, exit_code="2", plan="~ update AWS Prod")
+    run_script(github, tmp_path, DRIFT_SCRIPT, exit_code="0", plan="No changes.")
+    assert (theirs["body"], theirs["state"]) == ("mine", "open")
+    assert github.state.comments_on(theirs["number"]) == []
+    (ours,) = [i for i in github.state.issues.values() if i["user"]["login"] == "github-actions[bot]"]
+    assert ours["state"] == "closed" and "~ update AWS Prod" in ours["body"]

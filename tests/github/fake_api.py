@@ -28,10 +28,11 @@ class State:
         return self.next_id
 
     def add_issue(self, *, title: str, body: str = "", labels: tuple[str, ...] = (),
-                  pull_request: bool = False, number: int | None = None) -> dict[str, Any]:
+                  pull_request: bool = False, number: int | None = None,
+                  user: dict[str, str] = BOT) -> dict[str, Any]:
         number = number or max(self.issues, default=0) + 1
         issue = {"number": number, "title": title, "body": body, "state": "open", "state_reason": None,
-                 "labels": [{"name": n} for n in labels]}
+                 "labels": [{"name": n} for n in labels], "user": dict(user)}
         if pull_request:
             issue["pull_request"] = {"url": f"/pulls/{number}"}
         self.issues[number] = issue
