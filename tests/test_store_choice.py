@@ -109,3 +109,21 @@ def test_outside_ci_the_environment_password_is_not_sent_to_the_store_the_file_n
     assert "password=" not in refused.err.split("\n")[0]
     # The same store, chosen by whoever runs connsync, gets the password.
     assert run("--store", url, "plan").code == 0
+
+
+@pytest.mark.parametrize("url", ["vault://127.0.0.1:{port}/secret/platform",
+                                 "vault+http://127.0.0.1:{port}/secret/platform"])
+def test_connsync_yaml_cannot_name_the_vault_server(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch,
+                                                    listener: Listener, url: str) -> None:
+    """The runner's VAULT_TOKEN goes wherever the URL points: the file may name the mount only."""
+    assert new_aws(run, monkeypatch).code == 0
+    monkeypatch.setenv("VAULT_TOKEN", "the-runner-token")
+    set_store(repo, url.format(port=listener.port))
+    for command in (("plan",), ("apply", "--auto-approve", "--skip-verify"), ("list",)):
+        result = run(*command)
+        assert result.code == 1, (command, result.err)
+        assert "connsync.yaml:" in result.err and "may not name its server" in result.err, result.err
+        assert "VAULT_ADDR" in result.err and "the-runner-token" not in result.out + result.err
+    assert listener.connections == 0
+    set_store(repo, "vault:///secret/platform")  # the mount only: the server comes from VAULT_ADDR
+    assert "may not name its server" not in run("validate").err

@@ -183,6 +183,14 @@ def _file_store(url: str, path: Path, source: SourceMap, env: Mapping[str, str])
             hint="an endpoint comes from --store, CONNSYNC_STORE or the environment (AWS_ENDPOINT_URL) only")
     if scheme == "sqlite":
         return url, None
+    if scheme.startswith("vault") and urlsplit(url).netloc:
+        # The runner's VAULT_TOKEN goes to the server of the URL: the file may name the mount, not it.
+        raise ConfigError(
+            f"{path}:{line}:{column}: $.store: a Vault store in connsync.yaml may not name its server "
+            f"({render.text(urlsplit(url).hostname or '', 80)}): a pull request can change this file, "
+            "and that server would receive the job's Vault token",
+            hint="write vault:///MOUNT/PREFIX and set VAULT_ADDR, or give the whole URL with --store or "
+                 "CONNSYNC_STORE")
     if in_ci(env):
         return url, (f"{path}:{line}:{column}: the store connsync.yaml names is not used on a CI runner "
                      f"(CI is set): a pull request can change that file, and a shared store would get "
