@@ -30,6 +30,7 @@ def test_new_asks_for_the_name_checks_each_answer_and_asks_again(repo: Path) -> 
                  (b"Account ID (account_id):", b"123456789012\n"),
                  (b"Default Region (default_region):", b"us-esat-1\n"),
                  (b"Default Region (default_region):", b"us-east-1\n"),
+                 (b"Which one [1]:", b"\n"),  # the first: an access key pair
                  (b"Access Key ID (access_key_id):", b"AKIAIOSFODNN7EXAMPLE\n"),
                  (b"Secret Access Key (secret_access_key):", b"too-short\n"),
                  (b"Secret Access Key (secret_access_key):", CANARY.encode() + b"\n")),

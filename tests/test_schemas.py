@@ -28,10 +28,14 @@ def test_every_field_is_documented(name: str) -> None:
     assert schema.secret_fields(name), f"{name} has no writeOnly secret field"
 
 
-def test_aws_has_exactly_the_form_fields() -> None:
+def test_aws_has_the_form_fields_and_the_role_fields() -> None:
     aws = schema.get_schema("aws")
-    assert list(aws["properties"]) == ["account_id", "default_region", "access_key_id", "secret_access_key"]
-    assert schema.secret_fields("aws") == {"secret_access_key"}
+    assert list(aws["properties"]) == ["account_id", "default_region", "access_key_id", "secret_access_key",
+                                       "role_arn", "external_id", "session_duration_seconds"]
+    assert schema.secret_fields("aws") == {"secret_access_key", "external_id"}
+    # A key pair or a role: the form's four fields remain one valid choice.
+    assert [branch["required"] for branch in aws["anyOf"]] == [["access_key_id", "secret_access_key"],
+                                                               ["role_arn"]]
 
 
 def test_envelope_dispatches_to_every_provider_schema() -> None:
@@ -51,7 +55,7 @@ def test_schema_command(run: Run) -> None:
     listed = run("schema", "--list", "--format", "json")
     providers = json.loads(listed.out)["providers"]
     assert [p["name"] for p in providers] == PROVIDERS
-    assert providers[0]["secret_fields"] == ["secret_access_key"]
+    assert providers[0]["secret_fields"] == ["external_id", "secret_access_key"]
     unknown = run("schema", "oracle")
     assert unknown.code == 64 and "known providers: aws, azure, gcp" in unknown.err
 

@@ -31,7 +31,7 @@ def all_files(*roots: Path) -> list[Path]:
 def test_init_writes_the_repository(repo: Path, age_key: AgeKey) -> None:
     sops_config = yaml.safe_load((repo / ".sops.yaml").read_text())
     (rule,) = sops_config["creation_rules"]
-    assert rule["encrypted_regex"] == "^(client_secret|private_key|secret_access_key)$"
+    assert rule["encrypted_regex"] == "^(client_secret|external_id|private_key|secret_access_key)$"
     assert rule["mac_only_encrypted"] is True
     assert rule["age"] == age_key.public
     assert (repo / "connections").is_dir()
@@ -137,7 +137,8 @@ def test_new_refuses_a_duplicate_name(repo: Path, run: Run, monkeypatch: pytest.
 def test_new_prompts_on_a_terminal_with_the_secret_hidden(repo: Path) -> None:
     code, transcript = run_in_terminal(
         "new", "aws", "--name", "Typed", "--set", "account_id=123456789012",
-        answers=((b"Default Region", b"us-east-1\n"), (b"Access Key ID", b"AKIAIOSFODNN7EXAMPLE\n"),
+        answers=((b"Default Region", b"us-east-1\n"), (b"Which one", b"1\n"),
+                 (b"Access Key ID", b"AKIAIOSFODNN7EXAMPLE\n"),
                  (b"Secret Access Key", CANARY.encode() + b"\n")),
     )
     assert code == 0, transcript

@@ -38,7 +38,7 @@ class SetOptions:
     no_input: bool
 
 
-def _parse(assignments: Sequence[str], provider: str) -> tuple[dict[str, str], list[str]]:
+def _parse(assignments: Sequence[str], provider: str) -> tuple[dict[str, str | int], list[str]]:
     secret_names = schema.secret_fields(provider)
     clear: dict[str, str] = {}
     asked: list[str] = []

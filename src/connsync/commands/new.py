@@ -9,6 +9,7 @@ problem is one line naming its flag.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -50,8 +51,10 @@ class Form:
     options: NewOptions
     existing: list[Declaration]
     metadata: dict[str, Any]
-    clear: dict[str, str]
+    clear: dict[str, str | int]
     secrets: dict[str, Secret]
+    # Fields the form will still ask for: "access_key_id needs secret_access_key" is no problem yet.
+    pending: set[str] = dataclasses.field(default_factory=set)
 
     def target(self, name: str) -> Path:
         if self.options.file:
@@ -71,13 +74,19 @@ class Form:
         return fields.problems(self.document(), self.secrets, shown, others)
 
     def problems_at(self, path: str) -> list[str]:
-        found = [f.message for f in self.findings() if f.path == path]
+        field = path.removeprefix("$.spec.")
+        found = [f.message for f in self.findings() if f.path == path
+                 and not (f.message.startswith(f"{field} needs ") and self._waits_for_pending(f.message))]
         if path == NAME_PATH and not found:
             target = self.target(str(self.metadata["name"]))
             if target.exists() and not self.options.force:
                 found.append(f"{display_path(target)} already exists: choose another name, "
                              "--file, or --force to replace it")
         return found
+
+    def _waits_for_pending(self, message: str) -> bool:
+        needed = message.split(":")[0].split(" needs ", 1)[-1].split(" and ")
+        return all(n in self.pending for n in needed)
 
 
 def _flag(path: str, provider: str) -> str:
@@ -175,19 +184,20 @@ def new(config: Config, options: NewOptions, style: render.Style,
     kept = _kept_metadata(target, options) if target.exists() and options.force else {}
     form.metadata = {"name": form.metadata.pop("name"), **kept, **form.metadata}
 
-    for field in [f for f in properties if f in provider_schema.get("required", [])]:
-        prop = properties[field]
-        secret = field in secret_names
-
-        def keep(value: str, field: str = field, secret: bool = secret) -> None:
-            if secret:
-                form.secrets[field] = Secret(value)
-            else:
-                form.clear[field] = value
-
-        current = form.secrets[field].reveal() if field in form.secrets else form.clear.get(field)
-        _fill(form, f"$.spec.{field}", current, f"{prop.get('title', field)} ({field})",
-              fields.about(prop, secret), secret, keep, interactive, errors, missing, style)
+    required = [f for f in properties if f in provider_schema.get("required", [])]
+    for field in required:
+        _field(form, field, properties, secret_names, interactive, errors, missing, style)
+    # Then which alternative (AWS: key pair or role), and its own fields.
+    chosen, others = _choose(fields.alternatives(provider_schema), {*form.clear, *form.secrets},
+                             interactive and not errors)
+    form.pending = {f for f in chosen if f not in form.clear and f not in form.secrets}
+    for field in [f for f in properties if f in chosen and f not in required]:
+        _field(form, field, properties, secret_names, interactive, errors, missing, style)
+        form.pending.discard(field)
+    if missing and others:
+        missing.append(f"(or instead {others})")
+    if interactive and not errors:
+        _ask_optional(form, provider_schema, secret_names, style)
 
     if not errors and not missing:  # whatever no single field owns: labels, description
         asked = {NAME_PATH, *(f"$.spec.{f}" for f in properties)}
@@ -208,6 +218,71 @@ def new(config: Config, options: NewOptions, style: render.Style,
     else:
         click.echo("Next: connsync validate && connsync plan")
     return EXIT_OK
+
+
+def _field(form: Form, field: str, properties: Mapping[str, Any], secret_names: frozenset[str],
+           interactive: bool, errors: list[str], missing: list[str], style: render.Style) -> None:
+    prop = properties[field]
+    secret = field in secret_names
+
+    def keep(value: str) -> None:
+        if secret:
+            form.secrets[field] = Secret(value)
+        else:
+            form.clear[field] = fields.typed(value, prop)
+
+    given = form.clear.get(field)
+    current = form.secrets[field].reveal() if field in form.secrets else None if given is None else str(given)
+    _fill(form, f"$.spec.{field}", current, f"{prop.get('title', field)} ({field})",
+          fields.about(prop, secret), secret, keep, interactive, errors, missing, style)
+
+
+def _choose(groups: list[tuple[str, list[str]]], given: set[str], interactive: bool) -> tuple[set[str], str]:
+    """The fields of the alternative in use (AWS: key pair or role), and how to name the others.
+
+    Whatever the flags already give decides; a terminal asks; otherwise the first is assumed and the
+    others are named beside what is missing.
+    """
+    if not groups:
+        return set(), ""
+    picked = [group for _, group in groups if given & set(group)]
+    if picked:
+        return set().union(*picked), ""
+    if not interactive:
+        others = "; ".join(f"{title.lower()}: " + ", ".join(f"--set {f}" for f in group)
+                           for title, group in groups[1:])
+        return set(groups[0][1]), others
+    for number, (title, group) in enumerate(groups, 1):
+        click.echo(f"  {number}. {render.text(title)} ({', '.join(group)})", err=True)
+    choice = click.prompt("Which one", type=click.IntRange(1, len(groups)), default=1, err=True)
+    return set(groups[choice - 1][1]), ""
+
+
+def _ask_optional(form: Form, provider_schema: Mapping[str, Any], secret_names: frozenset[str],
+                  style: render.Style) -> None:
+    """Optional fields that belong to what was chosen (a role's external id): an empty answer skips."""
+    properties = provider_schema["properties"]
+    for field in fields.dependants(provider_schema, [*form.clear, *form.secrets]):
+        prop, secret = properties[field], field in secret_names
+        description = fields.about(prop, secret)
+        if description:
+            click.echo(style(description, dim=True), err=True)
+        while True:
+            answer = click.prompt(f"{prop.get('title', field)} ({field}, optional: Enter to skip)",
+                                  default="", show_default=False, hide_input=secret, err=True).strip()
+            if not answer:
+                break
+            if secret:
+                form.secrets[field] = Secret(answer)
+            else:
+                form.clear[field] = fields.typed(answer, prop)
+            found = form.problems_at(f"$.spec.{field}")
+            if not found:
+                break
+            form.secrets.pop(field, None)
+            form.clear.pop(field, None)
+            for problem in found:
+                click.echo(f"  ✗ {render.text(problem)}", err=True)
 
 
 def _refuse(errors: list[str], missing: list[str], target: Path | None) -> int:

@@ -67,7 +67,7 @@ def write_connection(document: Mapping[str, Any], secrets: Mapping[str, Secret],
     return hashlib.sha256(encrypted).hexdigest()
 
 
-def update_fields(path: Path, values: Mapping[str, str | Secret], *, shown: str,
+def update_fields(path: Path, values: Mapping[str, str | int | Secret], *, shown: str,
                   sops_meta: Mapping[str, Any], check: Callable[[bytes, Path], None] | None = None) -> str:
     """Change ``spec`` fields of an encrypted file, keeping everything else; returns the new sha256.
 

@@ -277,7 +277,7 @@ def _index(parts: Iterable[str]) -> str:
     return "".join(f"[{json.dumps(part)}]" for part in parts)
 
 
-def set_values(path: Path, values: Mapping[str, str], *, shown: str, sops_meta: Mapping[str, Any],
+def set_values(path: Path, values: Mapping[str, str | int], *, shown: str, sops_meta: Mapping[str, Any],
                redact: Iterable[str] = ()) -> None:
     """Set ``spec`` fields of the encrypted file at ``path`` in place with ``sops set``.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,14 @@ def secrets_from_env(values: Sequence[str], provider: str, environ: Mapping[str,
     return secrets
 
 
-def clear_values(values: Mapping[str, str], provider: str, flag: str) -> dict[str, str]:
+def typed(value: str, prop: Mapping[str, Any]) -> str | int:
+    """A value typed on a command line as the schema's type: ``3600`` for an integer field."""
+    if prop.get("type") == "integer" and re.fullmatch(r"[+-]?[0-9]{1,15}", value.strip()):
+        return int(value)
+    return value
+
+
+def clear_values(values: Mapping[str, str], provider: str, flag: str) -> dict[str, str | int]:
     properties = schema.get_schema(provider)["properties"]
     for field in values:
         if field in schema.secret_fields(provider):
@@ -92,7 +99,23 @@ def clear_values(values: Mapping[str, str], provider: str, flag: str) -> dict[st
         if field not in properties:
             raise UsageError(f"{flag} {field}: {provider} has no such field; fields: "
                              f"{', '.join(properties)}")
-    return dict(values)
+    return {field: typed(value, properties[field]) for field, value in values.items()}
+
+
+def alternatives(provider_schema: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """The schema's ``anyOf`` of required field sets (AWS: a key pair, or a role), as (title, fields)."""
+    return [(str(branch.get("title") or " and ".join(branch["required"])), list(branch["required"]))
+            for branch in provider_schema.get("anyOf", [])
+            if isinstance(branch, Mapping) and set(branch) <= {"title", "description", "required"}]
+
+
+def dependants(provider_schema: Mapping[str, Any], present: Iterable[str]) -> list[str]:
+    """Optional fields that only make sense beside fields already present (an external id, a role)."""
+    have = set(present)
+    needs: Mapping[str, Sequence[str]] = provider_schema.get("dependentRequired", {})
+    return [field for field in provider_schema["properties"]
+            if field not in have and needs.get(field) and set(needs[field]) <= have
+            and not any(field in group for _, group in alternatives(provider_schema))]
 
 
 def stand_in(document: Mapping[str, Any], secret_names: Sequence[str], shown: str) -> Declaration:

@@ -104,9 +104,53 @@ def validate_document(decl: Declaration) -> list[Finding]:
             errors.append(error)
     if not errors:
         return []
+    name = provider if isinstance(provider, str) else ""
     findings: list[Finding] = []
-    for error in _leaf_errors(iter(errors)):
-        findings.extend(_to_findings(decl, error, provider if isinstance(provider, str) else ""))
+    # A field that needs another says so at its own line; the object's "one of these sets" error
+    # would only repeat the same mistake.
+    needing = {tuple(e.absolute_path) for e in errors if e.validator == "dependentRequired"}
+    for error in errors:
+        if error.validator == "dependentRequired":
+            findings.extend(_dependency_findings(decl, error, name))
+        elif _is_alternatives(error):
+            if tuple(error.absolute_path) not in needing:
+                findings.append(_alternatives_finding(decl, error))
+        else:
+            for leaf in _leaf_errors(iter([error])):
+                findings.extend(_to_findings(decl, leaf, name))
+    return findings
+
+
+def _is_alternatives(error: ValidationError) -> bool:
+    """An ``anyOf`` of ``required`` sets: the object must hold one of several groups of fields."""
+    return error.validator == "anyOf" and bool(error.context) and all(
+        c.validator == "required" for c in error.context)
+
+
+def _alternatives_finding(decl: Declaration, error: ValidationError) -> Finding:
+    groups = [" and ".join(branch.get("required", []))
+              + (f" ({str(branch['title']).lower()})" if branch.get("title") else "")
+              for branch in error.validator_value]
+    parts: list[str | int] = list(error.absolute_path)
+    line, column = locate(decl.text, parts)
+    where = str(parts[-1]) if parts else "the document"
+    return Finding("error", "schema", decl.file, line, column, json_path(parts),
+                   f"{where} needs {' or '.join(groups)}")
+
+
+def _dependency_findings(decl: Declaration, error: ValidationError, provider: str) -> list[Finding]:
+    """``dependentRequired``: each present field that lacks a field it needs, at the field's key."""
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    parts: list[str | int] = list(error.absolute_path)
+    findings = []
+    for field, needed in error.validator_value.items():
+        missing = [n for n in needed if n not in instance]
+        if field not in instance or not missing:
+            continue
+        hint = providers.get(provider).schema_hint(field, "dependentRequired", missing)
+        line, column = locate(decl.text, [*parts, field], at_key=True)
+        findings.append(Finding("error", "schema", decl.file, line, column, json_path([*parts, field]),
+                                f"{field} needs {' and '.join(missing)}" + (f": {hint}" if hint else "")))
     return findings
 
 
