@@ -39,6 +39,7 @@ from botocore.exceptions import (
 
 from connsync.model import Desired, Secret
 from connsync.providers import aws_exposure, aws_privilege, key_age
+from connsync.providers.aws import is_role
 from connsync.providers.base import Status, Verdict, VerifySettings
 
 # Tests (and only tests) use this to add botocore event handlers to each client.
@@ -63,6 +64,7 @@ _KEY_PARAM = "ConnsyncKey"  # the connection's key, passed with each call (never
 class _Key(NamedTuple):
     access_key_id: str
     secret: Secret
+    token: Secret | None = None  # a role session's temporary credentials have one
 
 
 def _take_key(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -75,7 +77,8 @@ def _sign_with_key(request: Any, **_: Any) -> None:
     key: _Key | None = request.context.get("connsync_key")
     if key is not None:  # the one place the secret leaves Secret: to sign this request
         signing = request.context.setdefault("signing", {})
-        signing["request_credentials"] = Credentials(key.access_key_id, key.secret.reveal())
+        signing["request_credentials"] = Credentials(key.access_key_id, key.secret.reveal(),
+                                                     key.token.reveal() if key.token else None)
 
 
 class AwsClients:
@@ -96,24 +99,26 @@ class AwsClients:
             user_agent_extra="connsync",
         )
         self._hook = client_hook
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, bool], Any] = {}
         self._lock = threading.Lock()
         # connsync's own identity, for the exposure check of a key that may not read IAM
         self.ambient = aws_exposure.Ambient(lambda service, region: self._session.create_client(
             service, region_name=region, config=self._config))
 
-    def get(self, service: str, region: str) -> Any:
+    def get(self, service: str, region: str, *, ambient: bool = False) -> Any:
+        """``ambient``: a client with connsync's own identity, for a role assumed without a base key."""
         with self._lock:
-            client = self._clients.get((service, region))
+            client = self._clients.get((service, region, ambient))
             if client is None:
                 # Empty credentials: never the environment's, whatever happens to the hooks.
+                empty = {} if ambient else {"aws_access_key_id": "", "aws_secret_access_key": ""}
                 client = self._session.create_client(service, region_name=region, config=self._config,
-                                                     aws_access_key_id="", aws_secret_access_key="")
+                                                     **empty)
                 client.meta.events.register(f"provide-client-params.{service}", _take_key)
                 client.meta.events.register(f"before-sign.{service}", _sign_with_key)
                 if self._hook:
                     self._hook(client)
-                self._clients[(service, region)] = client
+                self._clients[(service, region, ambient)] = client
             return client
 
     def close(self) -> None:
@@ -133,11 +138,13 @@ def clients_for(settings: VerifySettings) -> Iterator[Callable[[Desired], Verdic
         clients.close()
 
 
-def _call(operation: Callable[..., Any], key: _Key) -> Any:
-    """``operation`` signed with ``key``; throttling waits and retries instead of failing."""
+def _call(operation: Callable[..., Any], key: _Key | None, **params: Any) -> Any:
+    """``operation`` signed with ``key`` (None: the client's own identity); throttling waits and retries."""
+    if key is not None:
+        params[_KEY_PARAM] = key
     for round_ in range(THROTTLE_ROUNDS + 1):
         try:
-            return operation(**{_KEY_PARAM: key})
+            return operation(**params)
         except ClientError as exc:
             if _code(exc) not in THROTTLING or round_ == THROTTLE_ROUNDS:
                 raise
@@ -161,11 +168,17 @@ def verify(desired: Desired, settings: VerifySettings, client_hook: ClientHook |
     spec = desired.spec
     region = str(spec["default_region"])
     declared_account = str(spec["account_id"])
-    key = _Key(str(spec["access_key_id"]), desired.secrets["secret_access_key"])
 
     def result(status: Status, *messages: str, identity: dict[str, str] | None = None) -> Verdict:
         return Verdict(desired.name, desired.declaration.file, "aws", status, identity or {},
                        tuple(messages))
+
+    base = _Key(str(spec["access_key_id"]), desired.secrets["secret_access_key"]) \
+        if "access_key_id" in spec else None
+    if is_role(spec):
+        return _verify_role(desired, settings, clients, region, base, result)
+    assert base is not None  # the schema requires a key pair or a role
+    key = base
 
     sts = clients.get("sts", region)
     try:
@@ -215,6 +228,19 @@ def verify(desired: Desired, settings: VerifySettings, client_hook: ClientHook |
 
 def _read_with_key(iam: Any, key: _Key, operation: str, **params: Any) -> Any:
     return _call(functools.partial(getattr(iam, operation), **params), key)
+
+
+def _verify_role(desired: Desired, settings: VerifySettings, clients: AwsClients, region: str,
+                 base: _Key | None, result: Callable[..., Verdict]) -> Verdict:
+    """A role connection: see :mod:`connsync.providers.aws_role`."""
+    from connsync.providers import aws_role
+
+    ambient = base is None
+    check = aws_role.RoleCheck(clients.get("sts", region, ambient=ambient),
+                               clients.get("iam", region, ambient=ambient), _call, _Key)
+    return aws_role.verify_role(desired, settings, check, base, result,
+                                lambda: _key_age_warnings(clients.get("iam", region), base, settings)[0]
+                                if base else [])
 
 
 def _key_age_warnings(iam: Any, key: _Key, settings: VerifySettings) -> tuple[list[str], datetime | None]:
