@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from connsync import loader, sops
-from connsync.model import Secret
+from connsync import sops
+from connsync.model import Declaration, Secret
+from connsync.validate import loader
 from tests.conftest import CANARY, Run, run_in_terminal
 from tests.helpers import FAKE_ENC, FAKE_SOPS, key_id_for, write_doc
 
@@ -20,6 +21,12 @@ def role_doc(name: str = "AWS Role", **spec: Any) -> dict[str, Any]:
     fields = {"account_id": "123456789012", "default_region": "us-east-1", "role_arn": ROLE, **spec}
     return {"apiVersion": "connsync/v1", "provider": "aws", "metadata": {"name": name},
             "spec": {k: v for k, v in fields.items() if v is not None}, "sops": FAKE_SOPS}
+
+
+def declared(path: Path) -> Declaration:
+    loaded = loader.load_file(path)
+    assert isinstance(loaded, Declaration), loaded
+    return loaded
 
 
 def findings_of(run: Run) -> tuple[int, list[dict[str, Any]]]:
@@ -119,7 +126,7 @@ def test_new_writes_a_role_connection_from_flags(repo: Path, run: Run,
     assert "Wrote connections/aws-role.yaml (external_id encrypted with SOPS)" in result.out
     path = repo / "connections/aws-role.yaml"
     assert CANARY not in path.read_text() + result.out + result.err
-    desired = sops.decrypt(loader.load_file(path), path)  # type: ignore[arg-type]
+    desired = sops.decrypt(declared(path), path)
     assert dict(desired.spec) == {"account_id": "123456789012", "default_region": "eu-west-1",
                                   "role_arn": ROLE, "session_duration_seconds": 3600}
     assert desired.secrets == {"external_id": Secret(CANARY)}
@@ -159,6 +166,6 @@ def test_new_asks_which_way_on_a_terminal(repo: Path) -> None:
     assert "✗ external_id must be 2 to 1224 characters" in text
     assert CANARY not in text
     path = repo / "connections/typed-role.yaml"
-    desired = sops.decrypt(loader.load_file(path), path)  # type: ignore[arg-type]
+    desired = sops.decrypt(declared(path), path)
     assert desired.spec["role_arn"] == ROLE and "session_duration_seconds" not in desired.spec
     assert desired.secrets == {"external_id": Secret(CANARY)}

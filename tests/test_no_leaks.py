@@ -13,6 +13,8 @@ from connsync.store.sqlite import SqliteStore
 from tests.conftest import CANARY, Result, Run, make_age_key, new_aws
 
 UI_CANARY = "UiMadeCanary/NeverPrintThis+0123456789ab"
+EXTERNAL_ID_CANARY = "ExternalIdCanary/NeverPrintThis=4711"
+CANARIES = (CANARY, CANARY[::-1], UI_CANARY, EXTERNAL_ID_CANARY)
 
 
 def test_canary_never_leaks(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch,
@@ -28,6 +30,11 @@ def test_canary_never_leaks(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatc
 
     outputs.append(new_aws(run, monkeypatch, name="AWS Prod"))
     outputs.append(new_aws(run, monkeypatch, name="AWS Dev", secret="short"))  # fails validation
+    monkeypatch.setenv("EXTERNAL_ID", EXTERNAL_ID_CANARY)  # a role connection's secret
+    role = go("new", "aws", "--name", "AWS Role", "--no-input", "--set", "account_id=123456789012",
+              "--set", "default_region=us-east-1", "--set",
+              "role_arn=arn:aws:iam::123456789012:role/platform", "--secret-env", "external_id=EXTERNAL_ID")
+    assert role.code == 0, role.err
     SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "default").put(
         Write(name="From UI", provider="aws", spec={"account_id": "123456789012", "default_region":
               "us-east-1", "access_key_id": "AKIAIOSFODNN7EXAMPLE"},
@@ -55,7 +62,7 @@ def test_canary_never_leaks(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatc
     go("apply", "--auto-approve", "--skip-verify")
 
     for result in outputs:
-        for canary in (CANARY, CANARY[::-1], UI_CANARY):
+        for canary in CANARIES:
             assert canary not in result.out and canary not in result.err, result
     encrypted = set((repo / "connections").glob("*.yaml"))
     scanned = 0
@@ -64,7 +71,7 @@ def test_canary_never_leaks(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatc
             if path.is_file() and path not in encrypted:
                 data = path.read_bytes()
                 scanned += 1
-                for canary in (CANARY, CANARY[::-1], UI_CANARY):
+                for canary in CANARIES:
                     assert canary.encode() not in data, path
     assert scanned > 10
     assert (repo / ".connsync/store.db").exists() and (repo / "connections/from-ui.yaml").exists()

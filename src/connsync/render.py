@@ -391,6 +391,8 @@ def records_text(records: Sequence[StoredConnection], key_ages: Mapping[str, int
     def age(r: StoredConnection) -> str:
         if r.provider != "aws":
             return "-"
+        if "access_key_id" not in r.spec:  # a role assumed by the platform's own identity
+            return "no long-term key"
         days = ages.get(r.name.casefold())
         return "unknown" if days is None else f"{days}d"
 

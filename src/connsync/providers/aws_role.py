@@ -84,7 +84,12 @@ def verify_role(desired: Desired, settings: VerifySettings, check: RoleCheck, ba
                       identity=identity)
 
     described = _read_role(check, base, role)
+    if described == "missing":  # AWS refuses to assume a role that is not there; some endpoints do not
+        return result("failed", f"the role {role.name} does not exist in account {role.account}",
+                      identity=identity)
     problems, warnings = _policy_findings(described, role, external_id, duration)
+    if not problems and isinstance(described, Mapping):
+        problems = _untrusted(check, base, described, role)
     if not problems and isinstance(duration, int) and duration > CHECK_SESSION_SECONDS and (
             not isinstance(described, Mapping) or "MaxSessionDuration" not in described):
         problems, unsure = _try_duration(check, base, params, external_id, duration, role)
@@ -139,13 +144,57 @@ def _refusal(exc: ClientError, role: RoleArn, external_id: Secret | None, check:
         return [f"the role {role.name} does not exist in account {role.account} (STS denied AssumeRole)"]
     if isinstance(got, Mapping):
         problems, _ = _policy_findings(got, role, external_id, None)
-        if problems:
-            return problems
-        return [f"the trust policy of {role.name} does not let this identity assume it (STS denied "
-                "AssumeRole): add its ARN as a Principal with sts:AssumeRole"]
+        return problems or _untrusted(check, base, got, role) or [
+            f"STS denied AssumeRole of {role.name} although its trust policy seems to allow this identity "
+            "(a condition, a permissions boundary or an SCP?)"]
     return [f"STS denied AssumeRole of {role.name}: the role does not exist, its trust policy does not "
             "name this identity, or the external id is wrong (STS does not say which; allowing "
             "iam:GetRole on the role lets connsync tell)"]
+
+
+def _untrusted(check: RoleCheck, base: Any | None, described: Mapping[str, Any], role: RoleArn) -> list[str]:
+    """The trust policy names no principal that is the caller: AWS would refuse the session."""
+    try:
+        caller = str(check.call(check.sts.get_caller_identity, base)["Arn"])
+    except (ClientError, BotoCoreError):
+        return []  # who is asking is unknown; nothing to say
+    if _trusts(_trust_policy(described.get("AssumeRolePolicyDocument")), caller):
+        return []
+    return [f"the trust policy of {role.name} does not let {caller} assume it: add it as a Principal "
+            "with sts:AssumeRole"]
+
+
+def _trusts(policy: Mapping[str, Any], caller: str) -> bool:
+    """An Allow statement for sts:AssumeRole names the caller, its account, or everyone.
+
+    A role session (``assumed-role/NAME/SESSION``) is named by its role's ARN, whose path the session
+    ARN does not carry: the role's name is compared.
+    """
+    partition, account = caller.split(":")[1], caller.split(":")[4]
+    resource = caller.split(":", 5)[-1]
+    session_role = resource.split("/")[1] if resource.startswith("assumed-role/") else None
+    for statement in _statements(policy):
+        if statement.get("Effect") != "Allow" or not _names_assume_role(statement.get("Action")):
+            continue
+        principal = statement.get("Principal")
+        if principal == "*":
+            return True
+        named = principal.get("AWS") if isinstance(principal, Mapping) else None
+        for name in named if isinstance(named, list) else [named]:
+            text = str(name)
+            if text in ("*", caller, account, f"arn:{partition}:iam::{account}:root"):
+                return True
+            if session_role and text.startswith(f"arn:{partition}:iam::{account}:role/") \
+                    and text.rsplit("/", 1)[-1] == session_role:
+                return True
+    return False
+
+
+def _statements(policy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    statements = policy.get("Statement")
+    if isinstance(statements, Mapping):
+        statements = [statements]
+    return [s for s in statements if isinstance(s, Mapping)] if isinstance(statements, list) else []
 
 
 def _read_role(check: RoleCheck, base: Any | None, role: RoleArn) -> Mapping[str, Any] | str:
@@ -198,12 +247,9 @@ def _trust_policy(document: object) -> Mapping[str, Any]:
 
 def _required_external_ids(policy: Mapping[str, Any]) -> set[str]:
     """The external ids the Allow statements for sts:AssumeRole insist on (empty: none asked)."""
-    statements = policy.get("Statement")
-    if isinstance(statements, Mapping):
-        statements = [statements]
     wanted: set[str] = set()
-    for statement in statements if isinstance(statements, list) else []:
-        if not isinstance(statement, Mapping) or statement.get("Effect") != "Allow":
+    for statement in _statements(policy):
+        if statement.get("Effect") != "Allow":
             continue
         if not _names_assume_role(statement.get("Action")):
             continue

@@ -125,6 +125,9 @@ def find(config: Config, name: str) -> Declaration:
     if decl.provider not in ROTATABLE:
         raise ConnsyncError(f"{decl.name!r} is a {decl.provider} connection; rotate supports "
                             f"{', '.join(ROTATABLE)} keys")
+    if decl.provider == "aws" and "access_key_id" not in decl.spec:
+        raise ConnsyncError(f"{decl.name!r} has no long-term key: the platform assumes its role, and "
+                            "role sessions expire on their own; nothing to rotate")
     return decl
 
 
@@ -132,7 +135,8 @@ def _owner(desired: Desired, options: RotateOptions) -> Identity:
     spec = desired.spec
     who = identity(str(spec["access_key_id"]), desired.secrets["secret_access_key"],
                    str(spec["default_region"]), options.timeout)
-    if who.account != str(spec["account_id"]):
+    # A role's base key may belong to the platform's own account: only a key pair must be account_id's.
+    if who.account != str(spec["account_id"]) and not spec.get("role_arn"):
         raise ConnsyncError(f"key {spec['access_key_id']} belongs to account {who.account}, not "
                             f"account_id {spec['account_id']}; nothing was rotated")
     refusal = who.refusal()
@@ -426,6 +430,9 @@ def due(config: Config, days: int, options: RotateOptions) -> tuple[list[Declara
     validation = rules.validate_files([], config.connections_dir)
     for decl in validation.valid_declarations():
         if decl.provider != "aws":
+            continue
+        if "access_key_id" not in decl.spec:
+            skipped.append(f"{decl.name}: no long-term key (a role)")
             continue
         try:
             desired = sops.decrypt(decl, Path(decl.file))
