@@ -525,3 +525,78 @@ def test_a_damaged_description_is_a_clear_error_naming_the_secret(
         assert f"the secret {secret} holds a connsync Description that is damaged ({problem}" in result.err, \
             result.err
         assert "Traceback" not in result.err
+
+
+def test_every_card_in_the_airflow_shape_under_a_readable_id(
+        repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, prefix: str, sm: Any) -> None:
+    """The JSON Airflow parses; tests/test_airflow.py has Airflow itself read it."""
+    from tests import cards
+
+    monkeypatch.setenv("CONNSYNC_STORE", store_url + "&format=airflow")
+    made = cards.make_cards(run, monkeypatch)
+    applied = apply(run)
+    assert applied["exit"] == 0, applied
+
+    def value(conn_id: str) -> dict[str, Any]:
+        data = json.loads(sm.get_secret_value(SecretId=f"{prefix}/default/{conn_id}")["SecretString"])
+        return {k: data.get(k) for k in ("conn_type", "login", "password", "extra")}
+
+    assert value("eu-prod") == {"conn_type": "aws", "login": "AKIAIOSFODNN7EXAMPLE", "password": CANARY,
+                                "extra": {"region_name": "eu-west-1"}}
+    assert value("aws_role") == {  # metadata.id
+        "conn_type": "aws", "login": None, "password": None,
+        "extra": {"region_name": "us-east-1", "role_arn": cards.ROLE_ARN, "assume_role_method": "assume_role",
+                  "assume_role_kwargs": {"ExternalId": cards.EXTERNAL_ID, "DurationSeconds": 1800}}}
+    assert value("azure-prod") == {"conn_type": "azure", "login": cards.CLIENT, "password": CANARY[::-1],
+                                   "extra": {"tenantId": cards.TENANT, "subscriptionId": cards.SUBSCRIPTION}}
+    gcp = value("gcp-analytics")
+    assert (gcp["conn_type"], gcp["login"], gcp["password"]) == ("google_cloud_platform", None, None)
+    assert gcp["extra"] == {"project": cards.PROJECT, "keyfile_dict": {
+        "type": "service_account", "project_id": cards.PROJECT, "private_key_id": cards.KEY_ID,
+        "private_key": made.gcp_private_key, "client_email": cards.EMAIL,
+        "token_uri": "https://oauth2.googleapis.com/token"}}
+    assert plan(run) == dict.fromkeys(["AWS Role", "Azure Prod", "EU-Prod", "GCP Analytics"], "noop")
+    listed = run("list", "--format", "json")
+    assert cards.EXTERNAL_ID not in listed.out and CANARY not in listed.out
+    with opened(store_url, "default") as store:
+        assert store.read_secrets("aws role") == {"external_id": Secret(cards.EXTERNAL_ID)}
+
+
+def test_two_connections_one_id_is_a_located_finding(repo: Path, run: Run,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    assert new_aws(run, monkeypatch, name="EU Prod").code == 0
+    assert new_aws(run, monkeypatch, name="EU-Prod", extra=("--file", "connections/eu-prod-2.yaml")).code == 1
+    path = repo / "connections/eu-prod-2.yaml"
+    path.write_text((repo / "connections/eu-prod.yaml").read_text().replace("name: EU Prod", "name: EU-Prod"))
+    result = run("validate", "--format", "json")
+    findings = json.loads(result.out)["findings"]
+    assert [(f["rule"], f["file"], f["path"], f["line"]) for f in findings] == [
+        ("duplicate-id", "connections/eu-prod.yaml", "$.metadata.name", 5)]
+    assert "'eu-prod' is also 'EU-Prod'" in findings[0]["message"]
+
+
+def test_records_of_the_older_layout_are_still_found(store_url: str, prefix: str, sm: Any) -> None:
+    """Before ids, a name's secret was its injective slug (``aws-prod`` -> ``aws_2dprod``)."""
+    from connsync.store import Write
+    from connsync.store.awssm_layout import Target
+
+    target = Target.parse(store_url)
+    secret = f"{target.workspace_prefix('default')}aws_2dprod"
+    with opened(store_url, "default") as store:
+        store.put(Write("aws-prod", "aws", {"account_id": "123456789012"},
+                        {"secret_access_key": Secret(CANARY)}, True, "t", "create"), expected_version=None)
+    # Move it where the older layout kept it, as that version of connsync wrote it.
+    value = sm.get_secret_value(SecretId=f"{target.workspace_prefix('default')}aws-prod")
+    entry = sm.describe_secret(SecretId=f"{target.workspace_prefix('default')}aws-prod")
+    sm.create_secret(Name=secret, SecretString=value["SecretString"], Description=entry["Description"],
+                     Tags=entry["Tags"], ClientRequestToken=value["VersionId"])
+    sm.delete_secret(SecretId=f"{target.workspace_prefix('default')}aws-prod",
+                     ForceDeleteWithoutRecovery=True)
+    assert sm.describe_secret(SecretId=secret)
+    with opened(store_url, "default") as store:
+        record = store.get("AWS-Prod")
+        assert record is not None and record.version == 1 and record.managed
+        assert store.read_secrets("aws-prod") == {"secret_access_key": Secret(CANARY)}
+        store.put(Write("aws-prod", "aws", {"account_id": "123456789013"},
+                        {"secret_access_key": Secret(CANARY)}, True, "t", "update"), expected_version=1)
+        assert [r.name for r in store.records()] == ["aws-prod"]

@@ -6,7 +6,9 @@ log line, f-string or traceback shows a mask, never the value.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +98,17 @@ class _Nowhere:
 NOWHERE: SourceMap = _Nowhere()
 
 
+def connection_id(name: str, chosen: object = None) -> str:
+    """The id a store may name the connection by (Airflow's conn_id): ``metadata.id`` when set, else
+    the name made readable, ``EU-Prod`` -> ``eu-prod``. Not one-to-one: validate reports a shared id."""
+    if isinstance(chosen, str) and chosen:
+        return chosen
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    readable = re.sub(r"[^a-z0-9]+", "-", plain).strip("-")[:128].strip("-")
+    # A name without a letter or digit of ASCII ("Цех") still gets a stable id of its own.
+    return readable or "c-" + hashlib.sha256(name.casefold().encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Declaration:
     """A connection file as loaded from disk, secrets still SOPS-encrypted.
@@ -124,6 +137,10 @@ class Declaration:
     @property
     def provider(self) -> str:
         return str(self.data["provider"])
+
+    @property
+    def conn_id(self) -> str:
+        return connection_id(self.name, self.data["metadata"].get("id"))
 
     @property
     def spec(self) -> Mapping[str, Any]:

@@ -221,5 +221,5 @@ def _write(change: Change, desired: Desired, actor: str, git_revision: str | Non
         managed=True, actor=actor, action="adopt" if change.adopt else change.action,
         source=desired.declaration.file, source_digest=desired.declaration.digest,
         git_revision=git_revision, description=metadata.get("description"),
-        labels=dict(metadata.get("labels") or {}),
+        labels=dict(metadata.get("labels") or {}), conn_id=metadata.get("id"),
     )

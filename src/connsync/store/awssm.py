@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connsync.errors import StoreError, VersionConflict
-from connsync.model import Secret, StoredConnection
+from connsync.model import Secret, StoredConnection, connection_id
 from connsync.store.awssm_history import fit_history, history_entries, history_meta
 from connsync.store.awssm_layout import (
     MANAGED_TAG,
@@ -203,9 +203,25 @@ class SecretsManagerStore:
         meta = parse_meta((entry or {}).get("Description"))
         if meta is None or entry is None:
             return None
-        if self._prefix + slug(str(meta.get("n", "")).casefold()) != entry["Name"]:
+        name = str(meta.get("n", ""))
+        # Records written before names became readable ids live at the name's old slug.
+        homes = {connection_id(name, meta.get("id")), slug(name.casefold())}
+        if entry["Name"] not in {self._prefix + home for home in homes}:
             return None
         return check_meta(meta, entry["Name"])
+
+    def _find(self, name: str, conn_id: str | None = None) -> tuple[str, dict[str, Any] | None]:
+        """The secret of connection ``name`` and its live entry: at its id, else wherever a record of
+        that name is (another metadata.id, or an older layout); (its id's secret, None) when none is."""
+        home = self._target.secret_name(self.workspace, name, conn_id)
+        entry = self._describe(home)
+        if entry is not None and str((self._meta(entry) or {}).get("n", "")).casefold() == name.casefold():
+            return home, entry
+        for listed in self._list(deleted=False):
+            meta = self._meta(listed)
+            if meta is not None and str(meta.get("n", "")).casefold() == name.casefold():
+                return listed["Name"], self._describe(listed["Name"])
+        return home, entry
 
     def _record(self, entry: dict[str, Any]) -> StoredConnection:
         meta = self._meta(entry)
@@ -230,7 +246,7 @@ class SecretsManagerStore:
         return None if entry is None or entry.get("DeletedDate") else entry
 
     def get(self, name: str) -> StoredConnection | None:
-        entry = self._describe(self._target.secret_name(self.workspace, name))
+        _, entry = self._find(name)
         return self._record(entry) if entry else None
 
     def fingerprint(self, field: str, value: Secret) -> str:
@@ -239,7 +255,7 @@ class SecretsManagerStore:
     def read_secrets(self, name: str) -> dict[str, Secret]:
         import json
 
-        secret = self._target.secret_name(self.workspace, name)
+        secret, _ = self._find(name)
         with aws_errors(self._target, f"read the secrets of {name[:80]!r}", secret):
             try:
                 value = self._client.get_secret_value(SecretId=secret)["SecretString"]
@@ -317,10 +333,14 @@ class SecretsManagerStore:
 
     def put(self, write: Write, *, expected_version: int | None) -> StoredConnection:
         self._writing()
-        name = self._target.secret_name(self.workspace, write.name)
-        entry = None
+        name, entry = self._target.secret_name(self.workspace, write.name, write.conn_id), None
         if expected_version is not None:
-            entry = self._describe(name)
+            found, entry = self._find(write.name, write.conn_id)
+            if entry is not None and found != name and write.conn_id:
+                raise StoreError(f"{write.name!r} is at {found} and its metadata.id says {name}: Secrets "
+                                 "Manager cannot rename a secret; nothing was written",
+                                 hint="remove the file, apply with --prune, then add it back with the new id")
+            name = found
             current = self._record(entry) if entry else None
             if current is None or current.version != expected_version:
                 raise conflict(write.name, current, expected_version)
@@ -347,7 +367,8 @@ class SecretsManagerStore:
             updated_by=write.actor, labels=dict(write.labels), description=write.description)
         entry_row = [write.action, expected_version, new_version, write.actor, stamp, write.git_revision,
                      write.source]
-        description = fit_description(record_meta(record, life, [*history, entry_row]), write.name)
+        description = fit_description(record_meta(record, life, [*history, entry_row], write.conn_id),
+                                      write.name)
         revealed = {k: v.reveal() for k, v in write.secrets.items()}
         airflow = airflow_fields(write.provider, write.spec, revealed) \
             if self._target.value_format == "airflow" else {}
@@ -369,7 +390,8 @@ class SecretsManagerStore:
                     entry = self._revive(name, write.name)
                     if (old := self._meta(entry)) is not None:  # a deleted record's history goes on
                         history = [*(old.get("h") or []), entry_row]
-                        description = fit_description(record_meta(record, life, history), write.name)
+                        description = fit_description(record_meta(record, life, history, write.conn_id),
+                                                      write.name)
             try:
                 self._client.update_secret(SecretId=name, SecretString=value, Description=description,
                                            ClientRequestToken=token, **kms_option(self._target))
@@ -402,8 +424,7 @@ class SecretsManagerStore:
                                                                                      dict[str, Any]]:
         """Check-then-act under the lock: the secret is still there, at that version, and connsync's."""
         self._writing()
-        secret = self._target.secret_name(self.workspace, name)
-        entry = self._describe(secret)
+        secret, entry = self._find(name)
         current = self._record(entry) if entry else None
         meta = self._meta(entry)
         if entry is None or meta is None or current is None or current.version != expected_version \
@@ -439,8 +460,7 @@ class SecretsManagerStore:
     def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
                      source: str | None) -> None:
         self._writing()
-        secret = self._target.secret_name(self.workspace, name)
-        entry = self._describe(secret)
+        secret, entry = self._find(name)
         meta = self._meta(entry)
         version = self._record(entry).version if entry and meta else None
         row = [action, version, version, actor, time.time(), git_revision, source, name]
@@ -472,7 +492,7 @@ class SecretsManagerStore:
                              f"are not connsync's (e.g. {foreign[0][:80]!r}); nothing was copied",
                              hint="move or delete them in Secrets Manager first: connsync never deletes them")
         for record in held:
-            secret = self._target.secret_name(self.workspace, record.name)
+            secret, _ = self._find(record.name)
             with aws_errors(self._target, f"replace {record.name[:80]!r}", secret):
                 self._client.delete_secret(SecretId=secret,
                                            RecoveryWindowInDays=self._target.recovery_window_days)

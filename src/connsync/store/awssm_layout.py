@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from connsync.errors import StoreError, StoreUnavailable, VersionConflict
-from connsync.model import StoredConnection
+from connsync.model import StoredConnection, connection_id
 
 SCHEME = "awssm"
 MANAGED_TAG = ("managed-by", "connsync")
@@ -97,8 +97,10 @@ class Target:
     def lock_name(self, workspace: str) -> str:
         return f"{self.workspace_prefix(workspace)}.lock"
 
-    def secret_name(self, workspace: str, name: str) -> str:
-        full = self.workspace_prefix(workspace) + slug(name.casefold())
+    def secret_name(self, workspace: str, name: str, conn_id: str | None = None) -> str:
+        """Where connection ``name`` lives: its id, readable (``EU-Prod`` -> ``eu-prod``), is Airflow's
+        conn_id under ``PREFIX/WORKSPACE`` as connections_prefix."""
+        full = self.workspace_prefix(workspace) + connection_id(name, conn_id)
         if len(full) > NAME_LIMIT:
             raise StoreError(f"the secret name for {name[:60]!r} would be {len(full)} characters; "
                              f"Secrets Manager allows {NAME_LIMIT}", hint="use a shorter connection name")
@@ -176,16 +178,39 @@ def compact(data: Mapping[str, Any]) -> str:
 
 
 def airflow_fields(provider: str, spec: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
-    """What Airflow's SecretsManagerBackend reads as a Connection from a JSON secret (AWS only).
+    """What Airflow's SecretsManagerBackend reads as a Connection from a JSON secret.
 
     It picks ``conn_type``, ``login``, ``password``, ``extra`` (and host, port, schema) by key and
-    ignores every other key, so these sit beside connsync's own in the same value.
+    ignores every other key, so these sit beside connsync's own in the same value. The extras are
+    the ones the providers' hooks read: the amazon provider's AwsConnectionWrapper (``region_name``,
+    ``role_arn``, ``assume_role_method``, ``assume_role_kwargs``), the microsoft-azure provider's
+    AzureBaseHook (``tenantId``, ``subscriptionId``; client id and secret as login and password) and
+    the google provider's GoogleBaseHook (``keyfile_dict``, ``project``).
     """
-    if provider != "aws":
-        return {}
-    return {"conn_type": "aws", "login": spec.get("access_key_id"),
-            "password": secrets.get("secret_access_key"),
-            "extra": {"region_name": spec.get("default_region")}}
+    if provider == "aws":
+        extra: dict[str, Any] = {"region_name": spec.get("default_region")}
+        if spec.get("role_arn"):
+            kwargs: dict[str, Any] = {}
+            if "external_id" in secrets:
+                kwargs["ExternalId"] = secrets["external_id"]
+            if "session_duration_seconds" in spec:
+                kwargs["DurationSeconds"] = spec["session_duration_seconds"]
+            extra.update(role_arn=spec["role_arn"], assume_role_method="assume_role",
+                         assume_role_kwargs=kwargs)
+        # A role without a base key: Airflow's own identity assumes it (no login, no password).
+        return {"conn_type": "aws", "login": spec.get("access_key_id"),
+                "password": secrets.get("secret_access_key"), "extra": extra}
+    if provider == "azure":
+        return {"conn_type": "azure", "login": spec.get("client_id"),
+                "password": secrets.get("client_secret"),
+                "extra": {"tenantId": spec.get("tenant_id"), "subscriptionId": spec.get("subscription_id")}}
+    if provider == "gcp":
+        keyfile = {"type": "service_account", "project_id": spec.get("project_id"),
+                   "private_key_id": spec.get("private_key_id"), "private_key": secrets.get("private_key"),
+                   "client_email": spec.get("client_email"), "token_uri": "https://oauth2.googleapis.com/token"}
+        return {"conn_type": "google_cloud_platform",
+                "extra": {"project": spec.get("project_id"), "keyfile_dict": keyfile}}
+    return {}
 
 
 def parse_meta(text: str | None) -> dict[str, Any] | None:
@@ -269,8 +294,10 @@ def fit_description(meta: dict[str, Any], name: str) -> str:
         history.pop(0)
 
 
-def record_meta(record: StoredConnection, life: str, history: list[Any]) -> dict[str, Any]:
-    return {"connsync": 1, "n": record.name, "p": record.provider, "s": dict(record.spec),
+def record_meta(record: StoredConnection, life: str, history: list[Any],
+                conn_id: str | None = None) -> dict[str, Any]:
+    return {"connsync": 1, **({"id": conn_id} if conn_id else {}), "n": record.name, "p": record.provider,
+            "s": dict(record.spec),
             "f": dict(record.fingerprints), "v": record.version, "sv": record.synced_version,
             "m": record.managed, "src": record.source, "dg": record.source_digest, "g": record.git_revision,
             "at": record.updated_at, "by": record.updated_by, "d": record.description,

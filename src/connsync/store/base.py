@@ -45,6 +45,8 @@ class Write:
     git_revision: str | None = None
     description: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # metadata.id: a store that names records by an id (Secrets Manager) uses it; None: from the name.
+    conn_id: str | None = None
 
 
 @dataclass(frozen=True)

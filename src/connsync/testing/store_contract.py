@@ -160,6 +160,25 @@ class StoreContract:
             two.release_lock(two.acquire_lock(timeout=0))  # another workspace's lock is another lock
             one.release_lock(lock)
 
+    def test_a_role_connection_round_trips(self, url: str) -> None:
+        """Every field of every shape: a role's ARN, an integer duration, the external id as a secret."""
+        role = Write(name="AWS Role", provider="aws",
+                     spec={"account_id": "123456789012", "default_region": "eu-west-1",
+                           "role_arn": "arn:aws:iam::123456789012:role/data/platform",
+                           "session_duration_seconds": 3600},
+                     secrets={"external_id": Secret(CANARY)}, managed=True, actor="contract",
+                     action="create", source="connections/aws-role.yaml", source_digest="d" * 64)
+        with opened(url, "default") as store:
+            written = store.put(role, expected_version=None)
+        with opened(url, "default") as again:
+            record = again.get("AWS Role")
+            assert record is not None and dict(record.spec) == dict(role.spec)
+            assert record.spec["session_duration_seconds"] == 3600  # still an integer
+            assert record.fingerprints == written.fingerprints == {
+                "external_id": again.fingerprint("external_id", Secret(CANARY))}
+            assert CANARY not in repr(record) and CANARY not in repr(again.audit())
+            assert again.read_secrets("AWS Role") == {"external_id": Secret(CANARY)}
+
     # --- secrets ---------------------------------------------------------------
 
     def test_secrets_are_sealed_and_come_back_only_from_read_secrets(self, store: Store) -> None:

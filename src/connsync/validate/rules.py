@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from connsync import providers
-from connsync.model import Declaration, Finding, Severity, json_path
+from connsync.model import Declaration, Finding, Severity, connection_id, json_path
 from connsync.validate import discovery, loader, policy_check, schema
 from connsync.validate.policy import NONE, PolicySet
 
@@ -310,6 +310,25 @@ def duplicate_names(declarations: Iterable[Declaration]) -> list[Finding]:
             )
         else:
             look_alikes[look] = (name, decl)
+    return findings + duplicate_ids([decl for name, decl in named if first_seen[name_key(name)][1] is decl])
+
+
+def duplicate_ids(declarations: Iterable[Declaration]) -> list[Finding]:
+    """Two connections that one id would name (Airflow's conn_id): ``EU-Prod`` and ``eu prod``."""
+    seen: dict[str, Declaration] = {}
+    findings = []
+    for decl in declarations:
+        chosen = decl.data["metadata"].get("id")
+        if chosen is not None and not isinstance(chosen, str):
+            continue  # the schema says why
+        conn_id = connection_id(decl.name, chosen)
+        other = seen.setdefault(conn_id, decl)
+        if other is not decl:
+            where: list[str | int] = ["metadata", "id" if chosen else "name"]
+            findings.append(_finding(
+                decl, "duplicate-id", where,
+                f"the connection id {conn_id!r} is also {other.name!r}'s ({other.file}); stores and Airflow "
+                "name a connection by it: set a unique metadata.id"))
     return findings
 
 
