@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Airflow in a virtualenv of its own (its pins clash with ours): tests/test_airflow.py reads
+# connsync's Secrets Manager records with it. Made once; remade when the pins change.
+AIRFLOW_VENV ?= .venv-airflow
 
 .PHONY: demo demo-clean local-aws test lint bench faults clean browser
 
@@ -19,6 +22,11 @@ $(BIN)/.installed-demo: pyproject.toml $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
 	touch $@
 
+$(AIRFLOW_VENV)/bin/.installed: tests/airflow/requirements.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/airflow/requirements.txt
+	touch $@
+
 demo: $(BIN)/.installed-demo  ## the main job end to end, against a local moto AWS and the embedded store
 	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
 
@@ -28,7 +36,7 @@ demo-clean:  ## remove what 'make demo KEEP=1' (or an interrupted demo) left in 
 local-aws: $(BIN)/.installed-demo  ## a local AWS (moto) for the Quick start; prints what to export
 	$(BIN)/python scripts/local_aws.py $(if $(PORT),--port $(PORT))
 
-test: $(BIN)/.installed browser  ## the whole test suite (real sops, real age keys, moto, SQLite, Chromium)
+test: $(BIN)/.installed browser $(AIRFLOW_VENV)/bin/.installed  ## the whole suite (sops, age keys, moto, SQLite, Chromium, Airflow)
 	$(BIN)/python -m pytest -q
 
 # The report's browser test drives Debian's chromium through Playwright (whose own browser
@@ -60,4 +68,4 @@ faults: $(BIN)/.installed  ## faults injected into PostgreSQL, Secrets Manager (
 	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 
 clean:
-	rm -rf $(VENV) .connsync build dist src/*.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) .connsync build dist src/*.egg-info

@@ -6,7 +6,6 @@ log line, f-string or traceback shows a mask, never the value.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import unicodedata
@@ -103,10 +102,44 @@ def connection_id(name: str, chosen: object = None) -> str:
     the name made readable, ``EU-Prod`` -> ``eu-prod``. Not one-to-one: validate reports a shared id."""
     if isinstance(chosen, str) and chosen:
         return chosen
-    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
-    readable = re.sub(r"[^a-z0-9]+", "-", plain).strip("-")[:128].strip("-")
-    # A name without a letter or digit of ASCII ("Цех") still gets a stable id of its own.
-    return readable or "c-" + hashlib.sha256(name.casefold().encode()).hexdigest()[:16]
+    readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    # Beyond ASCII, folding would make "Café" and "Cafe" one id: such a name keeps the exact encoding
+    # ("caf_c3_a9"); metadata.id can give it a readable one.
+    return readable if name.isascii() and readable else slug(name.casefold())
+
+
+def slug(name: str) -> str:
+    """An injective, readable secret-name segment: ``aws prod`` -> ``aws-prod``.
+
+    Letters, digits and dots stay; a space becomes ``-``; every other character
+    (``-`` and ``_`` included, and a leading dot) is ``_`` plus the hex of its
+    UTF-8 bytes, so :func:`unslug` gives the name back exactly.
+    """
+    out = []
+    for index, char in enumerate(name):
+        if char == " ":
+            out.append("-")
+        elif re.fullmatch(r"[a-z0-9.]", char) and not (index == 0 and char == "."):
+            out.append(char)
+        else:
+            out.append("".join(f"_{byte:02x}" for byte in char.encode()))
+    return "".join(out)
+
+
+def unslug(text: str) -> str:
+    raw = bytearray()
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "_":
+            raw.append(int(text[index + 1:index + 3], 16))
+            index += 3
+            continue
+        raw += b" " if char == "-" else char.encode()
+        index += 1
+    return raw.decode()
+
+
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,9 @@ Settings > Environments, create two environments and give each these secrets:
                              password); the embedded sqlite: store is thrown away with the runner
   secret CONNSYNC_STORE_KEY  the key that seals the store's secrets
   secret PGPASSWORD          optional: the database password, if the URL does not carry it
+  variable AWS_ROLE_ARN      optional, per environment: a role assumed through GitHub's OIDC for
+                             KMS, an awssm:// store and role connections (no long-lived AWS key;
+                             its trust policy: README, "connsync's workflows on AWS")
 Pull requests from forks get no secrets: they are validated and planned on their clear fields."""
 
 

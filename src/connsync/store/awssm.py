@@ -217,10 +217,14 @@ class SecretsManagerStore:
         entry = self._describe(home)
         if entry is not None and str((self._meta(entry) or {}).get("n", "")).casefold() == name.casefold():
             return home, entry
-        for listed in self._list(deleted=False):
-            meta = self._meta(listed)
-            if meta is not None and str(meta.get("n", "")).casefold() == name.casefold():
-                return listed["Name"], self._describe(listed["Name"])
+        cached = self._listing  # a lookup before a write must not leave a listing that write makes stale
+        try:
+            for listed in self._list(deleted=False):
+                meta = self._meta(listed)
+                if meta is not None and str(meta.get("n", "")).casefold() == name.casefold():
+                    return listed["Name"], self._describe(listed["Name"])
+        finally:
+            self._listing = cached
         return home, entry
 
     def _record(self, entry: dict[str, Any]) -> StoredConnection:

@@ -22,14 +22,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from connsync.errors import StoreError, StoreUnavailable, VersionConflict
-from connsync.model import StoredConnection, connection_id
+from connsync.model import StoredConnection, connection_id, slug, unslug
 
 SCHEME = "awssm"
 MANAGED_TAG = ("managed-by", "connsync")
 WORKSPACE_TAG = "connsync:workspace"
 DESCRIPTION_LIMIT = 2048  # characters (botocore's DescriptionType)
 NAME_LIMIT = 512
-_SLUG_SAFE = re.compile(r"[a-z0-9.]")
 _PREFIX = re.compile(r"[A-Za-z0-9_+=.@-]+(/[A-Za-z0-9_+=.@-]+)*")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 _TOKENS = uuid.UUID("5d0c4f8e-8a55-4d39-9f5e-2f1d3c0e7a11")  # connsync's uuid5 namespace
@@ -116,38 +115,6 @@ def _number(query: Mapping[str, str], key: str, default: float) -> float:
         return float(query.get(key) or default)
     except ValueError:
         raise StoreError(f"{key} in the store URL is not a number") from None
-
-
-def slug(name: str) -> str:
-    """An injective, readable secret-name segment: ``aws prod`` -> ``aws-prod``.
-
-    Letters, digits and dots stay; a space becomes ``-``; every other character
-    (``-`` and ``_`` included, and a leading dot) is ``_`` plus the hex of its
-    UTF-8 bytes, so :func:`unslug` gives the name back exactly.
-    """
-    out = []
-    for index, char in enumerate(name):
-        if char == " ":
-            out.append("-")
-        elif _SLUG_SAFE.fullmatch(char) and not (index == 0 and char == "."):
-            out.append(char)
-        else:
-            out.append("".join(f"_{byte:02x}" for byte in char.encode()))
-    return "".join(out)
-
-
-def unslug(text: str) -> str:
-    raw = bytearray()
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if char == "_":
-            raw.append(int(text[index + 1:index + 3], 16))
-            index += 3
-            continue
-        raw += b" " if char == "-" else char.encode()
-        index += 1
-    return raw.decode()
 
 
 def version_token(workspace: str, name: str, life: str, version: int) -> str:

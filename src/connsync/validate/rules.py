@@ -310,7 +310,9 @@ def duplicate_names(declarations: Iterable[Declaration]) -> list[Finding]:
             )
         else:
             look_alikes[look] = (name, decl)
-    return findings + duplicate_ids([decl for name, decl in named if first_seen[name_key(name)][1] is decl])
+    # A name already reported (the same, or a look-alike) is not reported again for its id.
+    reported = {f.file for f in findings}
+    return findings + duplicate_ids([decl for _, decl in named if decl.file not in reported])
 
 
 def duplicate_ids(declarations: Iterable[Declaration]) -> list[Finding]:
