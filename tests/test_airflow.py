@@ -49,8 +49,9 @@ def read_as_airflow(python: Path, moto: MotoServer, prefix: str, *conn_ids: str,
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
             {"connections_prefix": prefix, "variables_prefix": None, "config_prefix": None}),
     })
+    # A session of its own: sharing the suite's, a later test's ^C on a pseudo-terminal went unanswered.
     done = subprocess.run([str(python), str(READER), prefix, *conn_ids], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+                          text=True, timeout=300, check=False, start_new_session=True)
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
