@@ -132,7 +132,7 @@ def _alternatives_finding(decl: Declaration, error: ValidationError) -> Finding:
               + (f" ({str(branch['title']).lower()})" if branch.get("title") else "")
               for branch in error.validator_value]
     parts: list[str | int] = list(error.absolute_path)
-    line, column = locate(decl.text, parts)
+    line, column = decl.position(parts)
     where = str(parts[-1]) if parts else "the document"
     return Finding("error", "schema", decl.file, line, column, json_path(parts),
                    f"{where} needs {' or '.join(groups)}")
@@ -148,7 +148,7 @@ def _dependency_findings(decl: Declaration, error: ValidationError, provider: st
         if field not in instance or not missing:
             continue
         hint = providers.get(provider).schema_hint(field, "dependentRequired", missing)
-        line, column = locate(decl.text, [*parts, field], at_key=True)
+        line, column = decl.position([*parts, field], at_key=True)
         findings.append(Finding("error", "schema", decl.file, line, column, json_path([*parts, field]),
                                 f"{field} needs {' and '.join(missing)}" + (f": {hint}" if hint else "")))
     return findings
