@@ -81,7 +81,9 @@ def test_the_layout_is_one_kv_secret_per_connection_and_a_noop_plan_reads_no_val
     assert value["data"]["secrets"] == {"secret_access_key": CANARY}  # where Vault's readers find it
     assert value["data"]["spec"]["default_region"] == "us-east-1"
     custom = kv(vault, "metadata", "get", f"{base}/default/aws-1")["data"]["custom_metadata"]
-    assert set(custom) == {"connsync-0", "connsync-1"} and CANARY not in json.dumps(custom)
+    # The plan's metadata in 512-character chunks; how many depends on the paths and host of the run.
+    assert sorted(custom) == [f"connsync-{i}" for i in range(len(custom))]
+    assert CANARY not in json.dumps(custom)
 
     vault_client.CALLS.made.clear()
     assert set(plan(run).values()) == {"noop"}
