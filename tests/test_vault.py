@@ -252,6 +252,35 @@ def test_a_store_version_moved_under_a_check_and_set_write_is_a_conflict(store_u
             store._kv.write_value(path, {"x": "y"}, cas=int(entry["current_version"]) - 1, name="AWS Prod")
 
 
+def test_a_lock_taken_between_a_takers_reads_is_not_taken_over(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A taker that saw the lock free while another process took it must not write over that lease
+    (it once did: the holder then stopped after one write of a concurrent apply)."""
+    from connsync.errors import LockError
+    from connsync.store import vault_lock
+
+    with opened(store_url, "default") as holder, opened(store_url, "default") as taker:
+        assert isinstance(holder, VaultStore) and isinstance(taker, VaultStore)
+        for _ in range(2):  # a lock never taken yet, then one released (a deleted version is left)
+            real, fired = vault_lock.request, []
+
+            def take_in_between(client: Any, method: str, path: str, **kwargs: Any) -> Any:
+                try:
+                    return real(client, method, path, **kwargs)
+                finally:  # the taker's first read has answered "free": the holder gets in now
+                    if client is taker._client and not fired:
+                        fired.append(holder.acquire_lock(timeout=5))
+
+            monkeypatch.setattr(vault_lock, "request", take_in_between)
+            with pytest.raises(LockError, match="still locked"):
+                taker.acquire_lock(timeout=1)
+            monkeypatch.setattr(vault_lock, "request", real)
+            holder._lock.check()  # still the holder's: its writes go on
+            current = holder.get("AWS Prod")
+            holder.put(write(), expected_version=current.version if current else None)
+            holder.release_lock(fired[0])
+
+
 def test_deletes_are_soft_and_keep_the_versions(
         repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer,
         base: str) -> None:

@@ -53,19 +53,24 @@ class LeaseLock:
 
     # --- reading -----------------------------------------------------------------
 
-    def _current_version(self) -> int:
-        """The lock secret's live version; 0 when there is none (never written, deleted, released)."""
+    def _versions(self) -> tuple[int, bool]:
+        """The lock secret's current version and whether it is live (0, False when never written)."""
         import hvac
 
         with self._errors("read the workspace lock", "metadata", "read"):
             try:
                 meta = request(self._client, "get", self._target.api("metadata", self._path)) or {}
             except hvac.exceptions.InvalidPath:
-                return 0
+                return 0, False
         data = meta.get("data") or {}
         current = int(data.get("current_version") or 0)
         latest = (data.get("versions") or {}).get(str(current)) or {}
-        return 0 if latest.get("deletion_time") or latest.get("destroyed") else current
+        return current, bool(current) and not (latest.get("deletion_time") or latest.get("destroyed"))
+
+    def _current_version(self) -> int:
+        """The lock secret's live version; 0 when there is none (never written, deleted, released)."""
+        current, live = self._versions()
+        return current if live else 0
 
     def _read(self) -> tuple[int, LockInfo, float] | None:
         """The lock's version, holder and lease end (epoch seconds); None when it is free."""
@@ -130,13 +135,20 @@ class LeaseLock:
             time.sleep(_POLL_SECONDS)
 
     def _try(self, mine: LockInfo) -> LockInfo | None:
-        state = self._read()
-        if state is None:
-            version = self._write(mine, self._current_version_of_free(), "take the workspace lock")
+        current, live = self._versions()
+        if not live:
+            # Free: create it anew with cas = the version seen deleted. A taker that got in after that
+            # read wrote current + 1, so this write fails and the next poll sees its lease. (Reading
+            # the current version only after seeing the lock free let a second taker write over a
+            # live lock: the holder then stopped after one write.)
+            version = self._write(mine, current, "take the workspace lock")
             if version is None:
                 return None
             self._version = version
             return mine
+        state = self._read()
+        if state is None:
+            return None  # released between the two reads: the next poll takes it
         version, holder, expires = state
         if expires > time.time():
             return None
@@ -145,17 +157,6 @@ class LeaseLock:
             return None  # another taker won this one
         self._version = taken
         return replace(mine, replaced=holder)
-
-    def _current_version_of_free(self) -> int:
-        """The cas that creates the lock anew: the last (deleted) version, or 0 when none is left."""
-        import hvac
-
-        with self._errors("read the workspace lock", "metadata", "read"):
-            try:
-                meta = request(self._client, "get", self._target.api("metadata", self._path)) or {}
-            except hvac.exceptions.InvalidPath:
-                return 0
-        return int((meta.get("data") or {}).get("current_version") or 0)
 
     def _renew(self, stop: threading.Event, held: LockInfo) -> None:
         interval = self._target.lock_lease_seconds / 3
