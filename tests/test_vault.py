@@ -26,6 +26,7 @@ import pytest
 from connsync.errors import StoreError, VersionConflict
 from connsync.model import Secret
 from connsync.store import opened, vault_client
+from connsync.store.base import LockInfo
 from connsync.store.vault import VaultStore
 from connsync.store.vault_layout import Target
 from connsync.testing.store_contract import write
@@ -259,12 +260,14 @@ def test_a_lock_taken_between_a_takers_reads_is_not_taken_over(
     from connsync.errors import LockError
     from connsync.store import vault_lock
 
+    real = vault_lock.request
     with opened(store_url, "default") as holder, opened(store_url, "default") as taker:
         assert isinstance(holder, VaultStore) and isinstance(taker, VaultStore)
         for _ in range(2):  # a lock never taken yet, then one released (a deleted version is left)
-            real, fired = vault_lock.request, []
+            fired: list[LockInfo] = []
 
-            def take_in_between(client: Any, method: str, path: str, **kwargs: Any) -> Any:
+            def take_in_between(client: Any, method: str, path: str, fired: list[LockInfo] = fired,
+                                **kwargs: Any) -> Any:
                 try:
                     return real(client, method, path, **kwargs)
                 finally:  # the taker's first read has answered "free": the holder gets in now
