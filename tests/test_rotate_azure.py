@@ -104,3 +104,21 @@ def test_an_app_at_its_maximum_of_secrets(repo: Path, azure: FakeAzure, run: Run
     result = run("rotate", "Azure Prod")
     assert result.code == 1 and "addPassword" in result.err and "maximum number of secrets" in result.err
     assert (repo / FILE).read_bytes() == before and list(azure.apps[CLIENT].secrets().values()) == [CANARY]
+
+
+def test_local_mode_that_cannot_store_names_the_client_secret(repo: Path, azure: FakeAzure, run: Run) -> None:
+    from connsync.store import Write
+
+    SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "default").put(
+        Write(name="Azure Prod", provider="azure", spec={"client_id": CLIENT}, secrets={}, managed=False,
+              actor="ui", action="ui-create"), expected_version=None)
+    result = run("rotate", "Azure Prod", "--apply", "--auto-approve")
+    assert result.code == 1
+    new = in_file(repo)
+    assert list(azure.apps[CLIENT].secrets().values()) == [CANARY, new]  # written, so kept: both work
+    [new_id] = [k for k, v in azure.apps[CLIENT].secrets().items() if v == new]
+    err = " ".join(result.err.split())
+    assert f"the new client secret {new_id} is in connections/azure-prod.yaml but not in the store" in err
+    assert "still signs in" in err and f"az ad app credential delete --id {CLIENT} --key-id {new_id}" in err
+    assert "aws iam" not in err and "access key" not in err
+    clean([result], new)

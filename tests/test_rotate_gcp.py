@@ -134,3 +134,22 @@ def test_a_service_account_at_its_key_limit(repo: Path, gcp: tuple[FakeGcp, Key]
     assert result.code == 1 and "serviceAccounts.keys.create" in result.err
     assert "FAILED_PRECONDITION" in result.err
     assert (repo / FILE).read_bytes() == before and states(fake) == {OLD: "enabled"}
+
+
+def test_local_mode_that_cannot_store_names_the_gcp_key(repo: Path, gcp: tuple[FakeGcp, Key], run: Run) -> None:
+    from connsync.store import Write
+
+    fake, old = gcp
+    SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "default").put(
+        Write(name="GCP Prod", provider="gcp", spec={"client_email": EMAIL}, secrets={}, managed=False,
+              actor="ui", action="ui-create"), expected_version=None)
+    result = run("rotate", "GCP Prod", "--apply", "--auto-approve")
+    assert result.code == 1
+    new_id, new_pem = in_file(repo)
+    assert states(fake) == {OLD: "enabled", new_id: "enabled"}  # written, so kept: both work
+    err = " ".join(result.err.split())
+    assert f"the new GCP key {new_id} is in connections/gcp-prod.yaml but not in the store" in err
+    assert f"{OLD} is still enabled" in err
+    assert f"gcloud iam service-accounts keys delete {new_id} --iam-account {EMAIL}" in err
+    assert "aws iam" not in err and "access key" not in err
+    no_key_material([result], old.pem, new_pem)

@@ -18,8 +18,16 @@ from connsync import render
 from connsync.config import Config
 from connsync.errors import EXIT_FAILED, EXIT_OK, ConnsyncError, UsageError
 from connsync.model import Declaration
-from connsync.providers import aws_incident, azure_rotation, gcp_incident, gcp_rotation, key_holders
-from connsync.providers import aws_rotation as rotation
+from connsync.providers import (
+    aws_incident,
+    aws_rotation,
+    azure_rotation,
+    gcp_incident,
+    gcp_rotation,
+    incident,
+    key_holders,
+    rotation,
+)
 from connsync.providers.aws_keys import Credentials
 from connsync.store import Store, opened
 
@@ -85,7 +93,7 @@ def rotate(config: Config, command: RotateCommand, *, fmt: str, style: render.St
     echo = click.echo if fmt == "text" else None
     skipped: list[str] = []
     if command.older_than is not None:
-        chosen, skipped = rotation.due(config, command.older_than, options)
+        chosen, skipped = aws_rotation.due(config, command.older_than, options)
         if echo:
             for line in skipped:
                 echo(f"skip {render.text_lines(line)}")
@@ -127,8 +135,7 @@ def _one(config: Config, store: Store, decl: Declaration, command: RotateCommand
                 _confirm(decl)
             _engine(decl).start(config, decl, store, options, echo, result)
             if command.dry_run:
-                result.next_steps.append("store the new key: the pull request's apply job, or --apply; "
-                                         "then deactivate the old key: --finish")
+                result.next_steps.append(_engine(decl).DRY_RUN_NEXT)
             elif command.apply:
                 _store_and_retire(config, store, decl, command, options, echo, result)
             else:
@@ -151,7 +158,8 @@ def _store_and_retire(config: Config, store: Store, decl: Declaration, command: 
                       result: rotation.Rotation) -> None:
     lock = store.acquire_lock(timeout=command.lock_timeout)
     try:
-        rotation.store_new_key(config, rotation.find(config, decl.file), store, result, echo)
+        rotation.store_new_key(config, rotation.find(config, decl.file), store, result, echo,
+                               _engine(decl).stranded)
         _engine(decl).finish(config, rotation.find(config, decl.file), store, options, delete=False,
                              echo=echo, rotation=result)
     finally:
@@ -160,12 +168,13 @@ def _store_and_retire(config: Config, store: Store, decl: Declaration, command: 
 
 def _engine(decl: Declaration) -> Any:
     """The provider's rotation procedure: the same steps (start, finish, next steps) for each card."""
-    return {"gcp": gcp_rotation, "azure": azure_rotation}.get(decl.provider, rotation)
+    return {"gcp": gcp_rotation, "azure": azure_rotation}.get(decl.provider, aws_rotation)
 
 
 def _confirm(decl: Declaration) -> None:
-    question = (f"Create a new key for {render.text(decl.name)}, write it into {render.text(decl.file)}, "
-                "store it, then deactivate the old key?")
+    engine = _engine(decl)
+    question = (f"Create a new {engine.CREDENTIAL} for {render.text(decl.name)}, write it into "
+                f"{render.text(decl.file)}, store it, then {engine.RETIRE} the old one?")
     if not click.confirm(question, default=False, err=True):
         raise ConnsyncError("rotation cancelled; nothing was changed")
 
@@ -174,13 +183,13 @@ def _confirm(decl: Declaration) -> None:
 
 
 def _exposed(config: Config, command: RotateCommand, *, fmt: str, style: render.Style) -> int:
-    options = aws_incident.IncidentOptions(
+    options = incident.IncidentOptions(
         admin=_admin(command) or Credentials(), delete_inactive=command.delete_inactive,
         detach_quarantine=command.detach_quarantine, apply=command.apply, wait_seconds=command.wait_seconds,
         dry_run=command.dry_run, timeout=config.verify.timeout_seconds, lock_timeout=command.lock_timeout)
     echo = click.echo if fmt == "text" else None
     runbooks = dict(_runbook(k) for k in command.names)  # key id: its provider's runbook, in order
-    results: list[aws_incident.Incident] = []
+    results: list[incident.Incident] = []
     with opened(config.store_url, config.workspace, create=not command.dry_run) as store:
         def lookup(key_id: str) -> key_holders.Holders:
             return key_holders.find(config, key_id, store, runbooks.get(key_id, aws_incident).FIELDS)
@@ -190,7 +199,7 @@ def _exposed(config: Config, command: RotateCommand, *, fmt: str, style: render.
             if not holders.all:
                 raise runbooks[holders.key_id].no_holder(holders)
         if not command.auto_approve and not command.dry_run:
-            _confirm_exposed(found, command.apply)
+            _confirm_exposed(found, runbooks, command.apply)
         for holders in found:
             results.append(_contain_one(config, holders, lookup, store, options, echo, style,
                                         runbooks[holders.key_id]))
@@ -208,36 +217,35 @@ def _runbook(raw: str) -> tuple[str, Any]:
     return (gcp_key, gcp_incident) if gcp_key else (aws_incident.check_key_id(raw), aws_incident)
 
 
-def _contain_one(config: Config, holders: key_holders.Holders, lookup: aws_incident.Lookup, store: Store,
-                 options: aws_incident.IncidentOptions, echo: rotation.Echo | None,
-                 style: render.Style, runbook: Any) -> aws_incident.Incident:
-    incident = aws_incident.Incident(holders.key_id)
+def _contain_one(config: Config, holders: key_holders.Holders, lookup: incident.Lookup, store: Store,
+                 options: incident.IncidentOptions, echo: rotation.Echo | None,
+                 style: render.Style, runbook: Any) -> incident.Incident:
+    result = incident.Incident(holders.key_id, credential=runbook.CREDENTIAL)
     if echo:
-        echo(style(f"Containing the exposed key {holders.key_id}"
+        echo(style(f"Containing the exposed {runbook.CREDENTIAL} {holders.key_id}"
                    + (" — dry run, nothing changes" if options.dry_run else ""), bold=True))
         for holder in holders.all:
             echo(f"  held by {render.text(holder.describe())}")
     try:
-        runbook.contain(config, holders, lookup, store, options, echo, incident)
+        runbook.contain(config, holders, lookup, store, options, echo, result)
     except ConnsyncError as exc:
-        incident.error = exc.message
+        result.error = exc.message
         if echo:
             click.echo(style(f"  ✗ {render.text_lines(exc.message)}", fg="red"), err=True)
             if exc.hint:
                 click.echo(f"  hint: {render.text_lines(exc.hint)}", err=True)
     if echo:
-        for note in incident.notes:
+        for note in result.notes:
             echo(f"  note: {render.text_lines(note)}")
-        if incident.next_steps:
+        if result.next_steps:
             echo("What is left to do:")
-            for line in incident.next_steps:
+            for line in result.next_steps:
                 echo(f"  {render.text(line, limit=600)}")
-    return incident
+    return result
 
 
-def _confirm_exposed(found: Sequence[key_holders.Holders], apply: bool) -> None:
-    keys = ", ".join(h.key_id for h in found)
-    question = (f"Contain {keys} now: create a new key, write it into every file that held the old one"
-                + (", store it" if apply else "") + " and deactivate the exposed key (AWS: first)?")
+def _confirm_exposed(found: Sequence[key_holders.Holders], runbooks: dict[str, Any], apply: bool) -> None:
+    plans = "; ".join(f"{h.key_id}: {runbooks[h.key_id].PLAN}" for h in found)
+    question = f"Contain now ({plans})" + (", storing the new one" if apply else "") + "?"
     if not click.confirm(question, default=False, err=True):
         raise ConnsyncError("cancelled; nothing was changed")

@@ -26,7 +26,7 @@ from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Declaration, Desired, Secret
 from connsync.providers import azure_secrets as graph
-from connsync.providers.aws_rotation import (
+from connsync.providers.rotation import (
     Echo,
     Journal,
     RotateOptions,
@@ -35,6 +35,10 @@ from connsync.providers.aws_rotation import (
     write_fields,
 )
 from connsync.store import Store
+
+CREDENTIAL, RETIRE = "client secret", "remove"  # in rotate's questions and messages
+DRY_RUN_NEXT = ("store the new client secret: the pull request's apply job, or --apply; then remove the old "
+                "one: --finish")
 
 # Entra ID may take a moment to accept a new secret everywhere.
 _RETRY_DELAYS = (0.5, 1, 2, 4, 8, 8, 8, 8, 8)
@@ -127,6 +131,16 @@ def gitops_next_steps(rotation: Rotation) -> list[str]:
     return [f"commit {rotation.file} and open a pull request; its apply job stores the new secret",
             f"then: connsync rotate --finish {name}   (removes the other secrets of {rotation.user} once the "
             "store holds the new one)"]
+
+
+def stranded(rotation: Rotation, reason: str) -> str:
+    """Storing failed after the file took the new secret: both secrets sign in, the file has the new one."""
+    app = (rotation.user or "app CLIENT_ID").removeprefix("app ")
+    return (f"{reason}; the new client secret {rotation.new_key} is in {rotation.file} but not in the "
+            f"store, and the old secret{' ' + rotation.old_key if rotation.old_key else ''} still signs in: "
+            "both work. To finish: 'connsync apply', then 'connsync rotate --finish'. To undo: git "
+            f"checkout {rotation.file}, then az ad app credential delete --id {app} --key-id "
+            f"{rotation.new_key}")
 
 
 def finish(config: Config, decl: Declaration, store: Store, options: RotateOptions, *, delete: bool,

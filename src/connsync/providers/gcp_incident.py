@@ -23,7 +23,7 @@ from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Declaration, Secret
 from connsync.providers import gcp_keys
-from connsync.providers.aws_incident import (
+from connsync.providers.incident import (
     Incident,
     IncidentOptions,
     Journal,
@@ -32,11 +32,13 @@ from connsync.providers.aws_incident import (
     store_everywhere,
     take_back,
 )
-from connsync.providers.aws_rotation import Echo, RotationFailed, write_fields
 from connsync.providers.key_holders import Fields, Holders
+from connsync.providers.rotation import Echo, RotationFailed, write_fields
 from connsync.store import Store
 
 FIELDS = Fields("private_key_id", "client_email")  # where a connection holds the key id, and its account
+CREDENTIAL = "key"
+PLAN = "a new key into every file that held it, then disable it"
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{40}$")
 
 

@@ -25,7 +25,7 @@ from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Declaration, Desired, Secret
 from connsync.providers import gcp_keys
-from connsync.providers.aws_rotation import (
+from connsync.providers.rotation import (
     Echo,
     Journal,
     RotateOptions,
@@ -34,6 +34,10 @@ from connsync.providers.aws_rotation import (
     write_fields,
 )
 from connsync.store import Store
+
+CREDENTIAL, RETIRE = "key", "disable"  # in rotate's questions and messages
+DRY_RUN_NEXT = ("store the new key: the pull request's apply job, or --apply; then disable the old key: "
+                "--finish")
 
 
 def _api(desired: Desired, config: Config, options: RotateOptions) -> gcp_keys.KeysApi:
@@ -114,6 +118,14 @@ def gitops_next_steps(rotation: Rotation) -> list[str]:
             f"then: connsync rotate --finish {name}   (disables {rotation.old_key} once the store holds the "
             "new key)",
             f"later: connsync rotate --finish --delete {name}   (deletes it)"]
+
+
+def stranded(rotation: Rotation, reason: str) -> str:
+    """Storing failed after the file took the new key: both keys are enabled, the file has the new one."""
+    return (f"{reason}; the new GCP key {rotation.new_key} is in {rotation.file} but not in the store, and "
+            f"{rotation.old_key} is still enabled: both keys work. To finish: 'connsync apply', then "
+            f"'connsync rotate --finish'. To undo: git checkout {rotation.file}, then gcloud iam "
+            f"service-accounts keys delete {rotation.new_key} --iam-account {rotation.user}")
 
 
 def finish(config: Config, decl: Declaration, store: Store, options: RotateOptions, *, delete: bool,
