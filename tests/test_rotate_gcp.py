@@ -136,7 +136,8 @@ def test_a_service_account_at_its_key_limit(repo: Path, gcp: tuple[FakeGcp, Key]
     assert (repo / FILE).read_bytes() == before and states(fake) == {OLD: "enabled"}
 
 
-def test_local_mode_that_cannot_store_names_the_gcp_key(repo: Path, gcp: tuple[FakeGcp, Key], run: Run) -> None:
+def test_local_mode_that_cannot_store_names_the_gcp_key(repo: Path, gcp: tuple[FakeGcp, Key],
+                                                        run: Run) -> None:
     from connsync.store import Write
 
     fake, old = gcp
