@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -34,6 +35,15 @@ class BaoServer:
     token: str
     cacert: str | None
     process: subprocess.Popen[bytes]
+    log: Path | None = None  # what the dev server printed, its unseal key among it
+
+    def unseal_key(self) -> str:
+        """The dev server's one unseal key (it prints it at start), to unseal it after a seal."""
+        said = self.log.read_text(errors="replace") if self.log else ""
+        match = re.search(r"^Unseal Key: (\S+)$", said, re.MULTILINE)
+        if not match:
+            raise RuntimeError("the dev server printed no unseal key")
+        return match.group(1)
 
     @property
     def hostport(self) -> str:
@@ -93,7 +103,7 @@ def running_server(*, tls: bool = True) -> Iterator[BaoServer]:
                                    env={"PATH": os.environ.get("PATH", ""), "HOME": temp})
         scheme = "https" if tls else "http"
         cacert = str(Path(temp) / "tls" / "vault-ca.pem") if tls else None
-        server = BaoServer(f"{scheme}://127.0.0.1:{port}", token, cacert, process)
+        server = BaoServer(f"{scheme}://127.0.0.1:{port}", token, cacert, process, Path(temp) / "bao.log")
         try:
             _wait_until_up(server)
             yield server

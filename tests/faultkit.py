@@ -106,7 +106,7 @@ class Held:
 def held(url: str, env: dict[str, str]) -> Held:
     from connsync.store import opened
 
-    variables = ["CONNSYNC_STORE_KEY", *(k for k in env if k.startswith("AWS_"))]
+    variables = ["CONNSYNC_STORE_KEY", *(k for k in env if k.startswith(("AWS_", "VAULT_")))]
     saved = {k: os.environ.pop(k, None) for k in variables}
     os.environ.update({k: env[k] for k in variables if k in env})  # an embedded store has its key file
     try:

@@ -173,7 +173,8 @@ def test_sqlite_full_disk_mid_apply(small_disk: Any, tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert "Apply ended early:" in result.stdout and "(as the store holds them)" in result.stdout
     assert f"connsync: error: the disk holding {mount / 'store.db'} is full" in result.stderr
-    assert "hint: each record is whole (written or not at all); run apply again" in result.stderr
+    assert ("hint: each record is whole (written or not at all); free space on the disk that holds "
+            f"{mount}; then run apply again") in result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     after = held(url, env)
     created = [line for line in result.stdout.splitlines() if line.endswith(": created (version 1)")]

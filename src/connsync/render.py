@@ -339,8 +339,6 @@ def apply_text(report: ApplyReport, style: Style) -> str:
 
 def early_end_lines(report: ApplyReport) -> list[str]:
     """Why an apply ended before its plan did, what it did not write, and that a re-run converges."""
-    from connsync.reconcile.apply import RERUN_HINT
-
     end = report.ended
     if end is None:
         return []
@@ -364,7 +362,7 @@ def early_end_lines(report: ApplyReport) -> list[str]:
         names = [text(repr(i["name"])) for i in report.not_written[:5]]
         more = f" and {len(report.not_written) - 5} more" if len(report.not_written) > 5 else ""
         lines.append(f"Not written: {', '.join(names)}{more}.")
-    lines.append(f"hint: each record is whole (written or not at all); {RERUN_HINT}")
+    lines.append(f"hint: each record is whole (written or not at all); {text(end.hint)}")
     return lines
 
 

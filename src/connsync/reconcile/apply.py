@@ -39,6 +39,11 @@ class EarlyEnd:
     interrupted: bool = False  # ^C: exit 130 rather than 1
     before_writes: bool = False  # it came during verification: nothing was written
     in_doubt: bool = False  # the write under way may still land although the store does not show it yet
+    store_hint: str | None = None  # what to do about the store first (unseal it, check the address)
+
+    @property
+    def hint(self) -> str:
+        return f"{self.store_hint}; then {RERUN_HINT}" if self.store_hint else RERUN_HINT
 
 
 @dataclass
@@ -80,7 +85,7 @@ class ApplyReport:
             payload["ended_early"] = {
                 "cause": self.ended.cause, "interrupted": self.ended.interrupted,
                 "counted_from": "store" if self.counted_from_store else "confirmed writes",
-                "not_written": self.not_written, "in_doubt": self.in_doubt, "hint": RERUN_HINT}
+                "not_written": self.not_written, "in_doubt": self.in_doubt, "hint": self.ended.hint}
         if self.notes:
             payload["notes"] = self.notes
         return payload
@@ -130,7 +135,8 @@ def execute(
         # Each write is one transaction: the one under way when ^C came is whole, written or not.
         report.ended = EarlyEnd("interrupted (^C)", interrupted=True)
     except (StoreUnavailable, LockError) as exc:
-        report.ended = EarlyEnd(exc.message, in_doubt=getattr(exc, "in_doubt", False))
+        report.ended = EarlyEnd(exc.message, in_doubt=getattr(exc, "in_doubt", False),
+                               store_hint=exc.hint if isinstance(exc, StoreUnavailable) else None)
     return report
 
 

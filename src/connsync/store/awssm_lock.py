@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 import uuid
@@ -36,9 +35,8 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from connsync.errors import LockError, LockLost
-from connsync.identity import ci_run_id, user_at_host
 from connsync.store.awssm_layout import MANAGED_TAG, Target, aws_errors, compact, current_version_id
-from connsync.store.base import LockInfo, new_lock
+from connsync.store.base import LockInfo, holder_has_ended, new_lock
 
 _POLL_SECONDS = 0.25
 _LOCK_TOKENS = uuid.UUID("0b6f1d7c-3f47-4a55-8a8e-5c2b7e3d9a20")
@@ -150,7 +148,7 @@ class LeaseLock:
         stale = state[0]
         because = "its lease ran out without renewal (the process died, or lost its way to AWS)"
         if state[1] > time.time():
-            if not _ended_here(stale):
+            if not holder_has_ended(stale):
                 return None
             because = f"its process (pid {stale.pid}) on this machine has ended"
         token = str(uuid.uuid5(_LOCK_TOKENS, f"takeover\0{stale.id}"))
@@ -234,20 +232,3 @@ class LeaseLock:
 
     def close(self) -> None:
         self._stop.set()
-
-
-def _ended_here(holder: LockInfo) -> bool:
-    """Whether ``holder`` ran on this machine, as this user, and its process has ended.
-
-    Only then is it known to be gone before its lease runs out. A pid reused since
-    counts as alive: the lease is waited out, as for a holder elsewhere.
-    """
-    if holder.holder != user_at_host() or holder.ci_run != ci_run_id() or holder.pid <= 0:
-        return False
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

@@ -80,6 +80,23 @@ def new_lock(workspace: str) -> LockInfo:
     return LockInfo(uuid.uuid4().hex[:12], workspace, user_at_host(), os.getpid(), ci_run_id(), now())
 
 
+def holder_has_ended(holder: LockInfo) -> bool:
+    """Whether ``holder`` ran on this machine, as this user, and its process has ended.
+
+    Only then is it known to be gone before its lease runs out. A pid reused since
+    counts as alive: the lease is waited out, as for a holder elsewhere.
+    """
+    if holder.holder != user_at_host() or holder.ci_run != ci_run_id() or holder.pid <= 0:
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 

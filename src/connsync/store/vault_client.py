@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from connsync.errors import StoreError
+from connsync.errors import StoreError, StoreUnavailable
 
 AUTH_VARIABLE = "CONNSYNC_VAULT_AUTH"
 _K8S_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path, not a token
@@ -176,8 +176,9 @@ def http_errors(shown: str, doing: str, path: str, capability: str, *, client: A
         raise StoreError(f"Vault asks for authentication to {doing} at {shown}",
                          hint="set VAULT_TOKEN, or log in with CONNSYNC_VAULT_AUTH") from None
     except hvac.exceptions.VaultDown:
-        raise StoreError(f"Vault at {shown} is sealed or not ready (HTTP 503), so connsync cannot {doing}",
-                         hint="unseal it, or point at an active node") from None
+        # Sealed (or a standby that cannot serve): it refused this request, and will refuse the next.
+        raise StoreUnavailable(f"Vault at {shown} is sealed or not ready (HTTP 503), so connsync cannot "
+                               f"{doing}", hint="unseal it, or point at an active node") from None
     except hvac.exceptions.RateLimitExceeded:
         raise StoreError(f"Vault at {shown} kept rate-limiting connsync while trying to {doing}",
                          hint="run again later, or raise the rate limit quota for this path") from None
@@ -186,9 +187,14 @@ def http_errors(shown: str, doing: str, path: str, capability: str, *, client: A
                          hint="set VAULT_CACERT to the CA bundle that signed the server's certificate") \
             from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise StoreError(f"cannot reach Vault at {shown} to {doing} ({type(exc).__name__}); nothing more "
-                         "was written", hint="is the server up, and the address (VAULT_ADDR / the store "
-                         "URL) right?") from None
+        # After the adapter's retries of the connect: the server is gone for this run, and the apply
+        # ends here. A write that may have reached it (the answer timed out, the connection broke
+        # after the request went out) may still land: it is in doubt.
+        raise StoreUnavailable(f"cannot reach Vault at {shown} to {doing} ({type(exc).__name__}); nothing "
+                               "more was written", hint="is the server up, and the address (VAULT_ADDR / "
+                               "the store URL) right?",
+                               in_doubt=capability not in ("read", "list") and _may_have_arrived(exc),
+                               ) from None
     except hvac.exceptions.InvalidRequest as exc:
         if login:
             raise _login_refused(shown, path) from None
@@ -196,6 +202,17 @@ def http_errors(shown: str, doing: str, path: str, capability: str, *, client: A
         raise StoreError(f"Vault refused to {doing} at {path} ({shown}): {said or 'bad request'}") from None
     except hvac.exceptions.VaultError as exc:
         raise StoreError(f"Vault failed to {doing} at {path} ({shown}, {type(exc).__name__})") from None
+
+
+def _may_have_arrived(exc: Exception) -> bool:
+    """Whether the request may have reached the server: not when no connection was ever made."""
+    import requests
+    import urllib3
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _login_refused(shown: str, path: str) -> StoreError:

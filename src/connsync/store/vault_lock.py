@@ -6,11 +6,14 @@ processes acting on the same version exactly one succeeds:
 
 - taking a free lock writes with ``cas`` = the secret's current version (0 when it
   does not exist);
-- the holder renews its lease every third of the lease with ``cas`` = the version
-  it wrote last: a renewal that fails means the lock was broken or taken over;
+- the holder renews its lease every sixth of the lease with ``cas`` = the version
+  it wrote last: a renewal refused by check-and-set means the lock was broken or
+  taken over; one Vault did not answer is tried again until the lease runs out (an
+  outage shorter than the lease costs nothing);
 - a lease that has run out belongs to a holder that died: the next taker writes
   over it with ``cas`` = that version (a server cannot see a client's death, so
-  the clocks of the machines involved must roughly agree);
+  the clocks of the machines involved must roughly agree); so does a lock whose
+  holder ran on this machine, as this user, and has ended;
 - releasing it (and ``connsync unlock``) soft-deletes the version that holds it,
   so KV versions only ever grow and a version number names one holder's lease;
 - before every write the holder checks the secret is still at the version it
@@ -24,8 +27,8 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from connsync.errors import LockError
-from connsync.store.base import LockInfo, new_lock
+from connsync.errors import LockError, StoreError
+from connsync.store.base import LockInfo, holder_has_ended, new_lock
 from connsync.store.vault_client import http_errors, request
 from connsync.store.vault_layout import Target
 
@@ -150,36 +153,51 @@ class LeaseLock:
         if state is None:
             return None  # released between the two reads: the next poll takes it
         version, holder, expires = state
+        because = "its lease ran out without renewal (the process died, or lost its way to Vault)"
         if expires > time.time():
-            return None
+            if not holder_has_ended(holder):
+                return None
+            because = f"its process (pid {holder.pid}) on this machine has ended"
         taken = self._write(mine, version, "take over the workspace lock")
         if taken is None:
             return None  # another taker won this one
         self._version = taken
-        return replace(mine, replaced=holder)
+        return replace(mine, replaced=holder, replaced_because=because)
 
     def _renew(self, stop: threading.Event, held: LockInfo) -> None:
-        interval = self._target.lock_lease_seconds / 3
+        interval = self._target.lock_lease_seconds / 6
         while not stop.wait(interval):
-            try:
-                with self._mutex:
-                    if stop.is_set():
-                        return
+            with self._mutex:
+                if stop.is_set():
+                    return
+                if time.monotonic() >= self._deadline:
+                    self._lost = "its lease ran out before it could be renewed"
+                    return
+                try:
                     self._renew_now(held)
-            except Exception as exc:  # any failure to renew means the lock may be gone
-                if not stop.is_set():
-                    self._lost = getattr(exc, "message", None) or type(exc).__name__
-                return
+                except LockError as exc:  # check-and-set refused: another holder, or none
+                    self._lost = exc.message
+                    return
+                except StoreError:  # Vault did not answer: the lease still runs, try again
+                    continue
 
     def _renew_now(self, held: LockInfo) -> None:
         """A renewal is a check-and-set on the version we wrote last: it succeeds only while nobody
         took the lock over, however late it comes (a starved renewal thread loses nothing)."""
         started = time.monotonic()
         version = self._write(held, self._version, "renew the workspace lock")
+        if version is None and (current := self._ours(held)) > 0:
+            version = self._write(held, current, "renew the workspace lock")
         if version is None:
             raise LockError("the lock was broken or taken over")
         self._version = version
         self._deadline = started + self._target.lock_lease_seconds
+
+    def _ours(self, held: LockInfo) -> int:
+        """The live version when it is still ours although not the one we wrote last: a renewal we
+        gave up on (a timeout) may have landed. -1 when it is not ours."""
+        state = self._read()
+        return state[0] if state is not None and state[1].id == held.id else -1
 
     def check(self) -> None:
         """Before every write of a holder: is the lock still ours?"""
@@ -196,7 +214,10 @@ class LeaseLock:
                     # that a write never lands after a taker could have seen the lease run out.
                     self._renew_now(held)
                 elif self._current_version() != self._version:
-                    raise LockError("the lock was broken or taken over")
+                    current = self._ours(held)
+                    if current < 0:
+                        raise LockError("the lock was broken or taken over")
+                    self._version = current
             except LockError:
                 raise LockError(f"the workspace lock {held.id} was broken or taken over while this process "
                                 "held it; nothing more is written", hint="run plan again") from None

@@ -1,0 +1,157 @@
+"""Faults injected into a real OpenBao mid-apply: the server stops answering, or is sealed.
+
+The apply ends early with the report the other stores give (what the store holds, what was not
+written, the write in doubt), its lock is taken over at once by the next run on this machine, and
+that run converges. A plain-HTTP dev server of this module's own (sealing it would stop the
+suite's shared one), behind the loopback proxy of tests/faultkit.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.baoserver import BaoServer, running_server
+from tests.faultkit import Held, Proxy, connsync, held, judge, many_connections, parse_json, start_apply
+
+COUNT = 60
+
+
+@pytest.fixture(scope="module")
+def bao() -> Iterator[BaoServer]:
+    with running_server(tls=False) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(bao: BaoServer) -> Iterator[Proxy]:
+    host, _, port = bao.hostport.partition(":")
+    proxy = Proxy((host, int(port)))
+    yield proxy
+    proxy.close()
+
+
+def _env(tmp_path: Path, bao: BaoServer, proxy: Proxy, count: int = COUNT) -> tuple[dict[str, str], str]:
+    """The apply's environment (its store is reached through the proxy) and the store's direct URL."""
+    made = many_connections(tmp_path, count) if count else dict(os.environ)
+    env = {k: v for k, v in made.items() if not k.startswith(("VAULT_", "BAO_", "CONNSYNC_"))}
+    prefix = f"f{uuid.uuid4().hex[:8]}"
+    env.update(CONNSYNC_STORE_KEY=base64.b64encode(os.urandom(32)).decode(), VAULT_TOKEN=bao.token)
+    env["CONNSYNC_STORE"] = f"vault+http://127.0.0.1:{proxy.port}/secret/{prefix}?lock_lease_seconds=60"
+    return env, bao.url(f"secret/{prefix}")
+
+
+def _stored(bao: BaoServer, direct: str) -> int:
+    """How many connections the workspace holds, asked of the server directly."""
+    import hvac
+
+    prefix = direct.split("/", 4)[4]
+    client = hvac.Client(url=bao.address, token=bao.token)
+    try:
+        listing = client.secrets.kv.v2.list_secrets(path=f"{prefix}/default", mount_point="secret")
+    except hvac.exceptions.InvalidPath:
+        return 0
+    return sum(1 for key in listing["data"]["keys"] if not key.startswith("."))
+
+
+def _when(condition: Any, then: Any) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if condition():
+            then()
+            return
+        time.sleep(0.05)
+    raise AssertionError("the apply never got that far")
+
+
+def _schema() -> dict[str, Any]:
+    import json
+    from importlib.resources import files
+
+    return dict(json.loads(files("connsync").joinpath("outputs/apply.schema.json").read_text()))
+
+
+def _reruns_at_once(tmp_path: Path, env: dict[str, str], direct: str, bao: BaoServer) -> None:
+    """The next apply takes the dead holder's lock over without waiting out its 60 s lease, and
+    finishes: every connection once, nothing written twice."""
+    started = time.monotonic()
+    rerun = connsync("apply", "--auto-approve", "--skip-verify", cwd=tmp_path, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert time.monotonic() - started < 45
+    assert re.search(r"took over the workspace lock of .*: its process \(pid \d+\) on this machine has ended",
+                     rerun.stderr), rerun.stderr
+    final = held(direct, {**env, **bao.env()})
+    assert len(final.names) == COUNT and not final.doubled
+    assert connsync("plan", "--detailed-exitcode", cwd=tmp_path, env=env).returncode == 0
+
+
+def test_vault_stops_answering_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path: Path) -> None:
+    env, direct = _env(tmp_path, bao, proxy)
+    apply = start_apply(tmp_path, env)
+    _when(lambda: _stored(bao, direct) >= COUNT // 3, proxy.stop)
+    out, err = apply.communicate(timeout=180)
+    assert apply.returncode == 1, err
+    report = parse_json(out)
+    jsonschema.validate(report, _schema())
+    assert "cannot reach Vault" in report["ended_early"]["cause"], report["ended_early"]
+    assert report["ended_early"]["hint"].startswith("is the server up")
+    assert err.count("connsync: error:") == 1 and "Traceback" not in err, err
+    matches, detail = judge(report, Held(frozenset(), {}), held(direct, {**env, **bao.env()}), COUNT)
+    assert matches, detail
+    proxy.resume()
+    _reruns_at_once(tmp_path, env, direct, bao)
+
+
+def test_vault_sealed_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path: Path) -> None:
+    env, direct = _env(tmp_path, bao, proxy)
+    apply = start_apply(tmp_path, env)
+    try:
+        _when(lambda: _stored(bao, direct) >= COUNT // 3, lambda: bao.bao("operator", "seal"))
+        out, err = apply.communicate(timeout=180)
+    finally:
+        bao.bao("operator", "unseal", bao.unseal_key())
+    assert apply.returncode == 1, err
+    report = parse_json(out)
+    jsonschema.validate(report, _schema())
+    assert "is sealed or not ready" in report["ended_early"]["cause"], report["ended_early"]
+    assert err.count("connsync: error:") == 1 and "Traceback" not in err, err
+    assert ("hint: each record is whole (written or not at all); unseal it, or point at an active node; "
+            "then run apply again") in err
+    matches, detail = judge(report, Held(frozenset(), {}), held(direct, {**env, **bao.env()}), COUNT)
+    assert matches, detail
+    _reruns_at_once(tmp_path, env, direct, bao)
+
+
+def test_a_lease_outlives_an_outage_shorter_than_the_lease(bao: BaoServer, proxy: Proxy, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from connsync.errors import LockError
+    from connsync.store import opened
+    from connsync.testing.store_contract import write
+
+    env, _ = _env(tmp_path, bao, proxy, count=0)
+    store_url = env["CONNSYNC_STORE"].replace("lock_lease_seconds=60", "lock_lease_seconds=8")
+    for name in ("CONNSYNC_STORE_KEY", "VAULT_TOKEN"):
+        monkeypatch.setenv(name, env[name])
+    with opened(store_url, "default") as store:
+        lock = store.acquire_lock(timeout=5)
+        proxy.stop()
+        time.sleep(5)  # 5 s of an 8 s lease without a word from Vault
+        proxy.resume()
+        time.sleep(5)  # past the end of the lease as it was before the outage
+        store.put(write("AWS A"), expected_version=None)  # still the holder: renewed after the outage
+        proxy.stop()
+        time.sleep(10)  # longer than the lease
+        proxy.resume()
+        with pytest.raises(LockError, match="lease ran out"):
+            store.put(write("AWS B"), expected_version=None)
+        assert [r.name for r in store.records()] == ["AWS A"]
+        store.release_lock(lock)
