@@ -3,8 +3,9 @@
 What every backend does is in the contract suite (TestVaultStore); here: the
 KV layout other tools read, a noop plan that reads no value, Airflow's shape for
 every card, a token that is wrong, a policy that denies, a check-and-set
-conflict forced between plan and apply, soft deletes, a server stopped mid-apply,
-logins through AppRole, and the URL rules (credentials, plain HTTP, VAULT_ADDR).
+conflict forced between plan and apply, soft deletes, logins through AppRole,
+and the URL rules (credentials, plain HTTP, VAULT_ADDR). A server stopped or
+sealed mid-apply: tests/test_faults_vault.py.
 """
 
 from __future__ import annotations
