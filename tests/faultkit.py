@@ -161,6 +161,49 @@ def parse_json(stdout: str) -> dict[str, Any]:
     return value
 
 
+def when(condition: Any, then: Any, *, every: float = 0.2) -> None:
+    """Call ``then`` as soon as ``condition()`` holds (the apply got that far), within two minutes."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if condition():
+            then()
+            return
+        time.sleep(every)
+    raise AssertionError("the apply never got that far")
+
+
+def apply_schema() -> dict[str, Any]:
+    """The published JSON Schema of apply's report."""
+    from importlib.resources import files
+
+    return dict(json.loads(files("connsync").joinpath("outputs/apply.schema.json").read_text()))
+
+
+def lease_outlives_a_short_outage(store_url: str, proxy: Proxy) -> None:
+    """A holder whose store (with an 8 s lease) is cut off for 5 s is still the holder afterwards;
+    cut off for longer than the lease, it writes nothing more."""
+    import pytest
+
+    from connsync.errors import LockError
+    from connsync.store import opened
+    from connsync.testing.store_contract import write
+
+    with opened(store_url, "default") as store:
+        lock = store.acquire_lock(timeout=5)
+        proxy.stop()
+        time.sleep(5)  # 5 s of an 8 s lease without a word from the store
+        proxy.resume()
+        time.sleep(5)  # past the end of the lease as it was before the outage
+        store.put(write("AWS A"), expected_version=None)  # still the holder: renewed after the outage
+        proxy.stop()
+        time.sleep(10)  # longer than the lease
+        proxy.resume()
+        with pytest.raises(LockError, match="ran out"):
+            store.put(write("AWS B"), expected_version=None)
+        assert [r.name for r in store.records()] == ["AWS A"]
+        store.release_lock(lock)
+
+
 class Proxy:
     """A TCP proxy on 127.0.0.1 in front of a server, which the test can make stop answering.
 

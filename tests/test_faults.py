@@ -18,17 +18,21 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.faultkit import Held, connsync, held, judge, many_connections, parse_json, start_apply
+from tests.faultkit import (
+    Held,
+    apply_schema,
+    connsync,
+    held,
+    judge,
+    lease_outlives_a_short_outage,
+    many_connections,
+    parse_json,
+    start_apply,
+    when,
+)
 from tests.pgserver import PgServer
 
 COUNT = 200
-
-
-def _apply_schema() -> dict[str, Any]:
-    import json
-    from importlib.resources import files
-
-    return dict(json.loads(files("connsync").joinpath("outputs/apply.schema.json").read_text()))
 
 
 def _pg_env(tmp_path: Path, pg_server: PgServer, **query: str) -> tuple[dict[str, str], str]:
@@ -73,7 +77,7 @@ def test_postgres_sessions_terminated_mid_apply(pg_server: PgServer, tmp_path: P
     out, err = apply.communicate(timeout=120)
     assert apply.returncode == 1, err
     report = parse_json(out)
-    jsonschema.validate(report, _apply_schema())
+    jsonschema.validate(report, apply_schema())
     ended = report["ended_early"]
     assert "went away" in ended["cause"] and "writes nothing more" in ended["cause"]
     assert ended["counted_from"] == "store" and ended["hint"]
@@ -225,16 +229,6 @@ def _sm_count(direct: str) -> int:
                if not entry["Name"].rpartition("/")[2].startswith("."))
 
 
-def _when(condition: Any, then: Any) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if condition():
-            then()
-            return
-        time.sleep(0.2)
-    raise AssertionError("the apply never got that far")
-
-
 SM_COUNT = 60
 
 
@@ -242,11 +236,11 @@ def test_secrets_manager_endpoint_stops_answering_mid_apply(aws_endpoint: Any, p
                                                            tmp_path: Path) -> None:
     env, direct = _sm_env(tmp_path, aws_endpoint, proxied, SM_COUNT, lease=60)
     apply = start_apply(tmp_path, env)
-    _when(lambda: _sm_count(direct) >= SM_COUNT // 3, proxied.stop)
+    when(lambda: _sm_count(direct) >= SM_COUNT // 3, proxied.stop)
     out, err = apply.communicate(timeout=180)
     assert apply.returncode == 1, err
     report = parse_json(out)
-    jsonschema.validate(report, _apply_schema())
+    jsonschema.validate(report, apply_schema())
     assert "cannot reach Secrets Manager" in report["ended_early"]["cause"]
     assert err.count("connsync: error:") == 1 and "Traceback" not in err
     matches, detail = judge(report, Held(frozenset(), {}), held(direct, env), SM_COUNT)
@@ -272,7 +266,7 @@ def test_secrets_manager_lock_lost_mid_apply_is_reported_once(aws_endpoint: Any,
     sm = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=aws_endpoint.url)
     apply = start_apply(tmp_path, env, fmt="text")
     # As 'connsync unlock' does: the lock secret goes; the holder must stop writing at once.
-    _when(lambda: _sm_count(direct) >= SM_COUNT // 3,
+    when(lambda: _sm_count(direct) >= SM_COUNT // 3,
           lambda: sm.delete_secret(SecretId=f"{prefix}/default/.lock", ForceDeleteWithoutRecovery=True))
     out, err = apply.communicate(timeout=180)
     assert apply.returncode == 1, err
@@ -285,27 +279,10 @@ def test_secrets_manager_lock_lost_mid_apply_is_reported_once(aws_endpoint: Any,
 
 def test_a_lease_outlives_an_outage_shorter_than_the_lease(aws_endpoint: Any, proxied: Any, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from connsync.errors import LockLost
-    from connsync.store import opened
-    from connsync.testing.store_contract import write
-
     env, _ = _sm_env(tmp_path, aws_endpoint, proxied, 0, lease=8)
     monkeypatch.setenv("CONNSYNC_STORE_KEY", env["CONNSYNC_STORE_KEY"])
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    with opened(env["CONNSYNC_STORE"], "default") as store:
-        lock = store.acquire_lock(timeout=5)
-        proxied.stop()
-        time.sleep(5)  # 5 s of an 8 s lease without a word from AWS
-        proxied.resume()
-        time.sleep(5)  # past the end of the lease as it was before the outage
-        store.put(write("AWS A"), expected_version=None)  # still the holder: renewed after the outage
-        proxied.stop()
-        time.sleep(10)  # longer than the lease
-        proxied.resume()
-        with pytest.raises(LockLost, match="ran out"):
-            store.put(write("AWS B"), expected_version=None)
-        assert [r.name for r in store.records()] == ["AWS A"]
-        store.release_lock(lock)
+    lease_outlives_a_short_outage(env["CONNSYNC_STORE"], proxied)
 
 
 def test_postgres_take_over_is_true_and_the_old_holder_writes_nothing(pg_server: PgServer,

@@ -15,13 +15,24 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 
 from tests.baoserver import BaoServer, running_server
-from tests.faultkit import Held, Proxy, connsync, held, judge, many_connections, parse_json, start_apply
+from tests.faultkit import (
+    Held,
+    Proxy,
+    apply_schema,
+    connsync,
+    held,
+    judge,
+    lease_outlives_a_short_outage,
+    many_connections,
+    parse_json,
+    start_apply,
+    when,
+)
 
 COUNT = 60
 
@@ -63,23 +74,6 @@ def _stored(bao: BaoServer, direct: str) -> int:
     return sum(1 for key in listing["data"]["keys"] if not key.startswith("."))
 
 
-def _when(condition: Any, then: Any) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if condition():
-            then()
-            return
-        time.sleep(0.05)
-    raise AssertionError("the apply never got that far")
-
-
-def _schema() -> dict[str, Any]:
-    import json
-    from importlib.resources import files
-
-    return dict(json.loads(files("connsync").joinpath("outputs/apply.schema.json").read_text()))
-
-
 def _reruns_at_once(tmp_path: Path, env: dict[str, str], direct: str, bao: BaoServer) -> None:
     """The next apply takes the dead holder's lock over without waiting out its 60 s lease, and
     finishes: every connection once, nothing written twice."""
@@ -97,11 +91,11 @@ def _reruns_at_once(tmp_path: Path, env: dict[str, str], direct: str, bao: BaoSe
 def test_vault_stops_answering_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path: Path) -> None:
     env, direct = _env(tmp_path, bao, proxy)
     apply = start_apply(tmp_path, env)
-    _when(lambda: _stored(bao, direct) >= COUNT // 3, proxy.stop)
+    when(lambda: _stored(bao, direct) >= COUNT // 3, proxy.stop, every=0.05)
     out, err = apply.communicate(timeout=180)
     assert apply.returncode == 1, err
     report = parse_json(out)
-    jsonschema.validate(report, _schema())
+    jsonschema.validate(report, apply_schema())
     assert "cannot reach Vault" in report["ended_early"]["cause"], report["ended_early"]
     assert report["ended_early"]["hint"].startswith("is the server up")
     assert err.count("connsync: error:") == 1 and "Traceback" not in err, err
@@ -115,13 +109,13 @@ def test_vault_sealed_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path: Path) ->
     env, direct = _env(tmp_path, bao, proxy)
     apply = start_apply(tmp_path, env)
     try:
-        _when(lambda: _stored(bao, direct) >= COUNT // 3, lambda: bao.bao("operator", "seal"))
+        when(lambda: _stored(bao, direct) >= COUNT // 3, lambda: bao.bao("operator", "seal"), every=0.05)
         out, err = apply.communicate(timeout=180)
     finally:
         bao.bao("operator", "unseal", bao.unseal_key())
     assert apply.returncode == 1, err
     report = parse_json(out)
-    jsonschema.validate(report, _schema())
+    jsonschema.validate(report, apply_schema())
     assert "is sealed or not ready" in report["ended_early"]["cause"], report["ended_early"]
     assert err.count("connsync: error:") == 1 and "Traceback" not in err, err
     assert ("hint: each record is whole (written or not at all); unseal it, or point at an active node; "
@@ -133,25 +127,8 @@ def test_vault_sealed_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path: Path) ->
 
 def test_a_lease_outlives_an_outage_shorter_than_the_lease(bao: BaoServer, proxy: Proxy, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from connsync.errors import LockError
-    from connsync.store import opened
-    from connsync.testing.store_contract import write
-
     env, _ = _env(tmp_path, bao, proxy, count=0)
-    store_url = env["CONNSYNC_STORE"].replace("lock_lease_seconds=60", "lock_lease_seconds=8")
     for name in ("CONNSYNC_STORE_KEY", "VAULT_TOKEN"):
         monkeypatch.setenv(name, env[name])
-    with opened(store_url, "default") as store:
-        lock = store.acquire_lock(timeout=5)
-        proxy.stop()
-        time.sleep(5)  # 5 s of an 8 s lease without a word from Vault
-        proxy.resume()
-        time.sleep(5)  # past the end of the lease as it was before the outage
-        store.put(write("AWS A"), expected_version=None)  # still the holder: renewed after the outage
-        proxy.stop()
-        time.sleep(10)  # longer than the lease
-        proxy.resume()
-        with pytest.raises(LockError, match="lease ran out"):
-            store.put(write("AWS B"), expected_version=None)
-        assert [r.name for r in store.records()] == ["AWS A"]
-        store.release_lock(lock)
+    eight_seconds = env["CONNSYNC_STORE"].replace("lock_lease_seconds=60", "lock_lease_seconds=8")
+    lease_outlives_a_short_outage(eight_seconds, proxy)
