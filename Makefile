@@ -64,7 +64,7 @@ bench: $(BIN)/.installed  ## figures next to check-jsonschema and the sops binar
 	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 	$(BIN)/python bench/report.py
 
-faults: $(BIN)/.installed  ## faults injected into PostgreSQL, Secrets Manager (moto) and SQLite mid-apply
+faults: $(BIN)/.installed  ## faults injected into PostgreSQL, Secrets Manager (moto), OpenBao and SQLite mid-apply
 	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 
 clean:

@@ -12,10 +12,12 @@ the store's records; a write the report calls in doubt may be either way) and a 
   pg-terminate   pg_terminate_backend of connsync's sessions from a second connection (a crash, a failover)
   pg-freeze      SIGSTOP of connsync's server process, ?timeout=3 (a hung server); thawed after the run
   awssm-stop     the loopback proxy in front of moto stops answering (new and open connections cut)
+  vault-stop     the loopback proxy in front of a real OpenBao (bao server -dev) stops answering
+  vault-seal     that OpenBao is sealed (bao operator seal); unsealed after the run
   sqlite-full    the tmpfs holding the store is resized to a random few hundred KiB more than it uses (root)
   sqlite-sigint  SIGINT (^C) to the apply
 
-Starts its own PostgreSQL (tests/pgserver.py) and moto server; prints one row per fault.
+Starts its own PostgreSQL (tests/pgserver.py), moto server and OpenBao; prints one row per fault.
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.baoserver import BaoServer
+from tests.baoserver import running_server as running_bao
 from tests.faultkit import Held, Proxy, connsync, held, judge, many_connections, parse_json, start_apply
 from tests.pgserver import PgServer, running_server
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request
 
-FAULTS = ("pg-terminate", "pg-freeze", "awssm-stop", "sqlite-full", "sqlite-sigint")
+FAULTS = ("pg-terminate", "pg-freeze", "awssm-stop", "vault-stop", "vault-seal", "sqlite-full",
+          "sqlite-sigint")
 
 
 @dataclass
@@ -124,6 +129,27 @@ def awssm_trial(base: dict[str, str], moto: str, proxy: Proxy) -> Trial:
 
     return Trial(env, f"awssm://us-east-1/{prefix}?endpoint_url={moto}", count, lambda _: proxy.stop(),
                  proxy.resume)
+
+
+def vault_trial(base: dict[str, str], bao: BaoServer, proxy: Proxy, seal: bool) -> Trial:
+    prefix = f"secret/f{uuid.uuid4().hex[:8]}"
+    proxy.resume()
+    env = {**{k: v for k, v in base.items() if not k.startswith(("VAULT_", "BAO_"))},
+           "CONNSYNC_STORE": f"vault+http://127.0.0.1:{proxy.port}/{prefix}",
+           "CONNSYNC_STORE_KEY": base64.b64encode(os.urandom(32)).decode(), "VAULT_TOKEN": bao.token}
+
+    def inject(_: Any) -> None:
+        if seal:
+            bao.bao("operator", "seal")
+        else:
+            proxy.stop()
+
+    def after() -> None:
+        if seal:
+            bao.bao("operator", "unseal", bao.unseal_key())
+        proxy.resume()
+
+    return Trial(env, bao.url(prefix), lambda: bao.stored(prefix), inject, after)
 
 
 def _sqlite_count(db: Path) -> int:
@@ -214,7 +240,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="connsync-faults-") as temp, ExitStack() as stack:
         root = Path(temp)
         base = many_connections(root, args.count)
-        pg = admin = moto = proxy = mount = None
+        pg = admin = moto = proxy = mount = bao = bao_proxy = None
         for fault in chosen:
             tally = tallies.setdefault(fault, Tally())
             if fault.startswith("pg") and pg is None:
@@ -232,6 +258,11 @@ def main() -> int:
                 moto = f"http://{host}:{port}"
                 proxy = Proxy((host, port))
                 stack.callback(proxy.close)
+            if fault.startswith("vault") and bao is None:
+                bao = stack.enter_context(running_bao(tls=False))
+                bao_host, _, bao_port = bao.hostport.partition(":")
+                bao_proxy = Proxy((bao_host, int(bao_port)))
+                stack.callback(bao_proxy.close)
             if fault == "sqlite-full":
                 if os.geteuid() != 0:
                     tally.notes = "skipped: mounting a tmpfs needs root"
@@ -243,6 +274,8 @@ def main() -> int:
                     trial = pg_trial(base, pg, admin, freeze=fault == "pg-freeze")  # type: ignore[arg-type]
                 elif fault == "awssm-stop":
                     trial = awssm_trial(base, moto, proxy)  # type: ignore[arg-type]
+                elif fault.startswith("vault"):
+                    trial = vault_trial(base, bao, bao_proxy, seal=fault == "vault-seal")  # type: ignore[arg-type]
                 elif fault == "sqlite-sigint":
                     trial = sqlite_sigint_trial(base, root)
                 else:

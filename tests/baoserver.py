@@ -62,6 +62,18 @@ class BaoServer:
             env |= {"VAULT_CACERT": self.cacert, "BAO_CACERT": self.cacert}
         return env
 
+    def stored(self, base: str, workspace: str = "default") -> int:
+        """How many connections a store at ``base`` (MOUNT/PREFIX) holds in a workspace, asked directly."""
+        import hvac
+
+        mount, _, prefix = base.partition("/")
+        client = hvac.Client(url=self.address, token=self.token, verify=self.cacert or True)
+        try:
+            listing = client.secrets.kv.v2.list_secrets(path=f"{prefix}/{workspace}", mount_point=mount)
+        except hvac.exceptions.InvalidPath:
+            return 0
+        return sum(1 for key in listing["data"]["keys"] if not key.startswith("."))
+
     def bao(self, *args: str, token: str | None = None, stdin: str | None = None) -> str:
         """The bao CLI against this server (policies, auth methods, kv edits made outside connsync)."""
         result = subprocess.run([str(bao_binary()), *args], input=stdin, capture_output=True, text=True,

@@ -52,29 +52,16 @@ def proxy(bao: BaoServer) -> Iterator[Proxy]:
 
 
 def _env(tmp_path: Path, bao: BaoServer, proxy: Proxy, count: int = COUNT) -> tuple[dict[str, str], str]:
-    """The apply's environment (its store is reached through the proxy) and the store's direct URL."""
+    """The apply's environment (its store is reached through the proxy) and the store's MOUNT/PREFIX."""
     made = many_connections(tmp_path, count) if count else dict(os.environ)
     env = {k: v for k, v in made.items() if not k.startswith(("VAULT_", "BAO_", "CONNSYNC_"))}
     prefix = f"f{uuid.uuid4().hex[:8]}"
     env.update(CONNSYNC_STORE_KEY=base64.b64encode(os.urandom(32)).decode(), VAULT_TOKEN=bao.token)
     env["CONNSYNC_STORE"] = f"vault+http://127.0.0.1:{proxy.port}/secret/{prefix}?lock_lease_seconds=60"
-    return env, bao.url(f"secret/{prefix}")
+    return env, f"secret/{prefix}"
 
 
-def _stored(bao: BaoServer, direct: str) -> int:
-    """How many connections the workspace holds, asked of the server directly."""
-    import hvac
-
-    prefix = direct.split("/", 4)[4]
-    client = hvac.Client(url=bao.address, token=bao.token)
-    try:
-        listing = client.secrets.kv.v2.list_secrets(path=f"{prefix}/default", mount_point="secret")
-    except hvac.exceptions.InvalidPath:
-        return 0
-    return sum(1 for key in listing["data"]["keys"] if not key.startswith("."))
-
-
-def _reruns_at_once(tmp_path: Path, env: dict[str, str], direct: str, bao: BaoServer) -> None:
+def _reruns_at_once(tmp_path: Path, env: dict[str, str], base: str, bao: BaoServer) -> None:
     """The next apply takes the dead holder's lock over without waiting out its 60 s lease, and
     finishes: every connection once, nothing written twice."""
     started = time.monotonic()
@@ -83,15 +70,15 @@ def _reruns_at_once(tmp_path: Path, env: dict[str, str], direct: str, bao: BaoSe
     assert time.monotonic() - started < 45
     assert re.search(r"took over the workspace lock of .*: its process \(pid \d+\) on this machine has ended",
                      rerun.stderr), rerun.stderr
-    final = held(direct, {**env, **bao.env()})
+    final = held(bao.url(base), {**env, **bao.env()})
     assert len(final.names) == COUNT and not final.doubled
     assert connsync("plan", "--detailed-exitcode", cwd=tmp_path, env=env).returncode == 0
 
 
 def test_vault_stops_answering_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path: Path) -> None:
-    env, direct = _env(tmp_path, bao, proxy)
+    env, base = _env(tmp_path, bao, proxy)
     apply = start_apply(tmp_path, env)
-    when(lambda: _stored(bao, direct) >= COUNT // 3, proxy.stop, every=0.05)
+    when(lambda: bao.stored(base) >= COUNT // 3, proxy.stop, every=0.05)
     out, err = apply.communicate(timeout=180)
     assert apply.returncode == 1, err
     report = parse_json(out)
@@ -99,17 +86,17 @@ def test_vault_stops_answering_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path:
     assert "cannot reach Vault" in report["ended_early"]["cause"], report["ended_early"]
     assert report["ended_early"]["hint"].startswith("is the server up")
     assert err.count("connsync: error:") == 1 and "Traceback" not in err, err
-    matches, detail = judge(report, Held(frozenset(), {}), held(direct, {**env, **bao.env()}), COUNT)
+    matches, detail = judge(report, Held(frozenset(), {}), held(bao.url(base), {**env, **bao.env()}), COUNT)
     assert matches, detail
     proxy.resume()
-    _reruns_at_once(tmp_path, env, direct, bao)
+    _reruns_at_once(tmp_path, env, base, bao)
 
 
 def test_vault_sealed_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path: Path) -> None:
-    env, direct = _env(tmp_path, bao, proxy)
+    env, base = _env(tmp_path, bao, proxy)
     apply = start_apply(tmp_path, env)
     try:
-        when(lambda: _stored(bao, direct) >= COUNT // 3, lambda: bao.bao("operator", "seal"), every=0.05)
+        when(lambda: bao.stored(base) >= COUNT // 3, lambda: bao.bao("operator", "seal"), every=0.05)
         out, err = apply.communicate(timeout=180)
     finally:
         bao.bao("operator", "unseal", bao.unseal_key())
@@ -120,9 +107,9 @@ def test_vault_sealed_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path: Path) ->
     assert err.count("connsync: error:") == 1 and "Traceback" not in err, err
     assert ("hint: each record is whole (written or not at all); unseal it, or point at an active node; "
             "then run apply again") in err
-    matches, detail = judge(report, Held(frozenset(), {}), held(direct, {**env, **bao.env()}), COUNT)
+    matches, detail = judge(report, Held(frozenset(), {}), held(bao.url(base), {**env, **bao.env()}), COUNT)
     assert matches, detail
-    _reruns_at_once(tmp_path, env, direct, bao)
+    _reruns_at_once(tmp_path, env, base, bao)
 
 
 def test_a_lease_outlives_an_outage_shorter_than_the_lease(bao: BaoServer, proxy: Proxy, tmp_path: Path,
