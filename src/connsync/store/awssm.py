@@ -59,11 +59,12 @@ from connsync.store.awssm_layout import (
     airflow_fields,
     aws_errors,
     check_meta,
+    check_restorable,
     compact,
     conflict,
+    copies,
     current_version_id,
     describe_secret,
-    epoch,
     fit_description,
     foreign_record,
     is_managed,
@@ -486,28 +487,13 @@ class SecretsManagerStore:
     def restore(self, snapshot: Snapshot, *, actor: str, overwrite: bool) -> None:
         """Write each record at its version, with its audit entries; not one transaction (see above)."""
         held = self.records()
-        if held and not overwrite:
-            raise StoreError(f"workspace {self.workspace!r} of {self.describe()} already holds "
-                             f"{len(held)} record(s); nothing was copied",
-                             hint="pass --replace to overwrite them")
-        foreign = [r.name for r in held if not r.version]
-        if foreign:
-            raise StoreError(f"{len(foreign)} secret(s) in workspace {self.workspace!r} of {self.describe()} "
-                             f"are not connsync's (e.g. {foreign[0][:80]!r}); nothing was copied",
-                             hint="move or delete them in Secrets Manager first: connsync never deletes them")
+        check_restorable(held, self.workspace, self.describe(), overwrite, "Secrets Manager")
         for record in held:
             secret, _ = self._find(record.name)
             with aws_errors(self._target, f"replace {record.name[:80]!r}", secret):
                 self._client.delete_secret(SecretId=secret,
                                            RecoveryWindowInDays=self._target.recovery_window_days)
-        order = {id(entry): index for index, entry in enumerate(snapshot.audit)}
-        for record, values in snapshot.records:
-            history = [[a.action, a.version_before, a.version_after, a.actor,
-                        epoch(a.at) + order[id(a)] * 1e-6, a.git_revision, a.source, a.name]
-                       for a in snapshot.audit if a.name.casefold() == record.name.casefold()]
-            write = Write(record.name, record.provider, record.spec, values, record.managed, actor, "copy",
-                          record.source, record.source_digest, record.git_revision, record.description,
-                          record.labels)
+        for record, write, history in copies(snapshot, actor):
             name = self._target.secret_name(self.workspace, record.name)
             self._write(name, write, record.version, secrets.token_hex(6), history, None,
                         version=record.version, synced=record.synced_version)

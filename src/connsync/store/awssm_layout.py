@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from connsync.errors import StoreError, StoreUnavailable, VersionConflict
 from connsync.model import StoredConnection, connection_id, slug, unslug
+from connsync.store.base import Snapshot, Write
 
 SCHEME = "awssm"
 MANAGED_TAG = ("managed-by", "connsync")
@@ -296,6 +297,33 @@ def iso(epoch: float) -> str:
 
 def epoch(at: str) -> float:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
+def check_restorable(held: list[StoredConnection], workspace: str, shown: str, overwrite: bool,
+                     service: str) -> None:
+    """What ``store copy`` refuses before writing into a workspace of Secrets Manager or Vault: records
+    there without --replace, and secrets that are not connsync's (never deleted by it)."""
+    if held and not overwrite:
+        raise StoreError(f"workspace {workspace!r} of {shown} already holds {len(held)} record(s); nothing "
+                         "was copied", hint="pass --replace to overwrite them")
+    foreign = [r.name for r in held if not r.version]
+    if foreign:
+        raise StoreError(f"{len(foreign)} secret(s) in workspace {workspace!r} of {shown} are not connsync's "
+                         f"(e.g. {foreign[0][:80]!r}); nothing was copied",
+                         hint=f"move or delete them in {service} first: connsync never deletes them")
+
+
+def copies(snapshot: Snapshot, actor: str) -> Iterator[tuple[StoredConnection, Write, list[list[Any]]]]:
+    """Each record of ``snapshot`` as the write that copies it, with its audit entries as history rows
+    (kept in the order the snapshot had them: equal times get a microsecond apart)."""
+    order = {id(entry): index for index, entry in enumerate(snapshot.audit)}
+    for record, values in snapshot.records:
+        history = [[a.action, a.version_before, a.version_after, a.actor,
+                    epoch(a.at) + order[id(a)] * 1e-6, a.git_revision, a.source, a.name]
+                   for a in snapshot.audit if a.name.casefold() == record.name.casefold()]
+        yield record, Write(record.name, record.provider, record.spec, values, record.managed, actor, "copy",
+                            record.source, record.source_digest, record.git_revision, record.description,
+                            record.labels), history
 
 
 def describe_secret(client: Any, target: Target, name: str) -> dict[str, Any] | None:

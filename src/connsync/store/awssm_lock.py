@@ -36,9 +36,8 @@ from typing import Any
 
 from connsync.errors import LockError, LockLost
 from connsync.store.awssm_layout import MANAGED_TAG, Target, aws_errors, compact, current_version_id
-from connsync.store.base import LockInfo, holder_has_ended, new_lock
+from connsync.store.base import LockInfo, holder_has_ended, take_leased_lock
 
-_POLL_SECONDS = 0.25
 _LOCK_TOKENS = uuid.UUID("0b6f1d7c-3f47-4a55-8a8e-5c2b7e3d9a20")
 _FIELDS = ("id", "workspace", "holder", "pid", "ci_run", "acquired_at")
 
@@ -102,29 +101,17 @@ class LeaseLock:
                         "expires": time.time() + self._target.lock_lease_seconds})
 
     def acquire(self, timeout: float) -> LockInfo:
-        mine = new_lock(self._workspace)
-        deadline = time.monotonic() + timeout
-        while True:
-            taken = self._try(mine)
-            if taken is not None:
-                self._held, self._lost = taken, None
-                if self._renewer is None:
-                    self._renewer = self._make_renewer()
-                self._deadline = time.monotonic() + self._target.lock_lease_seconds
-                self._stop = threading.Event()
-                self._thread = threading.Thread(target=self._renew, args=(self._stop,), daemon=True,
-                                                name="connsync-lock-lease")
-                self._thread.start()
-                return taken
-            if time.monotonic() >= deadline:
-                held = self.current()
-                holder = held.describe() if held else "another process that is taking or releasing it"
-                raise LockError(
-                    f"workspace {self._workspace!r} is still locked after {timeout:g}s by {holder}",
-                    hint="wait for it (--lock-timeout); a holder that died loses the lock "
-                    f"{self._target.lock_lease_seconds:g}s after its last renewal; if it is alive but "
-                    "stuck: connsync unlock " + (held.id if held else "LOCK_ID"))
-            time.sleep(_POLL_SECONDS)
+        taken = take_leased_lock(self._workspace, self._try, self.current, timeout=timeout,
+                                 lease_seconds=self._target.lock_lease_seconds)
+        self._held, self._lost = taken, None
+        if self._renewer is None:
+            self._renewer = self._make_renewer()
+        self._deadline = time.monotonic() + self._target.lock_lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, args=(self._stop,), daemon=True,
+                                        name="connsync-lock-lease")
+        self._thread.start()
+        return taken
 
     def _try(self, mine: LockInfo) -> LockInfo | None:
         entry = self._describe()

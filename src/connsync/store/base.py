@@ -12,13 +12,14 @@ import hmac
 import json
 import os
 import secrets
+import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from connsync.errors import StoreError
+from connsync.errors import LockError, StoreError
 from connsync.identity import ci_run_id, user_at_host
 from connsync.model import Secret, StoredConnection
 
@@ -78,6 +79,26 @@ class LockInfo:
 def new_lock(workspace: str) -> LockInfo:
     """The lock this process asks for: who, where, which CI run, since when."""
     return LockInfo(uuid.uuid4().hex[:12], workspace, user_at_host(), os.getpid(), ci_run_id(), now())
+
+
+def take_leased_lock(workspace: str, take: Callable[[LockInfo], LockInfo | None],
+                     current: Callable[[], LockInfo | None], *, timeout: float,
+                     lease_seconds: float) -> LockInfo:
+    """Try ``take`` with this process's lock until it succeeds or ``timeout`` runs out; then name the
+    holder (``current``) and how its lock ends. For the stores whose lock is a secret with a lease."""
+    mine = new_lock(workspace)
+    deadline = time.monotonic() + timeout
+    while (taken := take(mine)) is None:
+        if time.monotonic() >= deadline:
+            held = current()
+            holder = held.describe() if held else "another process that is taking or releasing it"
+            raise LockError(
+                f"workspace {workspace!r} is still locked after {timeout:g}s by {holder}",
+                hint=f"wait for it (--lock-timeout); a holder that died loses the lock {lease_seconds:g}s "
+                "after its last renewal; if it is alive but stuck: connsync unlock "
+                + (held.id if held else "LOCK_ID"))
+        time.sleep(0.25)
+    return taken
 
 
 def holder_has_ended(holder: LockInfo) -> bool:

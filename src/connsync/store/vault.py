@@ -37,7 +37,14 @@ from typing import Any
 from connsync.errors import StoreError, VersionConflict
 from connsync.model import Secret, StoredConnection
 from connsync.store.awssm_history import history_entries, history_meta
-from connsync.store.awssm_layout import conflict, epoch, is_record_segment, iso, record_meta
+from connsync.store.awssm_layout import (
+    check_restorable,
+    conflict,
+    copies,
+    is_record_segment,
+    iso,
+    record_meta,
+)
 from connsync.store.base import (
     HISTORY_LIMIT,
     AuditEntry,
@@ -383,27 +390,12 @@ class VaultStore:
     def restore(self, snapshot: Snapshot, *, actor: str, overwrite: bool) -> None:
         """Write each record at its version, with its audit entries; not one transaction."""
         held = self.records()
-        if held and not overwrite:
-            raise StoreError(f"workspace {self.workspace!r} of {self.describe()} already holds "
-                             f"{len(held)} record(s); nothing was copied",
-                             hint="pass --replace to overwrite them")
-        foreign = [r.name for r in held if not r.version]
-        if foreign:
-            raise StoreError(f"{len(foreign)} secret(s) in workspace {self.workspace!r} of {self.describe()} "
-                             f"are not connsync's (e.g. {foreign[0][:80]!r}); nothing was copied",
-                             hint="move or delete them in Vault first: connsync never deletes them")
+        check_restorable(held, self.workspace, self.describe(), overwrite, "Vault")
         for record in held:  # soft-deleted: the versions stay in Vault, as for any delete
             path = self._target.secret_path(self.workspace, record.name)
             held_entry = self._kv.metadata(path) or {}
             self._kv.soft_delete(path, int(held_entry.get("current_version") or 0), record.name)
-        order = {id(entry): index for index, entry in enumerate(snapshot.audit)}
-        for record, values in snapshot.records:
-            history = [[a.action, a.version_before, a.version_after, a.actor,
-                        epoch(a.at) + order[id(a)] * 1e-6, a.git_revision, a.source, a.name]
-                       for a in snapshot.audit if a.name.casefold() == record.name.casefold()]
-            write = Write(record.name, record.provider, record.spec, values, record.managed, actor, "copy",
-                          record.source, record.source_digest, record.git_revision, record.description,
-                          record.labels)
+        for record, write, history in copies(snapshot, actor):
             path = self._target.secret_path(self.workspace, record.name)
             there = self._kv.metadata(path)
             self._write(path, write, record.version, cas=int((there or {}).get("current_version") or 0),

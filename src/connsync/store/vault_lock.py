@@ -28,11 +28,10 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from connsync.errors import LockError, StoreError
-from connsync.store.base import LockInfo, holder_has_ended, new_lock
+from connsync.store.base import LockInfo, holder_has_ended, take_leased_lock
 from connsync.store.vault_client import http_errors, request
 from connsync.store.vault_layout import Target
 
-_POLL_SECONDS = 0.25
 _FIELDS = ("id", "workspace", "holder", "pid", "ci_run", "acquired_at")
 UNREADABLE = "unreadable"  # the id of a lock secret whose value is not connsync's
 
@@ -116,26 +115,14 @@ class LeaseLock:
         return int((answer.get("data") or {}).get("version") or 0)
 
     def acquire(self, timeout: float) -> LockInfo:
-        mine = new_lock(self._workspace)
-        deadline = time.monotonic() + timeout
-        while True:
-            taken = self._try(mine)
-            if taken is not None:
-                self._held, self._lost = taken, None
-                self._deadline = time.monotonic() + self._target.lock_lease_seconds
-                self._stop = threading.Event()
-                threading.Thread(target=self._renew, args=(self._stop, taken), daemon=True,
-                                 name="connsync-lock-lease").start()
-                return taken
-            if time.monotonic() >= deadline:
-                held = self.current()
-                holder = held.describe() if held else "another process that is taking or releasing it"
-                raise LockError(
-                    f"workspace {self._workspace!r} is still locked after {timeout:g}s by {holder}",
-                    hint="wait for it (--lock-timeout); a holder that died loses the lock "
-                    f"{self._target.lock_lease_seconds:g}s after its last renewal; if it is alive but "
-                    "stuck: connsync unlock " + (held.id if held else "LOCK_ID"))
-            time.sleep(_POLL_SECONDS)
+        taken = take_leased_lock(self._workspace, self._try, self.current, timeout=timeout,
+                                 lease_seconds=self._target.lock_lease_seconds)
+        self._held, self._lost = taken, None
+        self._deadline = time.monotonic() + self._target.lock_lease_seconds
+        self._stop = threading.Event()
+        threading.Thread(target=self._renew, args=(self._stop, taken), daemon=True,
+                         name="connsync-lock-lease").start()
+        return taken
 
     def _try(self, mine: LockInfo) -> LockInfo | None:
         current, live = self._versions()
