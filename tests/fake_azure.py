@@ -6,8 +6,10 @@
   AADSTS codes Entra ID uses (700016 unknown client, 7000215 wrong secret, 7000222 expired);
 - ``GET /subscriptions/{id}?api-version=...``: ARM, bearer token required;
 - Microsoft Graph for client secrets (token scope ``{url}/.default``): ``GET
-  /v1.0/applications(appId='…')`` and ``/v1.0/applications/{id}`` (password
-  credentials by key id, display name, expiry and hint, never the secret),
+  /v1.0/applications(appId='…')`` and ``/v1.0/applications/{id}`` (``$select``
+  honoured; ``passwordCredentials`` in Graph's shape: keyId, displayName,
+  startDateTime, endDateTime, hint, customKeyIdentifier and ``secretText: null``,
+  never the secret),
   ``POST …/addPassword`` (the secret's text, once) and ``…/removePassword``;
   refusing as Graph does: 403 ``Authorization_RequestDenied`` to an app that may
   not manage the application, 400 past ``max_secrets``.
@@ -114,6 +116,16 @@ class App:
     manages_itself: bool = True  # may add and remove its own secrets (Application.ReadWrite.OwnedBy)
     others: dict[str, str] = field(default_factory=dict)  # more secrets: key id -> secret
     first_key_id: str = "00000000-0000-0000-0000-0000000000a1"
+    # Graph's passwordCredential fields but the secret, by key id (what addPassword was asked for).
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def credential(self, key_id: str, secret: str) -> dict[str, Any]:
+        """One ``passwordCredential`` as Graph lists it: never the secret's text, only its first three
+        characters (``hint``)."""
+        shown = {"customKeyIdentifier": None, "displayName": "secret", "endDateTime": "2027-06-01T00:00:00Z",
+                 "hint": secret[:3], "keyId": key_id, "secretText": None,
+                 "startDateTime": "2026-01-01T00:00:00Z"}
+        return {**shown, **self.details.get(key_id, {})}
 
     def secrets(self) -> dict[str, str]:
         """Every secret that signs in now, by key id (``secret`` under ``first_key_id``, unless removed)."""
@@ -189,7 +201,7 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                     },
                 )
             if parts[0] == "v1.0":
-                return self.graph("GET", parts, {})
+                return self.graph("GET", parts, {}, urllib.parse.parse_qs(url.query))
             if parts[0] == "subscriptions" and len(parts) == 2:
                 return self.subscription(parts[1], urllib.parse.parse_qs(url.query))
             return self.reply(404, {"error": {"code": "NotFound", "message": "no such path"}})
@@ -285,7 +297,9 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                 },
             )
 
-        def graph(self, method: str, parts: list[str], body: dict[str, Any]) -> None:
+        def graph(self, method: str, parts: list[str], body: dict[str, Any],
+                  query: dict[str, list[str]] | None = None) -> None:
+            query = query or {}
             token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
             prefix = "fake-graph-token-"
             caller = token.removeprefix(prefix) if token.startswith(prefix) else None
@@ -306,9 +320,13 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
             with fake._lock:
                 action = parts[3] if len(parts) > 3 else None
                 if method == "GET" and action is None:
-                    return self.reply(200, {"id": f"app-{client}", "appId": client, "passwordCredentials": [
-                        {"keyId": kid, "hint": secret[:3], "displayName": "secret",
-                         "endDateTime": "2027-06-01T00:00:00Z"} for kid, secret in app.secrets().items()]})
+                    whole = {"@odata.context": f"{fake.url}/v1.0/$metadata#applications/$entity",
+                             "id": f"app-{client}", "appId": client, "displayName": f"app {client}",
+                             "passwordCredentials": [app.credential(kid, secret)
+                                                     for kid, secret in app.secrets().items()]}
+                    chosen = query.get("$select", [""])[0].split(",") if query.get("$select") else None
+                    return self.reply(200, {k: v for k, v in whole.items()
+                                            if chosen is None or k in chosen or k.startswith("@")})
                 if method == "POST" and action == "addPassword":
                     if len(app.secrets()) >= fake.max_secrets:
                         full = "The application has the maximum number of secrets."
@@ -316,9 +334,10 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                     kid, secret = str(uuid.uuid4()), base64.urlsafe_b64encode(os.urandom(30)).decode()
                     app.others[kid] = secret
                     asked = body.get("passwordCredential") or {}
-                    return self.reply(200, {"keyId": kid, "secretText": secret, "hint": secret[:3],
-                                            "displayName": asked.get("displayName"),
-                                            "endDateTime": asked.get("endDateTime")})
+                    start = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    app.details[kid] = {"displayName": asked.get("displayName"), "startDateTime": start,
+                                        "endDateTime": asked.get("endDateTime") or "2028-01-01T00:00:00Z"}
+                    return self.reply(200, {**app.credential(kid, secret), "secretText": secret})
                 if method == "POST" and action == "removePassword":
                     kid = str(body.get("keyId"))
                     if kid == app.first_key_id and app.secret:

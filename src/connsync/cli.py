@@ -491,8 +491,8 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
               metavar="SECONDS")
 @click.option("--exposed", is_flag=True,
               help="Incident runbook: the arguments are exposed key ids (AWS access key ids, GCP "
-              "private_key_ids); contain each and replace it everywhere it is held (admin identity; the "
-              "exposed key signs nothing).")
+              "private_key_ids, Azure client secret ids); contain each and replace it everywhere it is held "
+              "(admin identity; the exposed key signs nothing).")
 @click.option("--detach-quarantine", is_flag=True,
               help="With --exposed: detach AWS's AWSCompromisedKeyQuarantine* policy from the user at "
               "the end.")
@@ -534,7 +534,11 @@ def rotate(app: App, names: tuple[str, ...], older_than: int | None, finish: boo
     service-account key id (private_key_id, 40 hex digits) is contained in
     Google's order instead: a new key written everywhere (and stored), then
     the exposed key disabled, signed with the environment's Google
-    credentials.
+    credentials. An Azure client secret id (Graph's keyId, a GUID): its
+    holders are found through Graph with the environment's administrator app
+    (AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET); a new secret is
+    added and written everywhere (and stored), then the exposed secret is
+    removed in the same command (Azure secrets cannot be disabled).
     """
     from connsync.commands.rotate import RotateCommand
     from connsync.commands.rotate import rotate as run

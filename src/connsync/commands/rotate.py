@@ -21,6 +21,7 @@ from connsync.model import Declaration
 from connsync.providers import (
     aws_incident,
     aws_rotation,
+    azure_incident,
     azure_rotation,
     gcp_incident,
     gcp_rotation,
@@ -56,7 +57,7 @@ def _check_flags(command: RotateCommand) -> None:
         raise UsageError("--detach-quarantine belongs to --exposed")
     if command.exposed:
         if not command.names or command.older_than is not None or command.finish:
-            raise UsageError("--exposed takes the exposed access key ids (not --older-than or --finish)")
+            raise UsageError("--exposed takes the exposed key ids (not --older-than or --finish)")
         if command.admin_profile and command.admin_env:
             raise UsageError("choose one of --admin-profile and --admin-env")
         if not command.auto_approve and not command.dry_run and not sys.stdin.isatty():
@@ -186,13 +187,14 @@ def _exposed(config: Config, command: RotateCommand, *, fmt: str, style: render.
     options = incident.IncidentOptions(
         admin=_admin(command) or Credentials(), delete_inactive=command.delete_inactive,
         detach_quarantine=command.detach_quarantine, apply=command.apply, wait_seconds=command.wait_seconds,
-        dry_run=command.dry_run, timeout=config.verify.timeout_seconds, lock_timeout=command.lock_timeout)
+        dry_run=command.dry_run, timeout=config.verify.timeout_seconds, lock_timeout=command.lock_timeout,
+        expires_in_days=command.expires_in_days)
     echo = click.echo if fmt == "text" else None
     runbooks = dict(_runbook(k) for k in command.names)  # key id: its provider's runbook, in order
     results: list[incident.Incident] = []
     with opened(config.store_url, config.workspace, create=not command.dry_run) as store:
         def lookup(key_id: str) -> key_holders.Holders:
-            return key_holders.find(config, key_id, store, runbooks.get(key_id, aws_incident).FIELDS)
+            return runbooks.get(key_id, aws_incident).find_holders(config, key_id, store)
 
         found = [lookup(k) for k in runbooks]
         for holders in found:  # every key is accounted for before any is touched
@@ -212,9 +214,15 @@ def _exposed(config: Config, command: RotateCommand, *, fmt: str, style: render.
 
 
 def _runbook(raw: str) -> tuple[str, Any]:
-    """A GCP service-account key id (40 hex digits), else an AWS access key id (or a usage error)."""
+    """A GCP service-account key id (40 hex digits), an Azure client secret id (a GUID), else an AWS
+    access key id (or a usage error)."""
     gcp_key = gcp_incident.key_id_of(raw)
-    return (gcp_key, gcp_incident) if gcp_key else (aws_incident.check_key_id(raw), aws_incident)
+    if gcp_key:
+        return gcp_key, gcp_incident
+    azure_key = azure_incident.key_id_of(raw)
+    if azure_key:
+        return azure_key, azure_incident
+    return aws_incident.check_key_id(raw), aws_incident
 
 
 def _contain_one(config: Config, holders: key_holders.Holders, lookup: incident.Lookup, store: Store,

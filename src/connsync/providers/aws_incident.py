@@ -25,6 +25,7 @@ import shlex
 from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Secret
+from connsync.providers import key_holders
 from connsync.providers.aws import ACCESS_KEY_RE, account_from_key_id
 from connsync.providers.aws_exposure import QUARANTINE_PREFIX
 from connsync.providers.aws_keys import AccessKey, Iam, Identity, wait_until_accepted
@@ -49,11 +50,17 @@ CREDENTIAL = "key"
 PLAN = "deactivate it first, then a new key into every file that held it"
 
 
+def find_holders(config: Config, key_id: str, store: Store) -> Holders:
+    return key_holders.find(config, key_id, store, FIELDS)
+
+
 def check_key_id(raw: str) -> str:
     key_id = normalised(raw)
     if not ACCESS_KEY_RE.match(key_id):
         raise ConnsyncError(f"{key_id[:40]!r} is not an AWS access key id (AKIA and 16 characters A-Z, 2-7) "
-                            "nor a GCP service-account key id (40 hex digits); nothing was changed")
+                            "nor a GCP service-account key id (40 hex digits) nor an Azure client secret id "
+                            "(a GUID); "
+                            "nothing was changed")
     return key_id
 
 

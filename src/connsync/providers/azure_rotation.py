@@ -26,6 +26,7 @@ from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Declaration, Desired, Secret
 from connsync.providers import azure_secrets as graph
+from connsync.providers.base import VerifySettings
 from connsync.providers.rotation import (
     Echo,
     Journal,
@@ -44,7 +45,7 @@ DRY_RUN_NEXT = ("store the new client secret: the pull request's apply job, or -
 _RETRY_DELAYS = (0.5, 1, 2, 4, 8, 8, 8, 8, 8)
 
 
-def _apps(desired: Desired, config: Config, options: RotateOptions) -> graph.Applications:
+def applications(desired: Desired, config: Config, options: RotateOptions) -> graph.Applications:
     spec = desired.spec
     signer = graph.environment_signer() if options.admin is not None else graph.Signer(
         str(spec["tenant_id"]), str(spec["client_id"]), desired.secrets["client_secret"],
@@ -56,8 +57,19 @@ def _cloud(desired: Desired) -> str:
     return str(desired.spec.get("cloud") or "AzureCloud")
 
 
-def _mine(passwords: list[graph.Password], secret: Secret) -> list[graph.Password]:
-    return [p for p in passwords if p.hint and secret.reveal().startswith(p.hint)]
+def mine(passwords: list[graph.Password], desired: Desired) -> list[graph.Password]:
+    """The secrets that may be the file's: by ``client_secret_id`` when the file names it, else by the
+    first three characters (Graph's ``hint``, all it shows of a secret)."""
+    named = desired.spec.get("client_secret_id")
+    if isinstance(named, str):
+        return [p for p in passwords if p.key_id.lower() == named.lower()]
+    secret = desired.secrets["client_secret"].reveal()
+    return [p for p in passwords if p.hint and secret.startswith(p.hint)]
+
+
+def secret_fields(new: graph.Password, secret: Secret) -> dict[str, str | Secret]:
+    """What a file holds of a new client secret."""
+    return {"client_secret": secret}
 
 
 def start(config: Config, decl: Declaration, store: Store, options: RotateOptions, echo: Echo | None,
@@ -65,9 +77,9 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
     journal = Journal(rotation, store, config.root, echo)
     desired = sops.decrypt(decl, Path(decl.file))
     rotation.user = f"app {desired.spec['client_id']}"
-    apps = _apps(desired, config, options)
+    apps = applications(desired, config, options)
     try:
-        current = _mine(apps.passwords(), desired.secrets["client_secret"])
+        current = mine(apps.passwords(), desired)
         rotation.old_key = current[0].key_id if len(current) == 1 else None
         if options.dry_run:
             journal.step("rotate-create-key", "", f"add a client secret to {rotation.user}, expiring in "
@@ -79,10 +91,12 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
         try:
             journal.step("rotate-create-key", new.key_id, f"added secret {new.key_id} to {rotation.user}, "
                          f"expiring {new.expires or '?'} (in {options.expires_in_days} days)")
-            tries = _wait(desired, secret, config, options)
+            spec = desired.spec
+            tries = wait_accepted(str(spec["tenant_id"]), str(spec["client_id"]), _cloud(desired), secret,
+                                  config.verify, options.wait_seconds)
             journal.step("rotate-key-accepted", new.key_id, f"Entra ID accepts {new.key_id} (after {tries} "
                          f"{'try' if tries == 1 else 'tries'})")
-            write_fields(decl, {"client_secret": secret})
+            write_fields(decl, secret_fields(new, secret))
         except BaseException as exc:
             raise _undo(rotation, apps, new.key_id, exc) from None
         journal.step("rotate-write-file", new.key_id, f"wrote secret {new.key_id} into {decl.file} (sops; "
@@ -92,18 +106,19 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
         apps.close()
 
 
-def _wait(desired: Desired, secret: Secret, config: Config, options: RotateOptions) -> int:
+def wait_accepted(tenant: str, client: str, cloud: str, secret: Secret, settings: VerifySettings,
+                  wait_seconds: float) -> int:
+    """Ask for a token with the new secret until Entra ID issues one; returns the number of tries."""
     import time
 
-    spec = desired.spec
-    signer = graph.Signer(str(spec["tenant_id"]), str(spec["client_id"]), secret, "the new secret")
+    signer = graph.Signer(tenant, client, secret, "the new secret")
     waited = 0.0
     for tries, delay in enumerate((*_RETRY_DELAYS, None), start=1):
         try:
-            graph.token(signer, _cloud(desired), config.verify)
+            graph.token(signer, cloud, settings)
             return tries
         except graph.GraphError:
-            if delay is None or waited + delay > options.wait_seconds:
+            if delay is None or waited + delay > wait_seconds:
                 raise
         time.sleep(delay)
         waited += delay
@@ -152,19 +167,19 @@ def finish(config: Config, decl: Declaration, store: Store, options: RotateOptio
     rotation.user = f"app {desired.spec['client_id']}"
     _store_holds(store, decl.name, secret)
     _shared(config, store, decl)
-    apps = _apps(desired, config, options)
+    apps = applications(desired, config, options)
     try:
         passwords = apps.passwords()
-        mine = _mine(passwords, secret)
-        if len(mine) != 1:
-            raise ConnsyncError(f"Graph lists {len(mine)} secrets of {rotation.user} that could be the one "
+        held = mine(passwords, desired)
+        if len(held) != 1:
+            raise ConnsyncError(f"Graph lists {len(held)} secrets of {rotation.user} that could be the one "
                                 f"in {decl.file} (by their first characters); nothing was removed",
                                 hint="remove the old secrets in the portal (App registrations, Certificates "
                                 "& secrets)")
-        rotation.new_key = mine[0].key_id
-        others = [p for p in passwords if p.key_id != mine[0].key_id]
+        rotation.new_key = held[0].key_id
+        others = [p for p in passwords if p.key_id != held[0].key_id]
         if not others:
-            journal.note(f"nothing to finish: {mine[0].key_id} is {rotation.user}'s only secret")
+            journal.note(f"nothing to finish: {held[0].key_id} is {rotation.user}'s only secret")
         rotation.old_key = others[0].key_id if others else None
         for other in others:
             if options.dry_run:
@@ -173,7 +188,7 @@ def finish(config: Config, decl: Declaration, store: Store, options: RotateOptio
                 continue
             apps.remove(other.key_id)
             journal.step("rotate-remove-secret", other.key_id, f"removed secret {other.key_id} "
-                         f"({other.display_name or 'no name'}); the store holds {mine[0].key_id}")
+                         f"({other.display_name or 'no name'}); the store holds {held[0].key_id}")
     finally:
         apps.close()
     return rotation

@@ -43,6 +43,7 @@ class Password:
     hint: str
     display_name: str
     expires: str | None
+    starts: str | None = None  # Graph's startDateTime: the secret's age
 
     def as_json(self) -> dict[str, Any]:  # the shape of a key in rotate's JSON
         return {"access_key_id": self.key_id, "status": "Active", "created": None, "last_used": None,
@@ -93,13 +94,20 @@ def graph_of(cloud: str, settings: VerifySettings) -> str:
 class Applications:
     """One application's passwords, through Graph, signed with ``signer``'s token."""
 
-    def __init__(self, signer: Signer, client_id: str, cloud: str, settings: VerifySettings) -> None:
+    def __init__(self, signer: Signer, client_id: str, cloud: str, settings: VerifySettings,
+                 *, token_text: str | None = None) -> None:
+        """``token_text``: a Graph token ``signer`` already has (one per search of many applications)."""
         self._settings = settings
         self._who = signer.who
         self._graph = graph_of(cloud, settings)
-        self._token = token(signer, cloud, settings)
+        self._token = token_text or token(signer, cloud, settings)
         self._session = session_for(settings)
-        found = self._call("GET applications", "GET", f"/v1.0/applications(appId='{quote(client_id)}')")
+        try:
+            found = self._call("GET applications", "GET",
+                               f"/v1.0/applications(appId='{quote(client_id)}')?$select=id,appId")
+        except BaseException:
+            self._session.close()
+            raise
         self.object_id = str(found["id"])
 
     def close(self) -> None:
@@ -128,9 +136,11 @@ class Applications:
         return answer if isinstance(answer, dict) else {}
 
     def passwords(self) -> list[Password]:
-        found = self._call("GET applications", "GET", f"/v1.0/applications/{quote(self.object_id)}")
+        found = self._call("GET applications", "GET",
+                           f"/v1.0/applications/{quote(self.object_id)}?$select=id,passwordCredentials")
         return [Password(str(p["keyId"]), str(p.get("hint") or ""), str(p.get("displayName") or ""),
-                         p.get("endDateTime")) for p in found.get("passwordCredentials", [])]
+                         p.get("endDateTime"), p.get("startDateTime"))
+                for p in found.get("passwordCredentials", [])]
 
     def add(self, days: int) -> tuple[Password, Secret]:
         ends = (datetime.now(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -140,7 +150,7 @@ class Applications:
         try:
             secret = Secret(str(made["secretText"]))
             return Password(str(made["keyId"]), str(made.get("hint") or ""), str(made.get("displayName")),
-                            made.get("endDateTime") or ends), secret
+                            made.get("endDateTime") or ends, made.get("startDateTime")), secret
         except KeyError:
             raise GraphError("Graph addPassword answered without a secret") from None
 

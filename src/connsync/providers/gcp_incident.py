@@ -22,7 +22,7 @@ import shlex
 from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Declaration, Secret
-from connsync.providers import gcp_keys
+from connsync.providers import gcp_keys, key_holders
 from connsync.providers.incident import (
     Incident,
     IncidentOptions,
@@ -40,6 +40,10 @@ FIELDS = Fields("private_key_id", "client_email")  # where a connection holds th
 CREDENTIAL = "key"
 PLAN = "a new key into every file that held it, then disable it"
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def find_holders(config: Config, key_id: str, store: Store) -> Holders:
+    return key_holders.find(config, key_id, store, FIELDS)
 
 
 def key_id_of(raw: str) -> str | None:

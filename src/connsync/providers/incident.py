@@ -39,6 +39,7 @@ class IncidentOptions:
     dry_run: bool = False
     timeout: float = 10.0
     lock_timeout: float = 60.0
+    expires_in_days: int = 180  # Azure: the lifetime of the new client secret
 
 
 @dataclass

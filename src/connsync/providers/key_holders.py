@@ -2,7 +2,8 @@
 
 An exposed key is contained only when every place that uses it moves to the
 new key, so ``rotate --exposed`` first asks this module where the key id
-appears (``access_key_id`` for AWS, ``private_key_id`` for GCP). Key ids are
+appears (``access_key_id`` for AWS, ``private_key_id`` for GCP; for Azure, whose files hold
+only the secret, :mod:`connsync.providers.azure_incident` asks Graph). Key ids are
 compared after removing whitespace and upper-casing (what a person pastes from
 an alert e-mail), never by prefix.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connsync.config import Config
-from connsync.model import Declaration
+from connsync.model import Declaration, StoredConnection
 from connsync.store import Store, opened
 from connsync.validate import rules
 
@@ -71,6 +72,13 @@ class Fields:
         value = spec.get(self.key_id) if isinstance(spec, dict) else None
         return isinstance(value, str) and normalised(value) == normalised(key_id)
 
+    def holds_file(self, decl: Declaration, key_id: str) -> bool:
+        """A card whose files name only the secret (Azure) looks further than the clear fields."""
+        return self.holds(decl.spec, key_id)
+
+    def holds_record(self, store: Store, record: StoredConnection, key_id: str) -> bool:
+        return self.holds(dict(record.spec), key_id)
+
 
 def find(config: Config, key_id: str, store: Store, fields: Fields = Fields()) -> Holders:
     """``store`` is the configured workspace's; the others of the same store are opened read-only."""
@@ -78,7 +86,7 @@ def find(config: Config, key_id: str, store: Store, fields: Fields = Fields()) -
         Holder(d.name, d.provider, _text(d.spec, fields.account), _text(d.spec, "default_region"),
                file=d.file, declaration=d)
         for d in rules.validate_files([], config.connections_dir).declarations
-        if fields.holds(d.spec, key_id))
+        if fields.holds_file(d, key_id))
     lister = getattr(store, "workspaces", None)
     workspaces: Sequence[str] = lister() if callable(lister) else []
     note = None if callable(lister) else (f"{store.describe()} cannot list its workspaces: only "
@@ -95,7 +103,7 @@ def find(config: Config, key_id: str, store: Store, fields: Fields = Fields()) -
 def _record_holders(store: Store, workspace: str, key_id: str, fields: Fields) -> list[Holder]:
     return [Holder(r.name, r.provider, _text(r.spec, fields.account), _text(r.spec, "default_region"),
                    file=None, workspace=workspace)
-            for r in store.records() if fields.holds(dict(r.spec), key_id)]
+            for r in store.records() if fields.holds_record(store, r, key_id)]
 
 
 def _text(spec: Any, key: str) -> str | None:
