@@ -73,7 +73,18 @@ def test_azure_rotation_cycle(repo: Path, azure: FakeAzure, run: Run) -> None:
     assert [s["action"] for s in report["rotations"][0]["steps"]] == ["rotate-remove-secret"]
     assert list(app.secrets().values()) == [new]  # the old secret no longer signs in
     outputs.append(verified := run("verify", "--format", "json"))
-    assert checked("verify", verified, ok=True)["results"][0]["status"] == "ok"
+    [result] = checked("verify", verified, ok=True)["results"]
+    # 30 days asked for: the secret is in its last month, which verify says (the key's age, for Azure).
+    assert result["status"] == "warning"
+    [expiring] = result["messages"]
+    assert expiring.startswith("the client secret expires on ")
+    assert "in 29 days (client_secret_expires)" in expiring
+    spec = loader.load_file(repo / FILE)
+    assert isinstance(spec, Declaration)
+    [new_id] = app.secrets()
+    assert spec.spec["client_secret_id"] == new_id
+    assert spec.spec["client_secret_expires"] == azure.apps[CLIENT].details[new_id]["endDateTime"]
+    assert "client_secret_expires: \"20" in (repo / FILE).read_text()  # quoted: YAML keeps it text
     actions = [a.action.split(" ")[0] for a in SqliteStore.open(
         f"sqlite:{repo / '.connsync/store.db'}", "default").audit()]
     assert actions == ["create", "rotate-create-key", "rotate-key-accepted", "rotate-write-file", "update",
@@ -122,3 +133,29 @@ def test_local_mode_that_cannot_store_names_the_client_secret(repo: Path, azure:
     assert "still signs in" in err and f"az ad app credential delete --id {CLIENT} --key-id {new_id}" in err
     assert "aws iam" not in err and "access key" not in err
     clean([result], new)
+
+
+def test_the_new_secret_s_age_and_end_are_kept(repo: Path, azure: FakeAzure, run: Run) -> None:
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    outputs = [rotated := run("rotate", "Azure Prod", "--apply", "--auto-approve", "--expires-in-days", "10")]
+    assert rotated.code == 0, rotated.err
+    [new_id] = azure.apps[CLIENT].secrets()
+    record = SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "default").get("Azure Prod")
+    assert record is not None and record.spec["client_secret_id"] == new_id  # stored with the secret
+    old = (datetime.now(UTC) - timedelta(days=40)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    with sqlite3.connect(repo / ".connsync/store.db") as db:  # as if rotate had made it 40 days ago
+        db.execute("UPDATE audit SET at = ? WHERE action LIKE 'rotate-create-key%'", (old,))
+    outputs.append(listed := run("list", "--format", "json"))
+    assert [c["key_age_days"] for c in checked("list", listed, ok=True)["connections"]] == [40]
+    outputs.append(planned := run("plan"))
+    assert planned.code == 0
+    notes = " ".join(planned.err.split())
+    assert f"'Azure Prod': client secret {new_id} is 40 days old, past max_key_age_days (90)" not in notes
+    assert "'Azure Prod': the client secret expires on " in notes and "in 9 days" in notes
+    assert "connsync rotate 'Azure Prod'" in notes
+    outputs.append(reported := run("report", "--format", "json"))
+    [row] = [r for r in checked("report", reported, ok=True)["connections"] if r["name"] == "Azure Prod"]
+    assert row["key_age_days"] == 40
+    clean(outputs, in_file(repo))

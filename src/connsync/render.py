@@ -381,15 +381,15 @@ def record_json(record: StoredConnection) -> dict[str, Any]:
 
 
 def records_text(records: Sequence[StoredConnection], key_ages: Mapping[str, int] | None = None) -> str:
-    """``key_ages``: casefolded name -> days, for the AWS keys whose age is known."""
+    """``key_ages``: casefolded name -> days, for the keys whose age is known (rotate's audit entries)."""
     if not records:
         return "The store holds no connections in this workspace."
     ages = key_ages or {}
 
     def age(r: StoredConnection) -> str:
-        if r.provider != "aws":
+        if r.provider not in ("aws", "gcp", "azure"):
             return "-"
-        if "access_key_id" not in r.spec:  # a role assumed by the platform's own identity
+        if r.provider == "aws" and "access_key_id" not in r.spec:  # a role: no key of its own
             return "no long-term key"
         days = ages.get(r.name.casefold())
         return "unknown" if days is None else f"{days}d"

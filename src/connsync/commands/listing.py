@@ -13,7 +13,7 @@ from connsync.store import opened
 
 
 def _with_age(shown: dict[str, Any], record: StoredConnection, ages: dict[str, int]) -> dict[str, Any]:
-    if record.provider == "aws":
+    if record.provider in key_age.KEY_ID_FIELDS:
         shown["key_age_days"] = ages.get(record.name.casefold())
     return shown
 

@@ -72,11 +72,13 @@ class SecretOf(Fields):
     decrypt: Callable[[Declaration], Secret] | None = None
 
     def _declared(self, spec: object, key_id: str) -> bool | None:
-        """By ``client_secret_id`` when the connection names it (exact), else None: ask the secret."""
+        """True when the connection names ``key_id`` (``client_secret_id``), False when it is another
+        application's, else None: ask the secret. A named id that is stale (a secret set by hand) still
+        leaves the secret to be asked: a holder too many gets a new secret, one too few keeps the leak."""
         if not isinstance(spec, dict) or str(spec.get("client_id", "")).lower() != self.client_id.lower():
             return False
         named = spec.get("client_secret_id")
-        return str(named).lower() == key_id if isinstance(named, str) else None
+        return True if isinstance(named, str) and named.lower() == key_id else None
 
     def holds_file(self, decl: Declaration, key_id: str) -> bool:
         if decl.provider != "azure":

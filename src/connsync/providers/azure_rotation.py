@@ -26,6 +26,7 @@ from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Declaration, Desired, Secret
 from connsync.providers import azure_secrets as graph
+from connsync.providers import key_age
 from connsync.providers.base import VerifySettings
 from connsync.providers.rotation import (
     Echo,
@@ -60,16 +61,22 @@ def _cloud(desired: Desired) -> str:
 def mine(passwords: list[graph.Password], desired: Desired) -> list[graph.Password]:
     """The secrets that may be the file's: by ``client_secret_id`` when the file names it, else by the
     first three characters (Graph's ``hint``, all it shows of a secret)."""
-    named = desired.spec.get("client_secret_id")
-    if isinstance(named, str):
-        return [p for p in passwords if p.key_id.lower() == named.lower()]
     secret = desired.secrets["client_secret"].reveal()
-    return [p for p in passwords if p.hint and secret.startswith(p.hint)]
+    by_hint = [p for p in passwords if p.hint and secret.startswith(p.hint)]
+    named = desired.spec.get("client_secret_id")
+    # A secret set by hand ('connsync set') leaves an old id behind: the id counts only when it fits.
+    by_id = [p for p in by_hint if isinstance(named, str) and p.key_id.lower() == named.lower()]
+    return by_id or by_hint
 
 
 def secret_fields(new: graph.Password, secret: Secret) -> dict[str, str | Secret]:
-    """What a file holds of a new client secret."""
-    return {"client_secret": secret}
+    """What a file holds of a new client secret: the secret, its id and its end (the key's age and
+    expiry, for list, plan, verify and the report, and ``rotate --exposed`` without asking Graph)."""
+    fields: dict[str, str | Secret] = {"client_secret": secret, "client_secret_id": new.key_id}
+    end = key_age.expires({key_age.EXPIRES_FIELD: new.expires})
+    if end is not None:
+        fields[key_age.EXPIRES_FIELD] = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return fields
 
 
 def start(config: Config, decl: Declaration, store: Store, options: RotateOptions, echo: Echo | None,

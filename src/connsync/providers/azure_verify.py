@@ -30,6 +30,7 @@ from azure.core.rest import HttpRequest
 from azure.identity import ClientSecretCredential
 
 from connsync.model import Desired
+from connsync.providers import key_age
 from connsync.providers.base import Status, Verdict, VerifySettings
 from connsync.providers.web import error_text, session_for, trust
 
@@ -137,9 +138,11 @@ def verify(desired: Desired, settings: VerifySettings, run: AzureRun | None = No
     if status == 200 and isinstance(body, dict):
         who["subscription"] = str(body.get("displayName") or subscription)
         state = str(body.get("state") or "Enabled")
-        if state != "Enabled":
-            return result("warning", f"subscription {subscription} is {state}", identity=who)
-        return result("ok", identity=who)
+        warnings = [f"subscription {subscription} is {state}"] if state != "Enabled" else []
+        ending = key_age.expiry_message(spec)
+        if ending:  # Entra ID still signs it in: the end is near, or client_secret_expires is wrong
+            warnings.append(f"{ending}: rotate it ('connsync rotate')")
+        return result("warning" if warnings else "ok", *warnings, identity=who)
     code = error_text(body)
     if status == 404 or code == "SubscriptionNotFound":
         return result("failed", f"subscription_id: subscription {subscription} not found (mistyped, "

@@ -205,8 +205,8 @@ def _age(last: Verification | None, spec: Mapping[str, object], provider: str,
             when = None
         if when is not None:
             return key_age.age_days(when if when.tzinfo else when.replace(tzinfo=UTC), now)
-    key_id = spec.get("access_key_id") if provider == "aws" else None
-    if isinstance(key_id, str) and key_id in created:
+    key_id = key_age.key_id(provider, spec)
+    if key_id is not None and key_id in created:
         return key_age.age_days(created[key_id], now)
     return None
 
