@@ -159,3 +159,27 @@ def test_the_new_secret_s_age_and_end_are_kept(repo: Path, azure: FakeAzure, run
     [row] = [r for r in checked("report", reported, ok=True)["connections"] if r["name"] == "Azure Prod"]
     assert row["key_age_days"] == 40
     clean(outputs, in_file(repo))
+
+
+def test_older_than_asks_graph_for_the_secret_s_age(repo: Path, azure: FakeAzure, run: Run) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    app = azure.apps[CLIENT]
+    started = (datetime.now(UTC) - timedelta(days=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    app.details[app.first_key_id] = {"startDateTime": started}
+    result = run("rotate", "--older-than", "120", "--dry-run", "--format", "json")
+    assert result.code == 0, result.err
+    report = checked("rotate", result, ok=True)
+    assert report["rotations"] == []
+    assert report["skipped"] == [f"Azure Prod: {app.first_key_id} is 100 days old"]
+    result = run("rotate", "--older-than", "90", "--dry-run")
+    assert result.code == 0, result.err
+    assert f"- add a client secret to app {CLIENT}" in result.out and "dry run" in result.out
+    assert list(app.secrets().values()) == [CANARY]
+    app.manages_itself = False  # may not even read its own application: the age cannot be known
+    result = run("rotate", "--older-than", "90", "--format", "json")
+    assert result.code == 0, result.err
+    [skipped] = checked("rotate", result, ok=True)["skipped"]
+    assert skipped.startswith("Azure Prod: age unknown (") and "Authorization_RequestDenied" in skipped
+    assert list(app.secrets().values()) == [CANARY]
+    clean([result])

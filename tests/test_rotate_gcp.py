@@ -154,3 +154,24 @@ def test_local_mode_that_cannot_store_names_the_gcp_key(repo: Path, gcp: tuple[F
     assert f"gcloud iam service-accounts keys delete {new_id} --iam-account {EMAIL}" in err
     assert "aws iam" not in err and "access key" not in err
     no_key_material([result], old.pem, new_pem)
+
+
+def test_older_than_asks_google_for_the_key_s_age(repo: Path, gcp: tuple[FakeGcp, Key], run: Run) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    fake, old = gcp
+    result = run("rotate", "--older-than", "90", "--dry-run", "--format", "json")
+    assert result.code == 0, result.err
+    report = checked("rotate", result, ok=True)
+    assert report["rotations"] == [] and report["skipped"] == [f"GCP Prod: {OLD} is 0 days old"]
+    old.created = datetime.now(UTC) - timedelta(days=91)  # validAfterTime, as keys.list reports it
+    result = run("rotate", "--older-than", "90", "--dry-run")
+    assert result.code == 0, result.err
+    assert f"- create a new key for {EMAIL}" in result.out and "dry run" in result.out
+    assert states(fake) == {OLD: "enabled"} and in_file(repo)[0] == OLD
+    fake.key_readers, fake.key_admins = set(), {ADMIN}  # the key may not list its own keys
+    result = run("rotate", "--older-than", "90", "--format", "json")
+    assert result.code == 0, result.err
+    [skipped] = checked("rotate", result, ok=True)["skipped"]
+    assert skipped.startswith("GCP Prod: age unknown (") and "serviceAccounts.keys.list" in skipped
+    no_key_material([result], old.pem)

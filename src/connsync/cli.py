@@ -470,9 +470,11 @@ def apply(app: App, planfile: str | None, prune: bool | None, adopt: bool, auto_
 @global_options
 @click.argument("names", nargs=-1)
 @click.option("--older-than", type=click.IntRange(min=0), metavar="DAYS",
-              help="Rotate every AWS connection whose key is more than DAYS days old.")
+              help="Rotate every connection (AWS, GCP, Azure) whose key is more than DAYS days old, as its "
+              "provider says; one whose age cannot be known is listed with why.")
 @click.option("--finish", is_flag=True,
-              help="Deactivate the old key, once the store holds the new one.")
+              help="Retire the old key once the store holds the new one (AWS: deactivate, GCP: disable, "
+              "Azure: remove).")
 @click.option("--delete", is_flag=True,
               help="With --finish: delete the old key once it is inactive and unused since.")
 @click.option("--apply", "apply_", is_flag=True,

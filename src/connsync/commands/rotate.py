@@ -28,6 +28,7 @@ from connsync.providers import (
     incident,
     key_holders,
     rotation,
+    rotation_due,
 )
 from connsync.providers.aws_keys import Credentials
 from connsync.store import Store, opened
@@ -94,7 +95,7 @@ def rotate(config: Config, command: RotateCommand, *, fmt: str, style: render.St
     echo = click.echo if fmt == "text" else None
     skipped: list[str] = []
     if command.older_than is not None:
-        chosen, skipped = aws_rotation.due(config, command.older_than, options)
+        chosen, skipped = rotation_due.due(config, command.older_than, options)
         if echo:
             for line in skipped:
                 echo(f"skip {render.text_lines(line)}")

@@ -31,7 +31,6 @@ from connsync import sops
 from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.model import Declaration, Desired, Secret
-from connsync.providers import key_age
 from connsync.providers.aws_keys import AccessKey, Credentials, Iam, Identity, identity, wait_until_accepted
 from connsync.providers.rotation import (
     Echo,
@@ -51,7 +50,7 @@ DRY_RUN_NEXT = ("store the new key: the pull request's apply job, or --apply; th
 # --- finding the connection and its user -------------------------------------------------------
 
 
-def _owner(desired: Desired, options: RotateOptions) -> Identity:
+def owner(desired: Desired, options: RotateOptions) -> Identity:
     spec = desired.spec
     who = identity(str(spec["access_key_id"]), desired.secrets["secret_access_key"],
                    str(spec["default_region"]), options.timeout)
@@ -89,7 +88,7 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
     old_id, old_secret = str(desired.spec["access_key_id"]), desired.secrets["secret_access_key"]
     region = str(desired.spec["default_region"])
     rotation.old_key = old_id
-    who = _owner(desired, options)
+    who = owner(desired, options)
     rotation.user = user = str(who.user_name)
     journal.note(f"IAM user {user} ({who.arn})")
     iam = Iam(options.admin or Credentials(old_id, old_secret), region, options.timeout)
@@ -219,7 +218,7 @@ def finish(config: Config, decl: Declaration, store: Store, options: RotateOptio
     desired = sops.decrypt(decl, Path(decl.file))
     new_id, new_secret = str(desired.spec["access_key_id"]), desired.secrets["secret_access_key"]
     rotation.new_key = new_id
-    who = _owner(desired, options)  # proves the new key works, so the user keeps a working key
+    who = owner(desired, options)  # proves the new key works, so the user keeps a working key
     rotation.user = user = str(who.user_name)
     iam = Iam(options.admin or Credentials(new_id, new_secret), str(desired.spec["default_region"]),
               options.timeout)
@@ -291,35 +290,3 @@ def _delete_old(journal: Journal, iam: Iam, user: str, key: AccessKey, switched:
     iam.delete(user, key.key_id)
     journal.step("rotate-delete-key", key.key_id, f"deleted {key.key_id} (inactive, unused since the "
                  "store took the new key)")
-
-
-# --- which connections are due ------------------------------------------------------------------
-
-
-def due(config: Config, days: int, options: RotateOptions) -> tuple[list[Declaration], list[str]]:
-    """AWS connections whose key is older than ``days`` (the key-age rule), and why others are not."""
-    chosen, skipped = [], []
-    validation = rules.validate_files([], config.connections_dir)
-    for decl in validation.valid_declarations():
-        if decl.provider != "aws":
-            continue
-        if "access_key_id" not in decl.spec:
-            skipped.append(f"{decl.name}: no long-term key (a role)")
-            continue
-        try:
-            desired = sops.decrypt(decl, Path(decl.file))
-            key_id = str(desired.spec["access_key_id"])
-            who = _owner(desired, options)
-            keys = Iam(options.admin or Credentials(key_id, desired.secrets["secret_access_key"]),
-                       str(desired.spec["default_region"]), options.timeout).keys(str(who.user_name))
-        except ConnsyncError as exc:
-            skipped.append(f"{decl.name}: age unknown ({exc.message})")
-            continue
-        key = next((k for k in keys if k.key_id == key_id), None)
-        if key is None or key.created is None:
-            skipped.append(f"{decl.name}: age unknown (IAM did not list {key_id})")
-        elif key_age.overdue(key.created, days):
-            chosen.append(decl)
-        else:
-            skipped.append(f"{decl.name}: {key_id} is {key_age.describe(key_age.age_days(key.created))} old")
-    return chosen, skipped

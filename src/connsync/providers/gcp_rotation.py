@@ -40,7 +40,7 @@ DRY_RUN_NEXT = ("store the new key: the pull request's apply job, or --apply; th
                 "--finish")
 
 
-def _api(desired: Desired, config: Config, options: RotateOptions) -> gcp_keys.KeysApi:
+def keys_api(desired: Desired, config: Config, options: RotateOptions) -> gcp_keys.KeysApi:
     email = str(desired.spec["client_email"])
     if options.admin is not None:
         return gcp_keys.KeysApi(gcp_keys.admin_credentials(), email, config.verify,
@@ -65,7 +65,7 @@ def start(config: Config, decl: Declaration, store: Store, options: RotateOption
     desired = sops.decrypt(decl, Path(decl.file))
     rotation.old_key = old_id = str(desired.spec["private_key_id"])
     rotation.user = email = str(desired.spec["client_email"])
-    api = _api(desired, config, options)
+    api = keys_api(desired, config, options)
     try:
         keys = api.keys()
         rotation.keys = []  # gcp_keys.SaKey has the same JSON shape as an AWS key
@@ -135,7 +135,7 @@ def finish(config: Config, decl: Declaration, store: Store, options: RotateOptio
     rotation.new_key = new_id = str(desired.spec["private_key_id"])
     rotation.user = email = str(desired.spec["client_email"])
     _store_holds(store, decl.name, new_id, desired.secrets["private_key"])
-    api = _api(desired, config, options)
+    api = keys_api(desired, config, options)
     try:
         keys = api.keys()
         mine = next((k for k in keys if k.key_id == new_id), None)
