@@ -48,7 +48,7 @@ class RotateCommand:
     wait_seconds: float = 60.0
     dry_run: bool = False
     lock_timeout: float = 60.0
-    exposed: bool = False  # names are access key ids: the incident runbook
+    exposed: bool = False  # names are exposed key ids (AWS, GCP, Azure): the incident runbook
     detach_quarantine: bool = False
     expires_in_days: int = 180
 
