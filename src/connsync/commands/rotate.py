@@ -1,6 +1,8 @@
-"""``connsync rotate``: a new AWS key in the file (GitOps), or in the store too (``--apply``).
+"""``connsync rotate``: a new key (AWS, GCP) or client secret (Azure) in the file (GitOps), or in the
+store too (``--apply``); ``--exposed`` runs the incident runbook.
 
-The procedure and its invariants live in :mod:`connsync.providers.aws_rotation`; this
+The procedures and their invariants live in the providers (``aws_rotation``,
+``gcp_rotation``, ``azure_rotation``; ``*_incident`` for ``--exposed``); this
 command chooses the connections, asks before acting, holds the workspace
 lock while the store is read or written, and reports.
 """

@@ -2,14 +2,16 @@
 
 1. ``start``: ``addPassword`` on the application (expiring after
    ``--expires-in-days``, default 180), used until Entra ID issues a token
-   with it, then written into the file (``client_secret``, through ``sops
-   set``). The old secret keeps working.
+   with it, then written into the file (``client_secret`` with its
+   ``client_secret_id`` and ``client_secret_expires``, through ``sops set``).
+   The old secret keeps working.
 2. The store takes the new secret: the pull request's apply job, or ``--apply``.
 3. ``finish``: once the store holds the new secret (fingerprint), every other
    secret of the application is removed (``removePassword``); an app that
    another connection also declares is refused, as its other secrets may be
    theirs. Graph shows a secret only by its ``hint`` (first three
-   characters): the secret in the file is told apart from the others by it.
+   characters): the secret in the file is told apart from the others by its
+   ``client_secret_id`` (written with it), else by that hint.
 
 Signed with the connection's own secret, or with ``--admin-env`` the
 environment's app. A failure after ``addPassword`` removes the new secret
