@@ -171,3 +171,12 @@ def test_the_exposed_secret_is_not_the_administrator(repo: Path, azure: FakeAzur
     assert list(azure.apps[CLIENT].secrets()) == [EXPOSED]
     assert (repo / FILES["Azure Prod"]).read_bytes() == before
     clean([result], repo)
+
+
+def test_without_an_administrator_app_nothing_is_searched(repo: Path, azure: FakeAzure, run: Run,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_CLIENT_SECRET")
+    result = run("rotate", "--exposed", EXPOSED, "--auto-approve")
+    assert result.code == 1 and "AZURE_CLIENT_SECRET" in result.err and "nothing was changed" in result.err
+    assert list(azure.apps[CLIENT].secrets()) == [EXPOSED]
+    clean([result], repo)

@@ -64,8 +64,9 @@ def environment_signer() -> Signer:
     names = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
     values = [os.environ.get(n, "").strip() for n in names]
     if not all(values):
-        raise GraphError("--admin-env needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET in the "
-                         "environment (an app allowed Application.ReadWrite.All)")
+        raise GraphError("the administrator app (--admin-env, and rotate --exposed for an Azure secret) "
+                         "needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET in the environment "
+                         "(an app allowed Application.ReadWrite.All); nothing was changed")
     return Signer(values[0], values[1], Secret(values[2]), f"the environment's app {values[1]}")
 
 
