@@ -560,6 +560,13 @@ def test_every_card_in_the_airflow_shape_under_a_readable_id(
     assert cards.EXTERNAL_ID not in listed.out and CANARY not in listed.out
     with opened(store_url, "default") as store:
         assert store.read_secrets("aws role") == {"external_id": Secret(cards.EXTERNAL_ID)}
+    # store copy keeps metadata.id: Airflow finds the copy under the same conn_id.
+    copied = f"p{os.urandom(4).hex()}/connections"
+    result = run("store", "copy", store_url + "&format=airflow",
+                 store_url.replace(prefix, copied) + "&format=airflow")
+    assert result.code == 0, result.err
+    assert json.loads(sm.get_secret_value(SecretId=f"{copied}/default/aws_role")["SecretString"])[
+        "conn_type"] == "aws"
 
 
 def test_two_connections_one_id_is_a_located_finding(repo: Path, run: Run,

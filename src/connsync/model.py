@@ -216,6 +216,7 @@ class StoredConnection:
     updated_by: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
+    conn_id: str | None = None  # metadata.id, where the store keeps it (Secrets Manager, Vault)
 
     @property
     def drifted(self) -> bool:

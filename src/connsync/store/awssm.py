@@ -240,7 +240,7 @@ class SecretsManagerStore:
             version=version, managed=bool(meta["m"]) and is_managed(entry), source=meta.get("src"),
             source_digest=meta.get("dg"), synced_version=meta.get("sv"), git_revision=meta.get("g"),
             updated_at=meta["at"], updated_by=meta["by"], labels=dict(meta.get("l") or {}),
-            description=meta.get("d"))
+            description=meta.get("d"), conn_id=meta.get("id"))
 
     def records(self) -> list[StoredConnection]:
         return sorted((self._record(e) for e in self._list(deleted=False)), key=lambda r: r.name.casefold())
@@ -369,7 +369,8 @@ class SecretsManagerStore:
             fingerprints={k: self.fingerprint(k, v) for k, v in write.secrets.items()}, version=new_version,
             managed=write.managed, source=write.source, source_digest=write.source_digest,
             synced_version=synced_version, git_revision=write.git_revision, updated_at=at,
-            updated_by=write.actor, labels=dict(write.labels), description=write.description)
+            updated_by=write.actor, labels=dict(write.labels), description=write.description,
+            conn_id=write.conn_id)
         entry_row = [write.action, expected_version, new_version, write.actor, stamp, write.git_revision,
                      write.source]
         description = fit_description(record_meta(record, life, [*history, entry_row], write.conn_id),
@@ -494,7 +495,7 @@ class SecretsManagerStore:
                 self._client.delete_secret(SecretId=secret,
                                            RecoveryWindowInDays=self._target.recovery_window_days)
         for record, write, history in copies(snapshot, actor):
-            name = self._target.secret_name(self.workspace, record.name)
+            name = self._target.secret_name(self.workspace, record.name, record.conn_id)
             self._write(name, write, record.version, secrets.token_hex(6), history, None,
                         version=record.version, synced=record.synced_version)
 

@@ -323,7 +323,7 @@ def copies(snapshot: Snapshot, actor: str) -> Iterator[tuple[StoredConnection, W
                    for a in snapshot.audit if a.name.casefold() == record.name.casefold()]
         yield record, Write(record.name, record.provider, record.spec, values, record.managed, actor, "copy",
                             record.source, record.source_digest, record.git_revision, record.description,
-                            record.labels), history
+                            record.labels, record.conn_id), history
 
 
 def describe_secret(client: Any, target: Target, name: str) -> dict[str, Any] | None:

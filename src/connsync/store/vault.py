@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connsync.errors import StoreError, VersionConflict
-from connsync.model import Secret, StoredConnection
+from connsync.model import Secret, StoredConnection, connection_id
 from connsync.store.awssm_history import history_entries, history_meta
 from connsync.store.awssm_layout import (
     check_restorable,
@@ -147,7 +147,7 @@ class VaultStore:
             version=int(meta["v"]), managed=bool(meta["m"]), source=meta.get("src"),
             source_digest=meta.get("dg"), synced_version=meta.get("sv"), git_revision=meta.get("g"),
             updated_at=meta["at"], updated_by=meta["by"], labels=dict(meta.get("l") or {}),
-            description=meta.get("d"))
+            description=meta.get("d"), conn_id=meta.get("id"))
 
     def _meta(self, segment: str, entry: dict[str, Any]) -> dict[str, Any] | None:
         """connsync's metadata of the secret's current KV version; None for a secret not connsync's.
@@ -167,9 +167,8 @@ class VaultStore:
             elif meta is not None:
                 meta = {**meta, "v": int(meta["v"]) + current - int(meta.get("kv") or 0), "f": {},
                         "kv": current}
-        if meta is None or self._target.secret_path(self.workspace, str(meta.get("n", ""))) != \
-                self._folder + segment:
-            return None
+        if meta is None or connection_id(str(meta.get("n", "")), meta.get("id")) != segment:
+            return None  # connsync's metadata copied to another path: not the record it describes
         return meta
 
     def _written_by_connsync(self, segment: str, version: int) -> dict[str, Any] | None:
@@ -184,18 +183,37 @@ class VaultStore:
         found = (self._record(s, e) for s, e in self._entries().items() if is_record_segment(s))
         return sorted((r for r in found if r is not None), key=lambda r: r.name.casefold())
 
+    def _find(self, name: str, conn_id: str | None = None) -> tuple[str, dict[str, Any] | None]:
+        """The path of connection ``name`` and its metadata: at its id, else wherever a record of that
+        name is (written under another metadata.id); (its id's path, what is there) when none is."""
+        home = self._target.secret_path(self.workspace, name, conn_id)
+        entry = self._kv.metadata(home)
+        if entry is not None and self._names(home, entry, name):
+            return home, entry
+        cached = self._listing  # a lookup before a write must not leave a listing that write makes stale
+        try:
+            for segment, listed in self._entries().items():
+                if is_record_segment(segment) and self._names(self._folder + segment, listed, name):
+                    return self._folder + segment, self._kv.metadata(self._folder + segment)
+        finally:
+            self._listing = cached
+        return home, entry
+
+    def _names(self, path: str, entry: dict[str, Any], name: str) -> bool:
+        record = self._record(path[len(self._folder):], entry)
+        return record is not None and record.version > 0 and record.name.casefold() == name.casefold()
+
     def get(self, name: str) -> StoredConnection | None:
-        path = self._target.secret_path(self.workspace, name)
-        entry = self._kv.metadata(path)
+        path, entry = self._find(name)
         return self._record(path[len(self._folder):], entry) if entry else None
 
     def fingerprint(self, field: str, value: Secret) -> str:
         return fingerprint(self._salt, field, value)
 
     def read_secrets(self, name: str) -> dict[str, Secret]:
-        record = self.get(name)
-        value = self._kv.read_value(self._target.secret_path(self.workspace, name)) \
-            if record is not None else None
+        path, entry = self._find(name)
+        record = self._record(path[len(self._folder):], entry) if entry else None
+        value = self._kv.read_value(path) if record is not None else None
         if record is None or value is None:
             raise StoreError(f"no connection named {name!r} in workspace {self.workspace!r}")
         if self._target.value_format == "airflow" and "conn_type" in value:
@@ -260,7 +278,7 @@ class VaultStore:
 
     def put(self, write: Write, *, expected_version: int | None) -> StoredConnection:
         self._writing()
-        path = self._target.secret_path(self.workspace, write.name)
+        path = self._target.secret_path(self.workspace, write.name, write.conn_id)
         if expected_version is None:
             # The common create needs no read first: cas=0 fails when anything is there.
             try:
@@ -276,7 +294,13 @@ class VaultStore:
                                      hint="undelete or destroy them in Vault, or rename the connection") \
                         from None
                 return self._write(path, write, None, cas=int(entry.get("current_version") or 0), entry=entry)
-        entry = self._kv.metadata(path)
+        found, entry = self._find(write.name, write.conn_id)
+        if entry is not None and found != path and write.conn_id:
+            raise StoreError(f"{write.name!r} is at {self._target.mount}/{found} and its metadata.id says "
+                             f"{self._target.mount}/{path}: a KV secret cannot be renamed; nothing was "
+                             "written",
+                             hint="remove the file, apply with --prune, then add it back with the new id")
+        path = found
         current = self._record(path[len(self._folder):], entry) if entry else None
         if entry is None or current is None or current.version != expected_version:
             raise conflict(write.name, current, expected_version)
@@ -299,11 +323,12 @@ class VaultStore:
             fingerprints={k: self.fingerprint(k, v) for k, v in write.secrets.items()}, version=new_version,
             managed=write.managed, source=write.source, source_digest=write.source_digest,
             synced_version=synced_version, git_revision=write.git_revision, updated_at=at,
-            updated_by=write.actor, labels=dict(write.labels), description=write.description)
+            updated_by=write.actor, labels=dict(write.labels), description=write.description,
+            conn_id=write.conn_id)
         row = [write.action, expected_version, new_version, write.actor, stamp, write.git_revision,
                write.source]
         earlier = history if history is not None else list((old or {}).get("h") or [])
-        meta = {**record_meta(record, "", [*earlier, row]), "kv": cas + 1}
+        meta = {**record_meta(record, "", [*earlier, row], write.conn_id), "kv": cas + 1}
         meta.pop("life")
         custom = split_meta(meta, write.name, others)  # checked before anything is written
         revealed = {k: v.reveal() for k, v in write.secrets.items()}
@@ -324,8 +349,7 @@ class VaultStore:
                                                                                      dict[str, str]]:
         """Check-then-act under the lock: the record is still there, at that version, and connsync's."""
         self._writing()
-        path = self._target.secret_path(self.workspace, name)
-        entry = self._kv.metadata(path)
+        path, entry = self._find(name)
         current = self._record(path[len(self._folder):], entry) if entry else None
         meta = self._meta(path[len(self._folder):], entry) if entry else None
         _, others = join_meta((entry or {}).get("custom_metadata"))
@@ -374,8 +398,7 @@ class VaultStore:
     def record_event(self, name: str, action: str, *, actor: str, git_revision: str | None,
                      source: str | None) -> None:
         self._writing()
-        path = self._target.secret_path(self.workspace, name)
-        entry = self._kv.metadata(path)
+        path, entry = self._find(name)
         record = self._record(path[len(self._folder):], entry) if entry else None
         meta, others = join_meta((entry or {}).get("custom_metadata"))
         version = record.version if record is not None and meta is not None else None
@@ -392,11 +415,10 @@ class VaultStore:
         held = self.records()
         check_restorable(held, self.workspace, self.describe(), overwrite, "Vault")
         for record in held:  # soft-deleted: the versions stay in Vault, as for any delete
-            path = self._target.secret_path(self.workspace, record.name)
-            held_entry = self._kv.metadata(path) or {}
-            self._kv.soft_delete(path, int(held_entry.get("current_version") or 0), record.name)
+            path, held_entry = self._find(record.name)
+            self._kv.soft_delete(path, int((held_entry or {}).get("current_version") or 0), record.name)
         for record, write, history in copies(snapshot, actor):
-            path = self._target.secret_path(self.workspace, record.name)
+            path = self._target.secret_path(self.workspace, record.name, record.conn_id)
             there = self._kv.metadata(path)
             self._write(path, write, record.version, cas=int((there or {}).get("current_version") or 0),
                         entry=None, version=record.version, synced=record.synced_version, history=history)

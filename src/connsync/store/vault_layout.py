@@ -1,9 +1,10 @@
 """How the Vault / OpenBao store lays a workspace out: URL, paths, metadata, Airflow's shape.
 
 ``vault://HOST[:PORT]/MOUNT[/PREFIX]`` keeps connection NAME of workspace W at
-``MOUNT/PREFIX/W/SLUG`` of a KV version 2 mount (the slug as in the Secrets
-Manager store: readable, injective, never starting with a dot). Names that
-start with a dot are connsync's own: ``PREFIX/.connsync`` (the sealed salt),
+``MOUNT/PREFIX/W/ID`` of a KV version 2 mount (the id as in the Secrets Manager
+store: ``metadata.id``, else the name made readable; validate refuses two
+connections that share one; never starting with a dot). Names that start with a
+dot are connsync's own: ``PREFIX/.connsync`` (the sealed salt),
 ``PREFIX/W/.lock`` and ``PREFIX/W/.events``.
 
 What a plan needs (spec, fingerprints, versions, source digest, the last audit
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from connsync.errors import StoreError
+from connsync.model import connection_id
 from connsync.store.awssm_layout import slug, unslug
 
 __all__ = ["META_KEYS", "Target", "airflow_record", "airflow_secrets", "join_meta", "slug", "split_meta",
@@ -107,8 +109,10 @@ class Target:
             return f"{self.prefix}/"
         return f"{self.prefix}/{slug(workspace)}/" if self.prefix else f"{slug(workspace)}/"
 
-    def secret_path(self, workspace: str, name: str) -> str:
-        return self.workspace_path(workspace) + slug(name.casefold())
+    def secret_path(self, workspace: str, name: str, conn_id: str | None = None) -> str:
+        """Where connection ``name`` lives: at its id (``metadata.id``, else the name made readable),
+        which is the conn_id Airflow reads with format=airflow."""
+        return self.workspace_path(workspace) + connection_id(name, conn_id)
 
     def api(self, kind: str, path: str) -> str:
         """The API path of ``path`` under the mount: kind is data, metadata, delete or detailed-metadata."""
