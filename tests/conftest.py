@@ -153,7 +153,7 @@ def moto_server() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def aws_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+def aws_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
     """Point boto3 and sops at the moto server, with dummy admin credentials."""
     moto_server.require_auth(False)
     moto_server.reset()
@@ -161,7 +161,10 @@ def aws_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Mo
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return moto_server
+    yield moto_server
+    # The server runs in this process, and moto's auth switch is process-wide: a test that turned it
+    # on would otherwise leave in-process mocks (mock_aws) checking signatures they cannot pass.
+    moto_server.require_auth(False)
 
 
 def run_in_terminal(*args: str, answers: tuple[tuple[bytes, bytes], ...] = (),

@@ -86,9 +86,8 @@ def make_users(repo: Path, aws_endpoint: MotoServer, run: Run, monkeypatch: pyte
 
 @pytest.fixture
 def iam_repo(repo: Path, aws_endpoint: MotoServer, run: Run,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Keys]]:
-    yield make_users(repo, aws_endpoint, run, monkeypatch, managed=False)
-    aws_endpoint.require_auth(False)  # moto's auth switch is process-wide: in-process mocks share it
+             monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Keys]:
+    return make_users(repo, aws_endpoint, run, monkeypatch, managed=False)
 
 
 @pytest.fixture
@@ -96,7 +95,6 @@ def managed_repo(repo: Path, aws_endpoint: MotoServer, run: Run,
                  monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Keys]]:
     yield make_users(repo, aws_endpoint, run, monkeypatch, managed=True)
     monkeypatch.delenv("MOTO_IAM_LOAD_MANAGED_POLICIES")
-    aws_endpoint.require_auth(False)  # moto's auth switch is process-wide: in-process mocks share it
     aws_endpoint.reset()  # the next test's server starts without the managed policies
 
 
