@@ -55,8 +55,8 @@ def role_repo(repo: Path, aws_endpoint: MotoServer, run: Run, monkeypatch: pytes
         iam.create_user(UserName=user)
     iam.put_user_policy(UserName="platform", PolicyName="assume", PolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": ["sts:AssumeRole", "iam:GetRole", "iam:ListAccessKeys"],
-             "Resource": "*"}]}))
+            {"Effect": "Allow", "Action": ["sts:AssumeRole", "iam:GetRole", "iam:ListAccessKeys",
+                                           "iam:ListAttachedUserPolicies"], "Resource": "*"}]}))
     platform = f"arn:aws:iam::{ACCOUNT}:user/platform"
     iam.create_role(RoleName="connections", AssumeRolePolicyDocument=trust(platform, EXTERNAL),
                     MaxSessionDuration=3600)

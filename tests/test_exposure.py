@@ -117,6 +117,30 @@ def test_an_ambient_identity_that_does_not_work_is_unverifiable(
     assert "connsync's own AWS identity is not usable (InvalidClientTokenId)" in verdict["messages"][-1]
 
 
+def test_a_role_whose_base_key_is_quarantined_fails_verify(
+        quarantined: dict[str, dict[str, str]], run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base key assumes the role: leaked, the role is as exposed as a key connection."""
+    from tests.test_aws_role_verify import new_role, trust
+
+    admin = boto3.client("iam", region_name="us-east-1", aws_access_key_id=quarantined["admin"]["id"],
+                         aws_secret_access_key=quarantined["admin"]["secret"])
+    for user in ("leaked", "fine"):
+        admin.create_role(RoleName=f"for-{user}",
+                          AssumeRolePolicyDocument=trust(f"arn:aws:iam::123456789012:user/{user}"))
+    leaked, fine = quarantined["Leaked"], quarantined["Fine"]
+    for name, role, key in (("Leaked Role", "for-leaked", leaked), ("Fine Role", "for-fine", fine)):
+        new_role(run, monkeypatch, name, role, external_id=None, base=(key["id"], key["secret"]))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # no identity of connsync's own: each base key asks alone
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    result = run("verify", "--format", "json", "connections/leaked-role.yaml", "connections/fine-role.yaml")
+    by_name = {r["name"]: r for r in checked("verify", result, ok=False)["results"]}
+    assert by_name["Leaked Role"]["status"] == "failed"
+    assert by_name["Leaked Role"]["messages"] == ["base key " + exposed("leaked", leaked["id"])]
+    # The other base key's user is not quarantined: its verdict is about the role, not exposure.
+    assert not any("expos" in m for m in by_name["Fine Role"]["messages"]), by_name["Fine Role"]
+    assert all(k["secret"] not in result.out + result.err for k in quarantined.values())
+
+
 def test_apply_does_not_store_a_quarantined_key(quarantined: dict[str, dict[str, str]], run: Run) -> None:
     result = run("apply", "--auto-approve", "--format", "json")
     assert result.code == 1

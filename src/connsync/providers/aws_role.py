@@ -42,8 +42,10 @@ class RoleCheck:
 
 
 def verify_role(desired: Desired, settings: VerifySettings, check: RoleCheck, base: Any | None,
-                result: Callable[..., Verdict], key_age: Callable[[], list[str]]) -> Verdict:
-    """``base`` is the base key (None: the identity connsync runs as); ``key_age`` its age warnings."""
+                result: Callable[..., Verdict], key_age: Callable[[], list[str]],
+                exposure: Callable[[], tuple[str | None, str | None]] = lambda: (None, None)) -> Verdict:
+    """``base`` is the base key (None: the identity connsync runs as); ``key_age`` its age warnings;
+    ``exposure`` whether AWS has quarantined the base key's user (why it fails, a warning)."""
     spec = desired.spec
     role = RoleArn.parse(spec.get("role_arn"))
     if role is None:  # validate refuses such a file; an API caller may not have run it
@@ -52,6 +54,11 @@ def verify_role(desired: Desired, settings: VerifySettings, check: RoleCheck, ba
     declared_account = str(spec["account_id"])
     duration = spec.get("session_duration_seconds")
 
+    # A base key is a long-term key: leaked, it assumes the role too. Asked first, since AWS's
+    # quarantine policy may deny the AssumeRole below and hide why.
+    exposed, note = exposure() if base is not None else (None, None)
+    if exposed:
+        return result("failed", f"base key {exposed}")
     params: dict[str, Any] = {"RoleArn": spec["role_arn"], "RoleSessionName": SESSION_NAME,
                               "DurationSeconds": CHECK_SESSION_SECONDS}
     if external_id is not None:
@@ -94,6 +101,7 @@ def verify_role(desired: Desired, settings: VerifySettings, check: RoleCheck, ba
             not isinstance(described, Mapping) or "MaxSessionDuration" not in described):
         problems, unsure = _try_duration(check, base, params, external_id, duration, role)
         warnings.extend(unsure)
+    warnings += [f"base key {note}"] if note else []
     if problems:
         return result("failed", *problems, identity=identity)
     if base is None:

@@ -209,10 +209,7 @@ def verify(desired: Desired, settings: VerifySettings, client_hook: ClientHook |
     iam = clients.get("iam", region)
     policy_rules = settings.policy_rules(desired)  # the organisation policy's online rules, if any
     warnings, created = _key_age_warnings(iam, key, aws_privilege.key_age_settings(settings, policy_rules))
-    listing = iam.list_attached_user_policies
-    exposure = aws_exposure.check(who["arn"].rsplit("/", 1)[-1], declared_account, region, key.access_key_id,
-                                  lambda **p: _call(functools.partial(listing, **p), key), clients.ambient)
-    failure, note = aws_exposure.judged(exposure, accepted=who["arn"] in settings.quarantine_accepted)
+    failure, note = _exposure(iam, key, who, region, clients, settings)
     if failure:
         return replace(result("failed", failure, *warnings, identity=who), key_created=created)
     warnings += [note] if note else []
@@ -224,6 +221,29 @@ def verify(desired: Desired, settings: VerifySettings, client_hook: ClientHook |
             return replace(result("failed", *failures, *notes, *warnings, identity=who), key_created=created)
         warnings += notes
     return replace(result("warning" if warnings else "ok", *warnings, identity=who), key_created=created)
+
+
+def _exposure(iam: Any, key: _Key, who: dict[str, str], region: str, clients: AwsClients,
+              settings: VerifySettings) -> tuple[str | None, str | None]:
+    """Has AWS quarantined the IAM user ``who`` of ``key``? (why the key fails, a warning)"""
+    listing = iam.list_attached_user_policies
+    exposure = aws_exposure.check(who["arn"].rsplit("/", 1)[-1], who["account"], region, key.access_key_id,
+                                  lambda **p: _call(functools.partial(listing, **p), key), clients.ambient)
+    return aws_exposure.judged(exposure, accepted=who["arn"] in settings.quarantine_accepted)
+
+
+def _base_key_exposure(clients: AwsClients, region: str, base: _Key,
+                       settings: VerifySettings) -> tuple[str | None, str | None]:
+    """The exposure check of a role connection's base key: a leaked base key assumes the role too."""
+    try:
+        identity = _call(clients.get("sts", region).get_caller_identity, base)
+    except (ClientError, BotoCoreError) as exc:
+        why = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+        return None, f"exposure unverifiable: STS did not say whose the base key is ({why})"
+    who = {"account": str(identity["Account"]), "arn": str(identity["Arn"])}
+    if ":user/" not in who["arn"]:
+        return None, None  # not an IAM user's key: AWS quarantines users only
+    return _exposure(clients.get("iam", region), base, who, region, clients, settings)
 
 
 def _read_with_key(iam: Any, key: _Key, operation: str, **params: Any) -> Any:
@@ -240,7 +260,9 @@ def _verify_role(desired: Desired, settings: VerifySettings, clients: AwsClients
                                clients.get("iam", region, ambient=ambient), _call, _Key)
     return aws_role.verify_role(desired, settings, check, base, result,
                                 lambda: _key_age_warnings(clients.get("iam", region), base, settings)[0]
-                                if base else [])
+                                if base else [],
+                                lambda: _base_key_exposure(clients, region, base, settings)
+                                if base else (None, None))
 
 
 def _key_age_warnings(iam: Any, key: _Key, settings: VerifySettings) -> tuple[list[str], datetime | None]:
