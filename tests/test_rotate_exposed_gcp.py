@@ -111,3 +111,17 @@ def test_the_exposed_gcp_key_never_signs(repo: Path, exposed: tuple[FakeGcp, Key
     assert result.code == 1 and "are the exposed key" in result.err
     assert states(fake) == {OLD: "enabled"}
     no_key_material([result], old.pem)
+
+
+def test_a_store_that_refuses_the_new_key_does_not_keep_the_exposed_one(
+        repo: Path, exposed: tuple[FakeGcp, Key], run: Run) -> None:
+    fake, old = exposed
+    fake.projects[PROJECT] = set()  # the new key's verification fails: apply will not store it
+    result = run("rotate", "--exposed", OLD, "--apply", "--auto-approve")
+    assert result.code == 1
+    new_id, new_pem = in_file(repo)
+    assert states(fake) == {OLD: "disabled", new_id: "enabled"}  # contained though storing failed
+    err = " ".join(result.err.split())
+    assert "storing in workspace 'default' failed" in err and f"the exposed key {OLD} is disabled" in err
+    assert f"the new key {new_id} is active and written into" in err and "stored nowhere" in err
+    no_key_material([result], old.pem, new_pem)

@@ -43,9 +43,8 @@ from connsync.providers.incident import (
     Lookup,
     follow_up,
     record_exposed,
-    store_everywhere,
+    replace_then_retire,
     take_back,
-    write_everywhere,
 )
 from connsync.providers.key_holders import Fields, Holder, Holders
 from connsync.providers.rotation import Echo, RotationFailed
@@ -233,7 +232,6 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
         else:
             record_exposed(config, holders, store, journal)
             _replace(config, holders, store, api, tenant, client, cloud, options, journal, incident)
-            _remove_exposed(api, key_id, client, journal, incident)
     finally:
         api.close()
     incident.next_steps = _next_steps(holders, incident, options, client, first)
@@ -254,7 +252,7 @@ def _dry_run(journal: Journal, client: str, files: list[Holder], options: Incide
 def _replace(config: Config, holders: Holders, store: Store, api: graph.Applications, tenant: str,
              client: str, cloud: str, options: IncidentOptions, journal: Journal,
              incident: Incident) -> None:
-    """The new secret, accepted, then in every file and (``--apply``) the store; the exposed one works on."""
+    """The new secret, accepted, then in every file and (``--apply``) the store; then the exposed one goes."""
     from connsync.providers.azure_rotation import secret_fields, wait_accepted
 
     new, secret = api.add(options.expires_in_days)
@@ -267,19 +265,9 @@ def _replace(config: Config, holders: Holders, store: Store, api: graph.Applicat
         raise take_back(incident, exc, lambda: api.remove(new.key_id)) from None
     journal.step("exposed-key-accepted", new.key_id, f"Entra ID accepts {new.key_id} (after {tries} "
                  f"{'try' if tries == 1 else 'tries'})")
-    try:
-        write_everywhere(holders, secret_fields(new, secret), journal, incident)
-        if options.apply:
-            store_everywhere(config, holders, store, journal, incident, options)
-    except ConnsyncError as exc:
-        if not incident.written:
-            raise
-        # The new secret is kept in a file: containment does not wait for the store.
-        before = incident.state()
-        _remove_exposed(api, holders.key_id, client, journal, incident, failing=True)
-        message = exc.message.replace(before, incident.state())
-        raise RotationFailed(message if message != exc.message else f"{exc.message}; {incident.state()}",
-                             hint=exc.hint) from None
+    replace_then_retire(config, holders, store, journal, incident, options, secret_fields(new, secret),
+                        lambda failing: _remove_exposed(api, holders.key_id, client, journal, incident,
+                                                        failing=failing))
 
 
 def _remove_exposed(api: graph.Applications, key_id: str, client: str, journal: Journal, incident: Incident,

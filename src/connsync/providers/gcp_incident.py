@@ -8,7 +8,9 @@ Google's order for a leaked key, with the environment's Google credentials
    accepts it, written into every file that held the old one (``sops set``),
    and with ``--apply`` stored (verified) under each workspace's lock.
 3. **Disable the exposed key** (``keys.disable``, reversible); deleting it is
-   left for when the investigation is over.
+   left for when the investigation is over. Once a file holds the new key the
+   exposed one is disabled whatever happens next (a store that refuses the
+   new key): containment never waits for the store.
 
 The shared steps (the journal, the ``exposed`` audit entries, storing) are
 :mod:`connsync.providers.aws_incident`'s; what differs is the IAM API.
@@ -28,12 +30,13 @@ from connsync.providers.incident import (
     IncidentOptions,
     Journal,
     Lookup,
+    follow_up,
     record_exposed,
-    store_everywhere,
+    replace_then_retire,
     take_back,
 )
 from connsync.providers.key_holders import Fields, Holders
-from connsync.providers.rotation import Echo, RotationFailed, write_fields
+from connsync.providers.rotation import Echo, RotationFailed
 from connsync.store import Store
 
 FIELDS = Fields("private_key_id", "client_email")  # where a connection holds the key id, and its account
@@ -113,30 +116,33 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
             assert files[0].declaration is not None
             pem = _new_key(api, email, files[0].declaration, config, options, journal, incident)
             assert incident.new_key is not None
-            for holder in files:
-                assert holder.declaration is not None
-                try:
-                    write_fields(holder.declaration, {FIELDS.key_id: incident.new_key, "private_key": pem})
-                except ConnsyncError as exc:
-                    raise RotationFailed(f"writing {holder.file} failed ({exc.message}); {incident.state()}",
-                                         hint="fix that file and run 'connsync rotate --exposed' again",
-                                         ) from None
-                incident.written.append(str(holder.file))
-                journal.step("exposed-write-file", incident.new_key, f"wrote {incident.new_key} into "
-                             f"{holder.file} (sops; comments and other fields kept)")
-            if options.apply:
-                store_everywhere(config, holders, store, journal, incident, options)
-            if exposed.disabled:
-                journal.step("exposed-already-disabled", key_id, f"{key_id} is already disabled", done=False)
-            else:
-                api.disable(key_id)
-                incident.exposed_status = "disabled"
-                journal.step("exposed-disable-key", key_id, f"disabled {key_id} ({email}): it signs nothing "
-                             "more; 'gcloud iam service-accounts keys enable' undoes it")
+            replace_then_retire(config, holders, store, journal, incident, options,
+                                {FIELDS.key_id: incident.new_key, "private_key": pem},
+                                lambda failing: _disable(api, exposed, email, journal, incident, failing))
     finally:
         api.close()
     incident.next_steps = _next_steps(holders, incident, options)
     return incident
+
+
+def _disable(api: gcp_keys.KeysApi, exposed: gcp_keys.SaKey, email: str, journal: Journal,
+             incident: Incident, failing: bool) -> None:
+    key_id = exposed.key_id
+    if exposed.disabled:
+        journal.step("exposed-already-disabled", key_id, f"{key_id} is already disabled", done=False)
+        return
+    try:
+        api.disable(key_id)
+    except ConnsyncError as exc:
+        if failing:  # the failure under way is the one to report; this one is in the state
+            incident.notes.append(f"disabling the exposed key failed too ({exc.message})")
+            return
+        raise RotationFailed(f"disabling {key_id} failed ({exc.message}); {incident.state()}",
+                             hint=f"gcloud iam service-accounts keys disable {key_id} --iam-account "
+                             f"{email}") from None
+    incident.exposed_status = "disabled"
+    journal.step("exposed-disable-key", key_id, f"disabled {key_id} ({email}): it signs nothing more; "
+                 "'gcloud iam service-accounts keys enable' undoes it")
 
 
 def _new_key(api: gcp_keys.KeysApi, email: str, decl: Declaration, config: Config, options: IncidentOptions,
@@ -158,9 +164,7 @@ def _next_steps(holders: Holders, incident: Incident, options: IncidentOptions) 
     key, email = incident.key_id, shlex.quote(incident.user or "EMAIL")
     steps = [f"see what it did: the project's Cloud Audit Logs, filtered on "
              f"protoPayload.authenticationInfo.serviceAccountKeyName ending in {key}"]
-    if not options.apply and holders.files:
-        files = " ".join(shlex.quote(h.file) for h in holders.files if h.file)
-        steps.append(f"commit {files} and merge the pull request: its apply job stores the new key")
+    steps += follow_up(holders, incident, options)
     steps.append(f"when the investigation is over, delete the exposed key: gcloud iam service-accounts keys "
                  f"delete {key} --iam-account {email}")
     return steps

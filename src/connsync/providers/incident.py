@@ -145,6 +145,31 @@ def write_everywhere(holders: Holders, values: Mapping[str, str | Secret], journ
                      "(sops; comments and other fields kept)")
 
 
+def replace_then_retire(config: Config, holders: Holders, store: Store, journal: Journal, incident: Incident,
+                        options: IncidentOptions, values: Mapping[str, str | Secret],
+                        retire: Callable[[bool], None]) -> None:
+    """The new credential into every file and (``--apply``) the stores, then ``retire`` the exposed one.
+
+    Once a file holds the new credential, the exposed one is retired whatever happens next (a store
+    that refuses it, a file that cannot be written): containment never waits for the store. ``retire``
+    is told when a failure is under way; its own failure is then a note, and the failure's message
+    says the state after it.
+    """
+    try:
+        write_everywhere(holders, values, journal, incident)
+        if options.apply:
+            store_everywhere(config, holders, store, journal, incident, options)
+    except ConnsyncError as exc:
+        if not incident.written:
+            raise
+        before = incident.state()
+        retire(True)
+        message = exc.message.replace(before, incident.state())
+        raise RotationFailed(message if message != exc.message else f"{exc.message}; {incident.state()}",
+                             hint=exc.hint) from None
+    retire(False)
+
+
 def workspaces_to_apply(config: Config, holders: Holders) -> dict[str, list[Holder]]:
     """Each file goes to the configured workspace, and to every other one whose record holds the key."""
     files = {h.name.casefold(): h for h in holders.files}
