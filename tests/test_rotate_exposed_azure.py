@@ -180,3 +180,32 @@ def test_without_an_administrator_app_nothing_is_searched(repo: Path, azure: Fak
     assert result.code == 1 and "AZURE_CLIENT_SECRET" in result.err and "nothing was changed" in result.err
     assert list(azure.apps[CLIENT].secrets()) == [EXPOSED]
     clean([result], repo)
+
+
+def test_every_workspace_s_records_are_searched_and_replaced(repo: Path, azure: FakeAzure, run: Run) -> None:
+    from connsync.store import Write
+
+    staged = run("--workspace", "staging", "apply", "--auto-approve")
+    assert staged.code == 0, staged.err
+    staging = SqliteStore.open(f"sqlite:{repo / '.connsync/store.db'}", "staging")
+    # A record no file declares, holding the exposed secret: found by its secret (read from the store).
+    staging.put(Write(name="Legacy Azure", provider="azure", secrets={"client_secret": Secret(CANARY)},
+                      spec={"tenant_id": TENANT, "client_id": CLIENT, "subscription_id": SUBSCRIPTION},
+                      managed=True, actor="ui", action="ui-create"), expected_version=None)
+    result = run("rotate", "--exposed", EXPOSED, "--apply", "--auto-approve", "--format", "json")
+    assert result.code == 0, result.out + result.err
+    [incident] = checked("rotate", result, ok=True)["exposed"]
+    new = secret_in(repo, FILES["Azure Prod"])
+    held = {(h["workspace"], h["name"]) for h in incident["holders"] if h["workspace"]}
+    assert held == {(w, n) for w in ("default", "staging") for n in FILES} | {("staging", "Legacy Azure")}
+    assert sorted(incident["stored"]) == sorted(f"{w}/{n}" for w in ("default", "staging") for n in FILES)
+    for name in FILES:
+        record = staging.get(name)
+        assert record is not None
+        assert record.fingerprints["client_secret"] == staging.fingerprint("client_secret", Secret(new))
+    assert any("'Legacy Azure' in workspace 'staging' holds the exposed client secret" in line
+               for line in incident["next"])
+    assert sorted(e.name for e in staging.audit() if e.action == f"exposed {EXPOSED}") == [
+        "Azure Billing", "Azure Prod", "Legacy Azure"]
+    assert list(azure.apps[CLIENT].secrets().values()) == [new]
+    clean([result], repo, new)
