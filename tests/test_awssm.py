@@ -607,3 +607,18 @@ def test_records_of_the_older_layout_are_still_found(store_url: str, prefix: str
         store.put(Write("aws-prod", "aws", {"account_id": "123456789013"},
                         {"secret_access_key": Secret(CANARY)}, True, "t", "update"), expected_version=1)
         assert [r.name for r in store.records()] == ["aws-prod"]
+
+
+def test_a_changed_or_removed_metadata_id_is_refused_and_the_record_kept(store_url: str) -> None:
+    """A secret cannot be renamed; written where it is under another id, the record would be disowned."""
+    import dataclasses
+
+    with opened(store_url, "default") as store:
+        store.put(dataclasses.replace(write(), conn_id="aws_main"), expected_version=None)
+        with pytest.raises(StoreError, match=r"under id 'aws_main' and its file now has no metadata\.id"):
+            store.put(write(), expected_version=1)
+        with pytest.raises(StoreError, match=r"its file now has metadata\.id 'aws_other'"):
+            store.put(dataclasses.replace(write(), conn_id="aws_other"), expected_version=1)
+        assert [(r.name, r.version, r.conn_id) for r in store.records()] == [("AWS Prod", 1, "aws_main")]
+        store.put(dataclasses.replace(write(), conn_id="aws_main"), expected_version=1)
+        assert [r.version for r in store.records()] == [2]

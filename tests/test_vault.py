@@ -287,6 +287,41 @@ def test_a_lock_taken_between_a_takers_reads_is_not_taken_over(
             holder.release_lock(fired[0])
 
 
+def test_unlock_stops_a_holder_that_is_still_alive(store_url: str) -> None:
+    """unlock must not be undone by the holder's next renewal (a check-and-set on its own version)."""
+    from connsync.errors import LockError
+
+    with opened(store_url, "default") as holder, opened(store_url, "default") as operator:
+        lock = holder.acquire_lock(timeout=5)
+        assert operator.break_lock(lock.id) == lock
+        time.sleep(1.5)  # the 3 s lease's renewals (every 0.5 s) come and fail
+        with pytest.raises(LockError):
+            holder.put(write(), expected_version=None)
+        taken = operator.acquire_lock(timeout=5)  # free for the next one at once
+        operator.put(write(), expected_version=None)
+        operator.release_lock(taken)
+        assert operator.break_lock(taken.id) is None  # released: nothing left to unlock
+
+
+def test_a_mount_that_expires_old_versions_is_read_as_live(
+        vault: BaoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """delete_version_after gives every live version a deletion_time in the future: not deleted."""
+    from connsync.errors import LockError
+
+    mount = f"kvexp{os.urandom(3).hex()}"
+    vault.bao("secrets", "enable", f"-path={mount}", "-version=2", "kv")
+    vault.bao("write", f"{mount}/config", "delete_version_after=24h")
+    monkeypatch.setenv("CONNSYNC_STORE_KEY", base64.b64encode(os.urandom(32)).decode())
+    url = vault.url(f"{mount}/connsync", lock_lease_seconds="30")
+    with opened(url, "default") as first, opened(url, "default") as second:
+        lock = first.acquire_lock(timeout=5)
+        with pytest.raises(LockError, match="still locked"):
+            second.acquire_lock(timeout=1)
+        first.put(write(), expected_version=None)
+        assert [(r.name, r.version) for r in second.records()] == [("AWS Prod", 1)]
+        first.release_lock(lock)
+
+
 def test_deletes_are_soft_and_keep_the_versions(
         repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, store_url: str, vault: BaoServer,
         base: str) -> None:
@@ -337,7 +372,14 @@ def test_metadata_id_names_the_secret_copies_with_it_and_cannot_change_in_place(
     assert new_aws(run, monkeypatch, secret=CANARY[::-1], extra=("--force",)).code == 0  # a new key...
     with_id(file, "aws_other")  # ...and another id
     changed = apply(run)
-    assert changed["exit"] == 1 and "a KV secret cannot be renamed" in json.dumps(changed["failed"])
+    assert changed["exit"] == 1, changed
+    assert "stored under id 'aws_main' and its file now has metadata.id 'aws_other'" in changed["failed"][0][
+        "error"]
+    file.write_text(file.read_text().replace("    id: aws_other\n", ""))  # ...or none at all
+    removed = apply(run)
+    assert removed["exit"] == 1 and "its file now has no metadata.id" in removed["failed"][0]["error"]
+    with opened(store_url, "default") as store:  # still whole, still connsync's, where it was
+        assert [(r.name, r.version, r.conn_id) for r in store.records()] == [("AWS Prod", 1, "aws_main")]
     with_id(file, "aws_main")
     assert apply(run)["exit"] == 0  # the same id again: updated in place
 
@@ -345,6 +387,24 @@ def test_metadata_id_names_the_secret_copies_with_it_and_cannot_change_in_place(
     assert apply(run, "--prune")["exit"] == 0
     with opened(store_url, "default") as store:
         assert store.records() == [] and [a.action for a in store.audit()] == ["create", "update", "delete"]
+
+
+def test_an_id_the_schema_would_refuse_never_names_a_path(store_url: str, vault: BaoServer,
+                                                          base: str) -> None:
+    """An id read back from another store (store copy) is held to the schema's pattern: "../x" would
+    otherwise write outside the workspace (the HTTP client folds dot segments)."""
+    from importlib.resources import files
+
+    from connsync.model import ID_PATTERN
+
+    schema = json.loads(files("connsync").joinpath("schemas/connection.schema.json").read_text())
+    assert schema["properties"]["metadata"]["properties"]["id"]["pattern"] == f"^{ID_PATTERN.pattern}$"
+    with opened(store_url, "default") as store:
+        store.put(dataclasses.replace(write(), conn_id="../victim/planted"), expected_version=None)
+        assert [r.name for r in store.records()] == ["AWS Prod"]
+    assert [k for k in kv(vault, "list", f"{base}/default") if not k.startswith(".")] == ["aws-prod"]
+    with pytest.raises(RuntimeError):
+        kv(vault, "list", f"{base.split('/')[0]}/victim")
 
 
 def test_metadata_past_vaults_limits_is_a_clear_error(store_url: str) -> None:

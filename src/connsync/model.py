@@ -97,10 +97,15 @@ class _Nowhere:
 NOWHERE: SourceMap = _Nowhere()
 
 
+ID_PATTERN = re.compile(r"[a-z0-9]([a-z0-9_.-]{0,126}[a-z0-9])?")  # metadata.id in the schema
+
+
 def connection_id(name: str, chosen: object = None) -> str:
     """The id a store may name the connection by (Airflow's conn_id): ``metadata.id`` when set, else
     the name made readable, ``EU-Prod`` -> ``eu-prod``. Not one-to-one: validate reports a shared id."""
-    if isinstance(chosen, str) and chosen:
+    if isinstance(chosen, str) and ID_PATTERN.fullmatch(chosen):
+        # As the schema allows it: no "/", no leading dot, so an id read back from a store (store
+        # copy) can never name a path outside the workspace or one of connsync's own secrets.
         return chosen
     readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     # Beyond ASCII, folding would make "Café" and "Cafe" one id: such a name keeps the exact encoding

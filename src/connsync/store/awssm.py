@@ -58,6 +58,7 @@ from connsync.store.awssm_layout import (
     Target,
     airflow_fields,
     aws_errors,
+    check_id_kept,
     check_meta,
     check_restorable,
     compact,
@@ -341,12 +342,9 @@ class SecretsManagerStore:
         name, entry = self._target.secret_name(self.workspace, write.name, write.conn_id), None
         if expected_version is not None:
             found, entry = self._find(write.name, write.conn_id)
-            if entry is not None and found != name and write.conn_id:
-                raise StoreError(f"{write.name!r} is at {found} and its metadata.id says {name}: Secrets "
-                                 "Manager cannot rename a secret; nothing was written",
-                                 hint="remove the file, apply with --prune, then add it back with the new id")
-            name = found
             current = self._record(entry) if entry else None
+            check_id_kept(write, current, found, name, "Secrets Manager")
+            name = found
             if current is None or current.version != expected_version:
                 raise conflict(write.name, current, expected_version)
             if not is_managed(entry or {}) and write.action != "adopt":

@@ -350,6 +350,18 @@ def conflict(name: str, current: StoredConnection | None, expected: int | None) 
                            hint="run plan again")
 
 
+def check_id_kept(write: Write, current: StoredConnection | None, found: str, home: str, where: str) -> None:
+    """An update finds its record at ``found``; its file's metadata.id says ``home``. A secret cannot
+    be renamed, and writing the record where it is under another id would disown it: so a changed,
+    added or removed metadata.id is refused (a record of the older layout, without an id, is not)."""
+    if current is None or found == home or (current.conn_id is None and write.conn_id is None):
+        return
+    said = f"metadata.id {write.conn_id!r}" if write.conn_id else "no metadata.id"
+    raise StoreError(f"{write.name!r} is stored under id {current.conn_id or found.rsplit('/', 1)[-1]!r} "
+                     f"and its file now has {said}: {where} cannot rename a secret; nothing was written",
+                     hint="put the id back, or remove the file, apply with --prune, then add it back")
+
+
 class _NoSecretValues(logging.Filter):
     """botocore logs request and response bodies at DEBUG: never those that carry a secret value."""
 

@@ -38,6 +38,7 @@ from connsync.errors import StoreError, VersionConflict
 from connsync.model import Secret, StoredConnection, connection_id
 from connsync.store.awssm_history import history_entries, history_meta
 from connsync.store.awssm_layout import (
+    check_id_kept,
     check_restorable,
     conflict,
     copies,
@@ -59,7 +60,7 @@ from connsync.store.base import (
 )
 from connsync.store.sealing import KEY_VARIABLE, Sealer, key_from_environment
 from connsync.store.vault_client import make_client, request, revoke_login
-from connsync.store.vault_kv import Kv, check_mount, foreign, read_value, write_value
+from connsync.store.vault_kv import Kv, check_mount, foreign, is_live, read_value, write_value
 from connsync.store.vault_layout import (
     Target,
     airflow_record,
@@ -136,8 +137,7 @@ class VaultStore:
     def _record(self, segment: str, entry: dict[str, Any]) -> StoredConnection | None:
         """The record a secret holds; None when its latest version is deleted."""
         current = int(entry.get("current_version") or 0)
-        latest = (entry.get("versions") or {}).get(str(current)) or {}
-        if not current or latest.get("deletion_time") or latest.get("destroyed"):
+        if not current or not is_live((entry.get("versions") or {}).get(str(current))):
             return None
         meta = self._meta(segment, entry)
         if meta is None:
@@ -295,13 +295,9 @@ class VaultStore:
                         from None
                 return self._write(path, write, None, cas=int(entry.get("current_version") or 0), entry=entry)
         found, entry = self._find(write.name, write.conn_id)
-        if entry is not None and found != path and write.conn_id:
-            raise StoreError(f"{write.name!r} is at {self._target.mount}/{found} and its metadata.id says "
-                             f"{self._target.mount}/{path}: a KV secret cannot be renamed; nothing was "
-                             "written",
-                             hint="remove the file, apply with --prune, then add it back with the new id")
+        current = self._record(found[len(self._folder):], entry) if entry else None
+        check_id_kept(write, current, found, path, "Vault's KV engine")
         path = found
-        current = self._record(path[len(self._folder):], entry) if entry else None
         if entry is None or current is None or current.version != expected_version:
             raise conflict(write.name, current, expected_version)
         if not current.version and write.action != "adopt":

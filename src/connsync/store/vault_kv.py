@@ -7,6 +7,7 @@ API path and the capability; a check-and-set that does not hold is a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from connsync.errors import StoreError, VersionConflict
@@ -99,6 +100,23 @@ class Kv:
     def soft_delete(self, path: str, version: int, name: str) -> None:
         with self.errors(f"delete {name[:80]!r}", "delete", path, "update"):
             request(self.client, "post", self.target.api("delete", path), json={"versions": [version]})
+
+
+def is_live(version: dict[str, Any] | None) -> bool:
+    """Whether a KV version (its entry in the metadata's ``versions``) can be read.
+
+    A mount or secret with ``delete_version_after`` gives every live version a deletion_time in the
+    future: only a deletion time that has passed (or a destroyed version) means deleted.
+    """
+    if not version or version.get("destroyed"):
+        return False
+    when = str(version.get("deletion_time") or "")
+    if not when:
+        return True
+    try:
+        return epoch(when[:19] + "Z") > time.time()
+    except ValueError:
+        return False  # a deletion time Vault wrote and this cannot read: taken as deleted, as before
 
 
 def foreign(segment: str, entry: dict[str, Any]) -> StoredConnection:

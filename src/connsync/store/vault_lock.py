@@ -14,8 +14,9 @@ processes acting on the same version exactly one succeeds:
   over it with ``cas`` = that version (a server cannot see a client's death, so
   the clocks of the machines involved must roughly agree); so does a lock whose
   holder ran on this machine, as this user, and has ended;
-- releasing it (and ``connsync unlock``) soft-deletes the version that holds it,
-  so KV versions only ever grow and a version number names one holder's lease;
+- releasing it (and ``connsync unlock``) writes a "released" version over the
+  holder's with ``cas`` and soft-deletes that one, so KV versions only ever grow,
+  a version number names one holder's lease, and the holder's next renewal fails;
 - before every write the holder checks the secret is still at the version it
   wrote (fencing): after ``unlock`` or a take-over it writes nothing more.
 """
@@ -30,10 +31,12 @@ from typing import Any
 from connsync.errors import LockError, StoreError
 from connsync.store.base import LockInfo, holder_has_ended, take_leased_lock
 from connsync.store.vault_client import http_errors, request
+from connsync.store.vault_kv import is_live
 from connsync.store.vault_layout import Target
 
 _FIELDS = ("id", "workspace", "holder", "pid", "ci_run", "acquired_at")
 UNREADABLE = "unreadable"  # the id of a lock secret whose value is not connsync's
+_RELEASED = "released"  # the value of a released lock's last version
 
 
 class LeaseLock:
@@ -66,16 +69,16 @@ class LeaseLock:
                 return 0, False
         data = meta.get("data") or {}
         current = int(data.get("current_version") or 0)
-        latest = (data.get("versions") or {}).get(str(current)) or {}
-        return current, bool(current) and not (latest.get("deletion_time") or latest.get("destroyed"))
+        return current, bool(current) and is_live((data.get("versions") or {}).get(str(current)))
 
     def _current_version(self) -> int:
         """The lock secret's live version; 0 when there is none (never written, deleted, released)."""
         current, live = self._versions()
         return current if live else 0
 
-    def _read(self) -> tuple[int, LockInfo, float] | None:
-        """The lock's version, holder and lease end (epoch seconds); None when it is free."""
+    def _read(self) -> tuple[int, LockInfo | None, float] | None:
+        """The lock's version, holder and lease end (epoch seconds); None when it is free, and a holder
+        of None for a released lock whose version is not deleted yet."""
         import hvac
 
         with self._errors("read the workspace lock", "data", "read"):
@@ -85,6 +88,8 @@ class LeaseLock:
                 return None  # no live version
         version = int(((answer.get("data") or {}).get("metadata") or {}).get("version") or 0)
         value = (answer.get("data") or {}).get("data") or {}
+        if value.get(_RELEASED):
+            return version, None, 0.0
         try:
             return version, LockInfo(*(value[k] for k in _FIELDS)), float(value["expires"])
         except (KeyError, TypeError, ValueError):
@@ -140,6 +145,12 @@ class LeaseLock:
         if state is None:
             return None  # released between the two reads: the next poll takes it
         version, holder, expires = state
+        if holder is None:  # released by its holder or by unlock, its version not yet deleted
+            version = self._write(mine, version, "take the workspace lock")
+            if version is None:
+                return None
+            self._version = version
+            return mine
         because = "its lease ran out without renewal (the process died, or lost its way to Vault)"
         if expires > time.time():
             if not holder_has_ended(holder):
@@ -184,7 +195,7 @@ class LeaseLock:
         """The live version when it is still ours although not the one we wrote last: a renewal we
         gave up on (a timeout) may have landed. -1 when it is not ours."""
         state = self._read()
-        return state[0] if state is not None and state[1].id == held.id else -1
+        return state[0] if state is not None and state[1] is not None and state[1].id == held.id else -1
 
     def check(self) -> None:
         """Before every write of a holder: is the lock still ours?"""
@@ -213,16 +224,38 @@ class LeaseLock:
         self._stop.set()
         with self._mutex:
             self._held = None
-            state = self._read()
-            if state is not None and state[1].id == lock.id:
-                self._delete(state[0])
+            self._retire(lock.id)
 
     def break_(self, lock_id: str) -> LockInfo | None:
-        state = self._read()
-        if state is None or state[1].id != lock_id:
-            return None
-        self._delete(state[0])
-        return state[1]
+        return self._retire(lock_id)
+
+    def _retire(self, lock_id: str) -> LockInfo | None:
+        """Release lock ``lock_id`` if it holds the lock: write a released version over it with
+        check-and-set, then soft-delete that one. A holder still alive renews with check-and-set on
+        the version it wrote, which is no longer current: after ``unlock`` it writes nothing more.
+        (Deleting the holder's own version would leave it current, and its renewal would succeed.)"""
+        for _ in range(5):  # the holder may renew between the read and the write: read again
+            state = self._read()
+            if state is None or state[1] is None or state[1].id != lock_id:
+                return None
+            released = self._write_released(state[0])
+            if released is not None:
+                self._delete(released)
+                return state[1]
+        return None
+
+    def _write_released(self, version: int) -> int | None:
+        import hvac
+
+        with self._errors("release the workspace lock", "data", "update"):
+            try:
+                answer = request(self._client, "post", self._target.api("data", self._path),
+                                 json={"options": {"cas": version}, "data": {_RELEASED: True}}) or {}
+            except hvac.exceptions.InvalidRequest as exc:
+                if "check-and-set" in " ".join(str(e) for e in exc.errors or []):
+                    return None
+                raise
+        return int((answer.get("data") or {}).get("version") or 0)
 
     def _delete(self, version: int) -> None:
         with self._errors("remove the workspace lock", "delete", "update"):
