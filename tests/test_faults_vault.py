@@ -84,7 +84,7 @@ def test_vault_stops_answering_mid_apply(bao: BaoServer, proxy: Proxy, tmp_path:
     report = parse_json(out)
     jsonschema.validate(report, apply_schema())
     assert "cannot reach Vault" in report["ended_early"]["cause"], report["ended_early"]
-    assert report["ended_early"]["hint"].startswith("is the server up")
+    assert report["ended_early"]["hint"].startswith("check that the server is up")
     assert err.count("connsync: error:") == 1 and "Traceback" not in err, err
     matches, detail = judge(report, Held(frozenset(), {}), held(bao.url(base), {**env, **bao.env()}), COUNT)
     assert matches, detail
@@ -119,3 +119,42 @@ def test_a_lease_outlives_an_outage_shorter_than_the_lease(bao: BaoServer, proxy
         monkeypatch.setenv(name, env[name])
     eight_seconds = env["CONNSYNC_STORE"].replace("lock_lease_seconds=60", "lock_lease_seconds=8")
     lease_outlives_a_short_outage(eight_seconds, proxy)
+
+
+def test_a_write_is_in_doubt_only_when_it_may_have_reached_the_server() -> None:
+    """A refused connection sent nothing; a connection dropped after the request went out may have
+    delivered it (a read is never in doubt: it changes nothing)."""
+    import socket
+    import threading
+
+    import requests
+
+    from connsync.errors import StoreUnavailable
+    from connsync.store.vault_client import http_errors
+
+    def post(port: int, capability: str) -> StoreUnavailable:
+        with pytest.raises(StoreUnavailable) as caught, \
+                http_errors("vault+http://127.0.0.1/secret", "write 'AWS Prod'", "secret/data/x", capability):
+            requests.post(f"http://127.0.0.1:{port}/v1/secret/data/x", json={"data": {}}, timeout=10)
+        return caught.value
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = int(probe.getsockname()[1])
+    refused = post(closed, "update")
+    assert not refused.in_doubt and refused.message.endswith("nothing more was written")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:  # takes the request, then drops the connection without an answer
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    port = int(listener.getsockname()[1])
+    dropped = post(port, "update")
+    assert dropped.in_doubt and "it may have received this write" in dropped.message
+    assert not post(port, "read").in_doubt
+    listener.close()

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from connsync.store import opened
 from connsync.store.sqlite_file import SCHEMA_VERSION
-from tests.conftest import CANARY, MotoServer, Run
+from tests.conftest import CANARY, Run
 from tests.pgserver import PgServer
 from tests.test_verify import aws_repo  # noqa: F401 - the fixture: a moto server, four AWS connections
-
-
-@pytest.fixture(autouse=True)
-def _auth_off_afterwards(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The moto server's credential checks are process-wide: in-process moto tests run after these."""
-    yield
-    if "aws_repo" in request.fixturenames:
-        server: MotoServer = request.getfixturevalue("moto_server")
-        server.require_auth(False)
 
 
 def _store(repo: Path) -> str:

@@ -213,8 +213,14 @@ class VaultStore:
     def read_secrets(self, name: str) -> dict[str, Secret]:
         path, entry = self._find(name)
         record = self._record(path[len(self._folder):], entry) if entry else None
-        value = self._kv.read_value(path) if record is not None else None
-        if record is None or value is None:
+        if record is None:
+            raise StoreError(f"no connection named {name!r} in workspace {self.workspace!r}")
+        return self._secrets_at(path, record)
+
+    def _secrets_at(self, path: str, record: StoredConnection) -> dict[str, Secret]:
+        name = record.name
+        value = self._kv.read_value(path)
+        if value is None:
             raise StoreError(f"no connection named {name!r} in workspace {self.workspace!r}")
         if self._target.value_format == "airflow" and "conn_type" in value:
             return {k: Secret(v) for k, v in airflow_secrets(record.provider, value).items()}
@@ -267,7 +273,9 @@ class VaultStore:
                                f"record the verification of {name[:80]!r}")
 
     def snapshot(self) -> Snapshot:
-        return Snapshot([(r, self.read_secrets(r.name)) for r in self.records() if r.version], self.audit())
+        # Each record is where its id says (records() read it there): no search by name per record.
+        return Snapshot([(r, self._secrets_at(self._target.secret_path(self.workspace, r.name, r.conn_id), r))
+                         for r in self.records() if r.version], self.audit())
 
     # --- writing ---------------------------------------------------------------
 

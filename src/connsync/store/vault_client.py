@@ -190,11 +190,18 @@ def http_errors(shown: str, doing: str, path: str, capability: str, *, client: A
         # After the adapter's retries of the connect: the server is gone for this run, and the apply
         # ends here. A write that may have reached it (the answer timed out, the connection broke
         # after the request went out) may still land: it is in doubt.
-        raise StoreUnavailable(f"cannot reach Vault at {shown} to {doing} ({type(exc).__name__}); nothing "
-                               "more was written", hint="is the server up, and the address (VAULT_ADDR / "
-                               "the store URL) right?",
-                               in_doubt=capability not in ("read", "list") and _may_have_arrived(exc),
-                               ) from None
+        in_doubt = capability not in ("read", "list") and _may_have_arrived(exc)
+        raise StoreUnavailable(f"cannot reach Vault at {shown} to {doing} ({type(exc).__name__}); "
+                               f"{_WHAT_WAS_WRITTEN[in_doubt]}", in_doubt=in_doubt,
+                               hint="check that the server is up and that the address (VAULT_ADDR or the "
+                               "store URL) is right") from None
+    except (hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway) as exc:
+        # The server, or a gateway in front of it, failed while it held the request: a write may have
+        # landed, and the next one would fare no better. The apply ends here.
+        in_doubt = capability not in ("read", "list")
+        raise StoreUnavailable(f"Vault at {shown} failed to {doing} ({type(exc).__name__}); "
+                               f"{_WHAT_WAS_WRITTEN[in_doubt]}", hint="see the Vault server's log",
+                               in_doubt=in_doubt) from None
     except hvac.exceptions.InvalidRequest as exc:
         if login:
             raise _login_refused(shown, path) from None
@@ -202,6 +209,10 @@ def http_errors(shown: str, doing: str, path: str, capability: str, *, client: A
         raise StoreError(f"Vault refused to {doing} at {path} ({shown}): {said or 'bad request'}") from None
     except hvac.exceptions.VaultError as exc:
         raise StoreError(f"Vault failed to {doing} at {path} ({shown}, {type(exc).__name__})") from None
+
+
+_WHAT_WAS_WRITTEN = {False: "nothing more was written",
+                     True: "it may have received this write; nothing after it was written"}
 
 
 def _may_have_arrived(exc: Exception) -> bool:

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from connsync.errors import LockError, StoreError
+from connsync.errors import LockError, StoreError, StoreUnavailable
 from connsync.store.base import LockInfo, holder_has_ended, take_leased_lock
 from connsync.store.vault_client import http_errors, request
 from connsync.store.vault_kv import is_live
@@ -219,6 +219,8 @@ class LeaseLock:
             except LockError:
                 raise LockError(f"the workspace lock {held.id} was broken or taken over while this process "
                                 "held it; nothing more is written", hint="run plan again") from None
+            except StoreUnavailable as exc:  # about the lock: the record's own write was never sent
+                raise StoreUnavailable(exc.message, hint=exc.hint) from None
 
     def release(self, lock: LockInfo) -> None:
         self._stop.set()
