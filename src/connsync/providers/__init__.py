@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from importlib.metadata import entry_points
 
 from connsync.model import Desired, Finding, json_path
 from connsync.providers.base import Issue, Provider, Verdict, VerifySettings
 
 __all__ = ["Issue", "Provider", "Verdict", "VerifySettings", "get", "secret_shapes"]
+
+
+class _Registry(dict[str, Provider]):
+    """The built-in providers, then those registered under the ``connsync.providers`` entry points
+    (a built-in name stays the built-in's). The entry points are read the first time a name is not
+    built in: scanning every installed distribution costs more than validating a few files."""
+
+    scanned = False
+
+    def get(self, name: str, default: Provider | None = None) -> Provider | None:  # type: ignore[override]
+        if name not in self and not self.scanned:
+            from importlib.metadata import entry_points
+
+            for ep in entry_points(group="connsync.providers"):
+                self.setdefault(ep.name, ep.load()())
+            self.scanned = True
+        return super().get(name, default)
 
 
 @functools.cache
@@ -18,14 +34,7 @@ def _registered() -> dict[str, Provider]:
     from connsync.providers.azure import AzureProvider
     from connsync.providers.gcp import GcpProvider
 
-    providers: dict[str, Provider] = {
-        "aws": AwsProvider(),
-        "azure": AzureProvider(),
-        "gcp": GcpProvider(),
-    }
-    for ep in entry_points(group="connsync.providers"):
-        providers.setdefault(ep.name, ep.load()())
-    return providers
+    return _Registry(aws=AwsProvider(), azure=AzureProvider(), gcp=GcpProvider())
 
 
 def get(name: str) -> Provider:

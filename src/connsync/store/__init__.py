@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from connsync.errors import ConnsyncError, StoreError, UsageError
@@ -47,6 +46,8 @@ def open_store(url: str, workspace: str, *, create: bool = True) -> Store:
         from connsync.store.vault import VaultStore
 
         return VaultStore.open(url, workspace, create=create)
+    from importlib.metadata import entry_points  # a plugin's scheme: only then scan the distributions
+
     for ep in entry_points(group="connsync.stores"):
         if ep.name == scheme:
             factory = ep.load()

@@ -277,7 +277,12 @@ def _read_regular(path: Path) -> bytes:
         if info.st_size > MAX_FILE_BYTES:
             raise ValueError(f"file is {info.st_size:,} bytes; connection files are capped at "
                              f"{MAX_FILE_BYTES:,}")
-        return handle.read(MAX_FILE_BYTES + 1)
+        # The size fstat saw, and one byte more to notice a file that grew since: asking for the
+        # whole cap at once would allocate a megabyte for every file.
+        raw = handle.read(info.st_size + 1)
+        if len(raw) > info.st_size:
+            raw += handle.read(MAX_FILE_BYTES + 1 - len(raw))
+        return raw
 
 
 def load_bytes(raw: bytes, shown: str) -> Declaration | Finding:

@@ -1,4 +1,18 @@
-"""Bundled JSON Schemas, cached validators, and schema errors as Findings."""
+"""Bundled JSON Schemas, cached validators, and schema errors as Findings.
+
+Two validators read the same schemas. Python's jsonschema explains: every error, located, the best
+branch of an ``anyOf``; it costs about 0.1 ms a document and a tenth of a second to import, and most
+runs find every file valid, with nothing to explain. jsonschema-rs (the Rust implementation of the
+same drafts) compiles the schemas once per run and answers "valid" in microseconds: when it says
+valid, the document is; when it says anything else, or cannot take a value at all (a date, a set, a
+non-string key, ``inf``), jsonschema decides and explains, and is imported only then.
+
+So the quick check may be stricter than jsonschema, never laxer, and two things make it so:
+``pattern`` is evaluated by Python's ``re`` (jsonschema's engine; Rust's ``\\s`` and ``$`` differ),
+and only plain JSON values are handed over (jsonschema-rs reads a tuple, which PyYAML's ``!!pairs``
+makes, as an array; jsonschema does not). tests/test_schema_quick.py compares the two on generated
+documents.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +20,19 @@ import difflib
 import functools
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
-from typing import Any
-
-from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from typing import TYPE_CHECKING, Any
 
 from connsync import providers
 from connsync.errors import UsageError
 from connsync.model import Declaration, Finding, SourceMap, json_path
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 ENVELOPE = "connection"
 CONFIG = "config"  # connsync.yaml's own schema, not a provider
@@ -33,15 +47,24 @@ _QUOTE_AT_MOST = 100
 
 @functools.cache
 def all_schemas() -> dict[str, dict[str, Any]]:
-    """name -> schema, for every bundled ``*.schema.json``, checked against the metaschema."""
+    """name -> schema, for every bundled ``*.schema.json`` (each is checked against the metaschema
+    before jsonschema uses it, and by tests/test_schemas.py)."""
     folder = resources.files("connsync") / "schemas"
     schemas: dict[str, dict[str, Any]] = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(_SUFFIX):
-            schema = json.loads(entry.read_text(encoding="utf-8"))
-            Draft202012Validator.check_schema(schema)
-            schemas[entry.name.removesuffix(_SUFFIX)] = schema
+            schemas[entry.name.removesuffix(_SUFFIX)] = json.loads(entry.read_text(encoding="utf-8"))
     return schemas
+
+
+@functools.cache
+def _checked_schemas() -> dict[str, dict[str, Any]]:
+    """all_schemas(), each checked against the metaschema: what jsonschema's validators are built on."""
+    from jsonschema import Draft202012Validator
+
+    for schema in all_schemas().values():
+        Draft202012Validator.check_schema(schema)
+    return all_schemas()
 
 
 def provider_names() -> list[str]:
@@ -69,14 +92,74 @@ def all_secret_fields() -> frozenset[str]:
 
 @functools.cache
 def _validator(name: str, *, dispatch: bool = True) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
     registry: Registry[Any] = Registry().with_resources(
         (_BASE_URI + n + _SUFFIX, Resource.from_contents(s, default_specification=DRAFT202012))
-        for n, s in all_schemas().items()
+        for n, s in _checked_schemas().items()
     )
     root = {**all_schemas()[name], "$id": _BASE_URI + name + _SUFFIX}
     if not dispatch:
         root.pop("allOf", None)
     return Draft202012Validator(root, registry=registry)
+
+
+# --- the quick check: proves a document valid, or passes it on --------------
+
+
+class _PythonPattern:
+    """``pattern`` as jsonschema evaluates it: ``re.search`` on strings, nothing on other types."""
+
+    def __init__(self, parent_schema: dict[str, Any], value: str, schema_path: list[str | int]) -> None:
+        self._search = re.compile(value).search
+
+    def validate(self, instance: Any) -> None:
+        if isinstance(instance, str) and self._search(instance) is None:
+            raise ValueError("does not match the pattern")
+
+
+@functools.cache
+def _quick_validator(name: str, dispatch: bool) -> Any:
+    import jsonschema_rs  # ~20 ms: for runs that check a document, not for every command
+
+    registry = jsonschema_rs.Registry([(_BASE_URI + n + _SUFFIX, s) for n, s in all_schemas().items()])
+    root = {**all_schemas()[name], "$id": _BASE_URI + name + _SUFFIX}
+    if not dispatch:
+        root.pop("allOf", None)
+    # No format assertions, as jsonschema without a format checker: annotations in draft 2020-12.
+    return jsonschema_rs.validator_for(root, registry=registry, validate_formats=False,
+                                       keywords={"pattern": _PythonPattern})
+
+
+def proves_valid(name: str, instance: Any, *, dispatch: bool = True) -> bool:
+    """True only if ``instance`` is valid against the bundled schema ``name`` (without the
+    envelope's ``allOf`` when ``dispatch`` is false); False means "ask jsonschema"."""
+    if not _plain_json(instance):
+        return False
+    try:
+        return bool(_quick_validator(name, dispatch).is_valid(instance))
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return False
+
+
+def _plain_json(value: Any, depth: int = 0) -> bool:
+    """Only dicts with string keys, lists, strings, numbers, booleans and None: what both
+    validators read alike. The depth cap keeps hostile nesting out of the recursion."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return True
+    if depth > 64:
+        return False
+    if kind is dict:
+        return all(type(key) is str and _plain_json(item, depth + 1) for key, item in value.items())
+    if kind is list:
+        return all(_plain_json(item, depth + 1) for item in value)
+    return False
+
+
+# --- connection files ----------------------------------------------------------
 
 
 def check(decl: Declaration) -> tuple[Declaration, list[Finding]]:
@@ -89,17 +172,31 @@ def check(decl: Declaration) -> tuple[Declaration, list[Finding]]:
 
 
 def validate_document(decl: Declaration) -> list[Finding]:
-    """Schema findings for one declaration, each at its own line and column.
+    """Schema findings for one declaration, each at its own line and column: none when the quick
+    check proves it valid, else jsonschema's, which :func:`explain_document` locates."""
+    return [] if quick_valid(decl) else explain_document(decl)
 
-    The envelope's if/then dispatch on ``provider`` is for editors; here the
-    provider's validator is applied to ``spec`` directly, which gives the same
-    errors at about half the cost.
-    """
+
+def _dispatched(provider: Any, spec: Any) -> bool:
+    """The envelope's if/then dispatch on ``provider`` is for editors; here the provider's schema is
+    applied to ``spec`` directly, which gives the same errors at about half the cost."""
+    return isinstance(provider, str) and provider in provider_names() and isinstance(spec, dict)
+
+
+def quick_valid(decl: Declaration) -> bool:
+    """True only if jsonschema would find no error in ``decl``: the quick check, on the same two
+    schemas :func:`explain_document` applies."""
+    provider, spec = decl.data.get("provider"), decl.data.get("spec")
+    return proves_valid(ENVELOPE, decl.data, dispatch=False) and (
+        not _dispatched(provider, spec) or proves_valid(str(provider), spec))
+
+
+def explain_document(decl: Declaration) -> list[Finding]:
+    """jsonschema's findings for one declaration, without the quick check."""
+    provider, spec = decl.data.get("provider"), decl.data.get("spec")
     errors = list(_validator(ENVELOPE, dispatch=False).iter_errors(decl.data))
-    provider = decl.data.get("provider")
-    spec = decl.data.get("spec")
-    if isinstance(provider, str) and provider in provider_names() and isinstance(spec, dict):
-        for error in _validator(provider).iter_errors(spec):
+    if _dispatched(provider, spec):
+        for error in _validator(str(provider)).iter_errors(spec):
             error.path.appendleft("spec")
             errors.append(error)
     if not errors:
@@ -226,14 +323,18 @@ def _without_value(error: ValidationError, what: str) -> str:
 
 def _finite_number(checker: Any, instance: Any) -> bool:
     # JSON has no .inf or .nan; YAML does, and they pass every minimum/maximum.
+    from jsonschema import Draft202012Validator
+
     return bool(Draft202012Validator.TYPE_CHECKER.is_type(instance, "number")) and math.isfinite(instance)
 
 
 @functools.cache
 def _strict_validator(name: str) -> Any:
+    from jsonschema import Draft202012Validator, validators
+
     checker = Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number)
     strict = validators.extend(Draft202012Validator, type_checker=checker)
-    return strict(all_schemas()[name])
+    return strict(_checked_schemas()[name])
 
 
 def config_problems(data: Any, source: SourceMap) -> list[tuple[int, int, str, str]]:
@@ -243,7 +344,13 @@ def config_problems(data: Any, source: SourceMap) -> list[tuple[int, int, str, s
 
 def document_problems(name: str, data: Any, source: SourceMap) -> list[tuple[int, int, str, str]]:
     """(line, column, JSON path, message) for each way ``data`` (whose positions ``source`` knows) breaks the
-    bundled schema ``name``: connsync.yaml's and the policy files'."""
+    bundled schema ``name``: connsync.yaml's and the policy files'. None when the quick check proves
+    ``data`` valid (it reads no .inf or .nan as a number either), else :func:`explain_problems`'s."""
+    return [] if proves_valid(name, data) else explain_problems(name, data, source)
+
+
+def explain_problems(name: str, data: Any, source: SourceMap) -> list[tuple[int, int, str, str]]:
+    """:func:`document_problems` from jsonschema, without the quick check."""
     problems: list[tuple[int, int, str, str]] = []
     errors = _leaf_errors(_strict_validator(name).iter_errors(data))
     for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
