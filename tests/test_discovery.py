@@ -206,3 +206,14 @@ def test_prune_refuses_while_anything_is_out_of_view(managed_record: Path, run: 
     assert result.code == 1, result.out + result.err
     assert "nothing was planned" in result.err and "connections/team" in result.err
     assert _record_names(repo) == ["AWS Prod"]
+
+
+@pytest.mark.parametrize("cwd", ["/", "/tmp", "/tmp/a"])
+@pytest.mark.parametrize("path", ["/tmp/a/b.yaml", "/tmp/a/../b.yaml", "/tmp", "/tmp/a", "/tmpx/a", "//tmp/a",
+                                  "/tmp//a/./b", "a/b", "../x", "/", "//x", "/tmp/a/b/../../c"])
+def test_display_path_is_relpath(cwd: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are shown relative to the working directory exactly as os.path.relpath shows them."""
+    from connsync.validate.loader import display_path
+
+    monkeypatch.setattr(os, "getcwd", lambda: cwd)
+    assert display_path(Path(path)) == os.path.relpath(path) == display_path(path)  # type: ignore[arg-type]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -40,6 +39,8 @@ def actor() -> str:
 
 def git_revision(directory: Path) -> str | None:
     """``git rev-parse HEAD`` in ``directory``, or None outside a repository."""
+    import subprocess  # for the runs that write an audit entry, not for every start
+
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,

@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connsync.errors import SopsError
 from connsync.fsutil import find_upward
 from connsync.model import Declaration, Desired, Secret
 from connsync.sops import keys, yaml_view
+
+if TYPE_CHECKING:
+    import subprocess
 
 DEFAULT_TIMEOUT = 30.0
 # Measured on the 2-core machines this runs on: more workers only add contention.
@@ -79,6 +80,8 @@ def run_sops(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run sops with ``args``; a missing binary or a timeout becomes a SopsError."""
+    import subprocess  # for the runs that call the binary: the in-process engine needs none
+
     argv = [binary(), *args]
     try:
         return subprocess.run(
@@ -227,6 +230,8 @@ def decrypt_many(items: Iterable[tuple[Declaration, Path]]) -> list[Desired | So
     if len(pending) <= 1:
         done = [one(i) for i in pending]
     else:
+        from concurrent.futures import ThreadPoolExecutor  # only when files go to the binary
+
         with ThreadPoolExecutor(max_workers=DECRYPT_WORKERS) as pool:
             done = list(pool.map(one, pending))
     for index, result in zip(pending, done, strict=True):
@@ -318,6 +323,8 @@ def edit(path: Path, *, shown: str, terminal: int, report: Path) -> bool:
     chosen = editor.user_editor(os.environ)
     if chosen:
         env[editor.EDITOR_VARIABLE] = chosen
+    import subprocess
+
     try:
         result = subprocess.run([binary(), "edit", str(path)], env=env, check=False,
                                 stdin=terminal, stdout=terminal, stderr=terminal)

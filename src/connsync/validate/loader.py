@@ -246,6 +246,14 @@ def _shape_of(node: yaml.Node) -> yaml_view.Node:
 
 def display_path(path: Path) -> str:
     """The path as users expect to see it: relative to the working directory if inside it."""
+    text = os.fspath(path)
+    # What relpath answers for a normal absolute path under the working directory, without its
+    # two abspath calls: this runs for every file.
+    inside = os.path.join(os.getcwd(), "")
+    if text.startswith(inside) and os.path.isabs(text) and os.path.normpath(text) == text:
+        rest = text[len(inside):]
+        if rest and not rest.startswith(os.sep):
+            return rest
     try:
         return os.path.relpath(path)
     except ValueError:  # another drive on Windows

@@ -18,8 +18,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import re2
-
 from connsync.config import Config
 from connsync.errors import ConfigError, ConnsyncError
 from connsync.model import Finding, Severity, SourceMap
@@ -30,8 +28,6 @@ WAIVER_RULE = "policy-waiver"
 # A waiver is a decision to revisit, not a switch left off: at most this far ahead.
 MAX_WAIVER_DAYS = 366
 _ITEM = re.compile(r"^\$\.(rules|waivers)\[(\d+)\]")
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
 
 
 @dataclass(frozen=True)
@@ -261,8 +257,12 @@ def _rule(file: str, text: SourceMap, policy: str, index: int,
 @functools.lru_cache(maxsize=256)
 def _regex(pattern: str) -> Any:
     """A compiled RE2 pattern, or why it is not one."""
+    import re2  # for a policy that has a pattern: a repository without one starts without RE2
+
+    options = re2.Options()
+    options.log_errors = False
     try:
-        return re2.compile(pattern, _RE2_OPTIONS)
+        return re2.compile(pattern, options)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else ""
         return (reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)

@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import replace
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connsync import providers
@@ -49,7 +49,11 @@ _QUOTE_AT_MOST = 100
 def all_schemas() -> dict[str, dict[str, Any]]:
     """name -> schema, for every bundled ``*.schema.json`` (each is checked against the metaschema
     before jsonschema uses it, and by tests/test_schemas.py)."""
-    folder = resources.files("connsync") / "schemas"
+    folder: Any = Path(__file__).resolve().parent.parent / "schemas"
+    if not folder.is_dir():  # imported from a zip: importlib.resources reads it there
+        from importlib import resources  # (~15 ms to import: not for an installed package)
+
+        folder = resources.files("connsync") / "schemas"
     schemas: dict[str, dict[str, Any]] = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(_SUFFIX):
@@ -68,7 +72,13 @@ def _checked_schemas() -> dict[str, dict[str, Any]]:
 
 
 def provider_names() -> list[str]:
-    return [name for name in all_schemas() if name not in (ENVELOPE, CONFIG, POLICY)]
+    return list(_providers())
+
+
+@functools.cache
+def _providers() -> tuple[str, ...]:
+    # Asked for every document: worked out once.
+    return tuple(name for name in all_schemas() if name not in (ENVELOPE, CONFIG, POLICY))
 
 
 def get_schema(name: str) -> dict[str, Any]:
@@ -166,7 +176,7 @@ def check(decl: Declaration) -> tuple[Declaration, list[Finding]]:
     """The schema stage for one declaration: its findings, and the declaration as this stage
     hands it forward, with its provider's secret fields (None for a provider without a schema)."""
     provider = decl.data.get("provider")
-    known = isinstance(provider, str) and provider in provider_names()
+    known = isinstance(provider, str) and provider in _providers()
     checked = replace(decl, secret_fields=secret_fields(provider) if known else None)
     return checked, validate_document(checked)
 
@@ -180,7 +190,7 @@ def validate_document(decl: Declaration) -> list[Finding]:
 def _dispatched(provider: Any, spec: Any) -> bool:
     """The envelope's if/then dispatch on ``provider`` is for editors; here the provider's schema is
     applied to ``spec`` directly, which gives the same errors at about half the cost."""
-    return isinstance(provider, str) and provider in provider_names() and isinstance(spec, dict)
+    return isinstance(provider, str) and provider in _providers() and isinstance(spec, dict)
 
 
 def quick_valid(decl: Declaration) -> bool:
