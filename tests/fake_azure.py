@@ -6,7 +6,8 @@
   AADSTS codes Entra ID uses (700016 unknown client, 7000215 wrong secret, 7000222 expired);
 - ``GET /subscriptions/{id}?api-version=...``: ARM, bearer token required;
 - Microsoft Graph for client secrets (token scope ``{url}/.default``): ``GET
-  /v1.0/applications(appId='…')`` and ``/v1.0/applications/{id}`` (``$select``
+  /v1.0/applications(appId='…')`` and ``/v1.0/applications/{id}`` (the object id, a GUID
+  that is not the appId: the one mixed up with the other finds nothing; ``$select``
   honoured; ``passwordCredentials`` in Graph's shape: keyId, displayName,
   startDateTime, endDateTime, hint, customKeyIdentifier and ``secretText: null``,
   never the secret),
@@ -152,6 +153,11 @@ class FakeAzure:
     def next_failure(self, failures: list[int]) -> int | None:
         with self._lock:
             return failures.pop(0) if failures else None
+
+
+def object_id(client: str) -> str:
+    """An application's object id: a GUID of its own, never its appId (the client id)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"application/{client}"))
 
 
 def _aad_error(error: str, code: int, text: str) -> dict[str, Any]:
@@ -308,9 +314,9 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
             target = parts[1]
             if target.startswith("applications(appId='"):
                 client = urllib.parse.unquote(target.removeprefix("applications(appId='").removesuffix("')"))
-            else:
-                client = target.removeprefix("applications/").removeprefix("app-")
-                client = urllib.parse.unquote(parts[2]).removeprefix("app-") if len(parts) > 2 else client
+            else:  # by object id only, as Graph: an appId here is another object's id, or none
+                by_object = {object_id(c): c for c in fake.apps}
+                client = by_object.get(urllib.parse.unquote(parts[2]) if len(parts) > 2 else "", "")
             app = fake.apps.get(client)
             if app is None:
                 return self.reply(404, {"error": {"code": "Request_ResourceNotFound", "message": "-"}})
@@ -321,7 +327,7 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
                 action = parts[3] if len(parts) > 3 else None
                 if method == "GET" and action is None:
                     whole = {"@odata.context": f"{fake.url}/v1.0/$metadata#applications/$entity",
-                             "id": f"app-{client}", "appId": client, "displayName": f"app {client}",
+                             "id": object_id(client), "appId": client, "displayName": f"app {client}",
                              "passwordCredentials": [app.credential(kid, secret)
                                                      for kid, secret in app.secrets().items()]}
                     chosen = query.get("$select", [""])[0].split(",") if query.get("$select") else None

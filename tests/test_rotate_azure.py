@@ -183,3 +183,17 @@ def test_older_than_asks_graph_for_the_secret_s_age(repo: Path, azure: FakeAzure
     assert skipped.startswith("Azure Prod: age unknown (") and "Authorization_RequestDenied" in skipped
     assert list(app.secrets().values()) == [CANARY]
     clean([result])
+
+
+def test_text_from_graph_reaches_the_terminal_escaped(repo: Path, azure: FakeAzure, run: Run) -> None:
+    app = azure.apps[CLIENT]
+    app.details[app.first_key_id] = {"displayName": "\x1b[2J::error::owned"}  # the old secret's name
+    assert run("apply", "--auto-approve").code == 0
+    rotated = run("rotate", "Azure Prod")
+    assert rotated.code == 0, rotated.err
+    assert run("apply", "--auto-approve").code == 0
+    finished = run("rotate", "--finish", "Azure Prod")
+    assert finished.code == 0, finished.err
+    assert "\x1b" not in finished.out + finished.err and "\\x1b[2J::error::owned" in finished.out
+    assert not any(line.lstrip().startswith("::") for line in finished.out.splitlines())
+    clean([rotated, finished], in_file(repo))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from connsync.errors import EXIT_INTERNAL, EXIT_INTERRUPTED
 from connsync.model import Secret
 from connsync.store.sqlite import SqliteStore
 from tests.conftest import Run
@@ -124,4 +125,25 @@ def test_a_store_that_refuses_the_new_key_does_not_keep_the_exposed_one(
     err = " ".join(result.err.split())
     assert "storing in workspace 'default' failed" in err and f"the exposed key {OLD} is disabled" in err
     assert f"the new key {new_id} is active and written into" in err and "stored nowhere" in err
+    no_key_material([result], old.pem, new_pem)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_a_stop_while_storing_still_disables_the_exposed_key(
+        repo: Path, exposed: tuple[FakeGcp, Key], run: Run, monkeypatch: pytest.MonkeyPatch,
+        stop: type[BaseException]) -> None:
+    import connsync.reconcile.apply
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise stop()
+
+    fake, old = exposed
+    monkeypatch.setattr(connsync.reconcile.apply, "execute", stopped)  # ^C (or a bug) while storing
+    result = run("rotate", "--exposed", OLD, "--apply", "--auto-approve")
+    assert result.code == (EXIT_INTERRUPTED if stop is KeyboardInterrupt else EXIT_INTERNAL)
+    new_id, new_pem = in_file(repo)
+    assert states(fake) == {OLD: "disabled", new_id: "enabled"}
+    err = " ".join(result.err.split())
+    assert f"the exposed key {OLD} is disabled" in err and "stored nowhere" in err
+    assert "gcloud iam service-accounts keys delete " + OLD in err  # what is left to do, said on stderr
     no_key_material([result], old.pem, new_pem)

@@ -245,6 +245,13 @@ def _contain_one(config: Config, holders: key_holders.Holders, lookup: incident.
             click.echo(style(f"  ✗ {render.text_lines(exc.message)}", fg="red"), err=True)
             if exc.hint:
                 click.echo(f"  hint: {render.text_lines(exc.hint)}", err=True)
+    except BaseException as exc:  # ^C or a bug part way: where the keys are, on stderr in any format
+        stopped = ("interrupted (^C)" if isinstance(exc, KeyboardInterrupt)
+                   else f"stopped ({type(exc).__name__})")
+        click.echo(style(f"  ✗ {stopped}; {render.text_lines(result.state())}", fg="red"), err=True)
+        for line in [*(f"note: {n}" for n in result.notes), *result.next_steps]:
+            click.echo(f"  {render.text(line, limit=600)}", err=True)
+        raise
     if echo:
         for note in result.notes:
             echo(f"  note: {render.text_lines(note)}")

@@ -85,8 +85,10 @@ class SecretOf(Fields):
         declared = self._declared(decl.spec, key_id)
         if declared is not None:
             return declared
+        if not self.hint:  # Graph shows no first characters: every connection of the app (find_holders)
+            return True
         secret = (self.decrypt or _secret_in)(decl)
-        return bool(self.hint) and secret.reveal().startswith(self.hint)
+        return secret is not None and secret.reveal().startswith(self.hint)
 
     def holds_record(self, store: Store, record: StoredConnection, key_id: str) -> bool:
         if record.provider != "azure":
@@ -94,12 +96,17 @@ class SecretOf(Fields):
         declared = self._declared(dict(record.spec), key_id)
         if declared is not None:
             return declared
+        if not self.hint:
+            return True
         secret = store.read_secrets(record.name).get("client_secret")
-        return bool(self.hint) and secret is not None and secret.reveal().startswith(self.hint)
+        return secret is not None and secret.reveal().startswith(self.hint)
+
+    def may_hold(self, decl: Declaration, key_id: str) -> bool:
+        return decl.provider == "azure" and self._declared(decl.spec, key_id) is not False
 
 
-def _secret_in(decl: Declaration) -> Secret:
-    return sops.decrypt(decl, Path(decl.file)).secrets["client_secret"]
+def _secret_in(decl: Declaration) -> Secret | None:
+    return sops.decrypt(decl, Path(decl.file)).secrets.get("client_secret")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,12 +167,18 @@ def find_holders(config: Config, key_id: str, store: Store) -> Holders:
         exposed = next((p for p in passwords if p.key_id.lower() == key_id), None)
         if exposed is not None:
             owner = app
-            same_hint = [p.key_id for p in passwords if p.key_id.lower() != key_id and p.hint == exposed.hint]
+            same_hint = [p.key_id for p in passwords if p.key_id.lower() != key_id and exposed.hint
+                         and p.hint == exposed.hint]
             break
     if owner is None or exposed is None:
         found = key_holders.Holders(key_id, (), (), (config.workspace,))
         return dataclasses.replace(found, note="; ".join(notes) or None)
     _not_the_exposed_secret(signer, owner, exposed)
+    if not exposed.hint:
+        notes.append(f"Graph shows no hint (first characters) for {key_id}, as for secrets made before it "
+                     f"had them: every connection of app {owner.client_id} is counted as a holder (each gets "
+                     "the new secret; only the exposed one is removed), since a holder missed would lose "
+                     "its secret with it")
     if same_hint:
         notes.append(f"Graph shows secrets only by their first three characters, and "
                      f"{', '.join(same_hint)} begin{'s' if len(same_hint) == 1 else ''} as {key_id} does: a "
@@ -217,7 +230,7 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
                             hint=f"az ad app credential delete --id {client} --key-id {key_id}")
     first = files[0].declaration
     assert first is not None
-    tenant, cloud = str(first.spec["tenant_id"]), str(first.spec.get("cloud") or "AzureCloud")
+    tenant, cloud = str(first.spec.get("tenant_id", "")), str(first.spec.get("cloud") or "AzureCloud")
     journal = Journal(incident, holders.all[0], store, config.root, echo)
     signer = graph.environment_signer()
     api = graph.Applications(signer, client, cloud, config.verify)
@@ -232,9 +245,9 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
         else:
             record_exposed(config, holders, store, journal)
             _replace(config, holders, store, api, tenant, client, cloud, options, journal, incident)
-    finally:
+    finally:  # after a failure too: the exposed secret was out there either way
         api.close()
-    incident.next_steps = _next_steps(holders, incident, options, client, first)
+        incident.next_steps = _next_steps(holders, incident, options, client, first)
     return incident
 
 
@@ -267,7 +280,14 @@ def _replace(config: Config, holders: Holders, store: Store, api: graph.Applicat
                  f"{'try' if tries == 1 else 'tries'})")
     replace_then_retire(config, holders, store, journal, incident, options, secret_fields(new, secret),
                         lambda failing: _remove_exposed(api, holders.key_id, client, journal, incident,
-                                                        failing=failing))
+                                                        failing=failing),
+                        lambda: api.remove(new.key_id), _redo)
+
+
+def _redo(holder: Holder) -> str:
+    """Not ``rotate --exposed`` again: the exposed secret is gone from Graph, and the runbook finds holders
+    through Graph; the file's own rotation, signed by the administrator app, gives it a secret of its own."""
+    return f"give it a secret of its own: connsync rotate --admin-env {shlex.quote(holder.name)}"
 
 
 def _remove_exposed(api: graph.Applications, key_id: str, client: str, journal: Journal, incident: Incident,

@@ -13,6 +13,7 @@ Graph's error code, never a secret.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +32,8 @@ from connsync.providers.web import session_for, trust
 
 GRAPH = {"AzureCloud": "https://graph.microsoft.com", "AzureUSGovernment": "https://graph.microsoft.us",
          "AzureChinaCloud": "https://microsoftgraph.chinacloudapi.cn"}
+
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class GraphError(ConnsyncError):
@@ -98,6 +101,8 @@ class Applications:
     def __init__(self, signer: Signer, client_id: str, cloud: str, settings: VerifySettings,
                  *, token_text: str | None = None) -> None:
         """``token_text``: a Graph token ``signer`` already has (one per search of many applications)."""
+        if not _GUID_RE.match(client_id):  # a record's text goes into Graph's path only as an app id
+            raise GraphError(f"{client_id!r} is not an application (client) id, a GUID: Graph was not asked")
         self._settings = settings
         self._who = signer.who
         self._graph = graph_of(cloud, settings)
@@ -105,11 +110,16 @@ class Applications:
         self._session = session_for(settings)
         try:
             found = self._call("GET applications", "GET",
-                               f"/v1.0/applications(appId='{quote(client_id)}')?$select=id,appId")
+                               f"/v1.0/applications(appId='{quote(client_id, safe='')}')?$select=id,appId")
         except BaseException:
             self._session.close()
             raise
         self.object_id = str(found["id"])
+
+    @property
+    def _app(self) -> str:
+        """The application's path: its object id as Graph gave it, one path segment whatever it holds."""
+        return f"/v1.0/applications/{quote(self.object_id, safe='')}"
 
     def close(self) -> None:
         self._session.close()
@@ -138,14 +148,14 @@ class Applications:
 
     def passwords(self) -> list[Password]:
         found = self._call("GET applications", "GET",
-                           f"/v1.0/applications/{quote(self.object_id)}?$select=id,passwordCredentials")
+                           f"{self._app}?$select=id,passwordCredentials")
         return [Password(str(p["keyId"]), str(p.get("hint") or ""), str(p.get("displayName") or ""),
                          p.get("endDateTime"), p.get("startDateTime"))
                 for p in found.get("passwordCredentials", [])]
 
     def add(self, days: int) -> tuple[Password, Secret]:
         ends = (datetime.now(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        made = self._call("addPassword", "POST", f"/v1.0/applications/{quote(self.object_id)}/addPassword",
+        made = self._call("addPassword", "POST", f"{self._app}/addPassword",
                           {"passwordCredential": {"displayName": f"connsync {datetime.now(UTC):%Y-%m-%d}",
                                                   "endDateTime": ends}})
         try:
@@ -156,5 +166,5 @@ class Applications:
             raise GraphError("Graph addPassword answered without a secret") from None
 
     def remove(self, key_id: str) -> None:
-        self._call("removePassword", "POST", f"/v1.0/applications/{quote(self.object_id)}/removePassword",
+        self._call("removePassword", "POST", f"{self._app}/removePassword",
                    {"keyId": key_id})

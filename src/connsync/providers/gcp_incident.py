@@ -118,10 +118,11 @@ def contain(config: Config, holders: Holders, lookup: Lookup, store: Store, opti
             assert incident.new_key is not None
             replace_then_retire(config, holders, store, journal, incident, options,
                                 {FIELDS.key_id: incident.new_key, "private_key": pem},
-                                lambda failing: _disable(api, exposed, email, journal, incident, failing))
-    finally:
+                                lambda failing: _disable(api, exposed, email, journal, incident, failing),
+                                lambda: api.delete(str(incident.new_key)))
+    finally:  # after a failure too: the exposed key was out there either way
         api.close()
-    incident.next_steps = _next_steps(holders, incident, options)
+        incident.next_steps = _next_steps(holders, incident, options)
     return incident
 
 

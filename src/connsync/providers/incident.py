@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connsync import render
 from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.identity import actor, git_revision
@@ -94,8 +95,8 @@ class Journal:
         if done:  # under the first holder's name: the audit log is per connection
             self._store.record_event(self._holder.name, f"{action} {key_id}", actor=self._actor,
                                      git_revision=self._revision, source=self._holder.file)
-        if self._echo:
-            self._echo(f"  {'✓' if done else '-'} {text}")
+        if self._echo:  # names, ids and dates from files and cloud APIs: data, never terminal control
+            self._echo(f"  {'✓' if done else '-'} {render.text(text, limit=600)}")
 
     def exposed(self, store: Store, holder: Holder) -> None:
         store.record_event(holder.name, f"exposed {self.incident.key_id}", actor=self._actor,
@@ -128,8 +129,17 @@ def take_back(incident: Incident, cause: BaseException, delete: Callable[[], Non
                           hint="fix that and run 'connsync rotate --exposed' again")
 
 
+Redo = Callable[[Holder], str]  # what finishes a file the new credential could not be written into
+
+
+def rerun(holder: Holder) -> str:
+    """The default way to finish: the file still holds the exposed key's id, so the runbook finds it."""
+    del holder
+    return "run 'connsync rotate --exposed' again"
+
+
 def write_everywhere(holders: Holders, values: Mapping[str, str | Secret], journal: Journal,
-                     incident: Incident) -> None:
+                     incident: Incident, redo: Redo = rerun) -> None:
     """The new credential (``values``: field -> value) into every file that held the exposed one."""
     assert incident.new_key is not None
     for holder in holders.files:
@@ -138,32 +148,49 @@ def write_everywhere(holders: Holders, values: Mapping[str, str | Secret], journ
             write_fields(holder.declaration, values)
         except ConnsyncError as exc:
             raise RotationFailed(f"writing {holder.file} failed ({exc.message}); {incident.state()}",
-                                 hint=f"fix that file, then put the new {incident.credential} into it with "
-                                 "'connsync set', or run 'connsync rotate --exposed' again") from None
+                                 hint=_finish_hint(holder, values, incident, redo)) from None
         incident.written.append(holder.file)
         journal.step("exposed-write-file", incident.new_key, f"wrote {incident.new_key} into {holder.file} "
                      "(sops; comments and other fields kept)")
 
 
+def _finish_hint(holder: Holder, values: Mapping[str, str | Secret], incident: Incident, redo: Redo) -> str:
+    """The new credential is shown nowhere: it is in the files already written, and only there."""
+    if not incident.written:  # nothing changed: the exposed credential is still there to be found
+        return f"fix {holder.file}, then {rerun(holder)}"
+    done = incident.written[0]
+    return (f"fix {holder.file}, then copy {', '.join(values)} from {done} (see them with 'sops -d "
+            f"{shlex.quote(done)}') into it ('connsync edit {shlex.quote(str(holder.file))}'), or "
+            f"{redo(holder)}")
+
+
 def replace_then_retire(config: Config, holders: Holders, store: Store, journal: Journal, incident: Incident,
                         options: IncidentOptions, values: Mapping[str, str | Secret],
-                        retire: Callable[[bool], None]) -> None:
+                        retire: Callable[[bool], None], take: Callable[[], None], redo: Redo = rerun) -> None:
     """The new credential into every file and (``--apply``) the stores, then ``retire`` the exposed one.
 
     Once a file holds the new credential, the exposed one is retired whatever happens next (a store
-    that refuses it, a file that cannot be written): containment never waits for the store. ``retire``
-    is told when a failure is under way; its own failure is then a note, and the failure's message
-    says the state after it.
+    that refuses it, a file that cannot be written, a ^C, a bug): containment never waits for the
+    store. ``retire`` is told when a failure is under way; its own failure is then a note, and the
+    failure's message says the state after it. Before any file holds it, the new credential is
+    deleted again (``take``): it would be valid and written nowhere, one more on every re-run.
     """
     try:
-        write_everywhere(holders, values, journal, incident)
+        write_everywhere(holders, values, journal, incident, redo)
         if options.apply:
             store_everywhere(config, holders, store, journal, incident, options)
-    except ConnsyncError as exc:
+    except BaseException as exc:
         if not incident.written:
-            raise
+            before = incident.state()
+            failed = take_back(incident, exc, take)
+            if not isinstance(exc, ConnsyncError):
+                raise  # ^C or a bug: the caller says the state (the new credential deleted again)
+            raise RotationFailed(failed.message.replace(f"; {before}", "", 1),
+                                 hint=exc.hint or failed.hint) from None
         before = incident.state()
         retire(True)
+        if not isinstance(exc, ConnsyncError):
+            raise  # ^C or a bug: the caller says the state (the exposed credential retired)
         message = exc.message.replace(before, incident.state())
         raise RotationFailed(message if message != exc.message else f"{exc.message}; {incident.state()}",
                              hint=exc.hint) from None

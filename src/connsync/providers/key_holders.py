@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connsync.config import Config
+from connsync.errors import ConnsyncError
 from connsync.model import Declaration, StoredConnection
 from connsync.store import Store, opened
 from connsync.validate import rules
@@ -58,7 +59,8 @@ class Holders:
         return self.files + self.records
 
     def accounts(self) -> set[str]:
-        return {h.account for h in self.all if h.account}
+        """An Azure application id is a GUID, the same in any case (as its tenant is)."""
+        return {h.account.lower() if h.provider == "azure" else h.account for h in self.all if h.account}
 
 
 @dataclass(frozen=True)
@@ -79,18 +81,20 @@ class Fields:
     def holds_record(self, store: Store, record: StoredConnection, key_id: str) -> bool:
         return self.holds(dict(record.spec), key_id)
 
+    def may_hold(self, decl: Declaration, key_id: str) -> bool:
+        """An invalid file that may hold the key, by what can be read of it: named, never skipped."""
+        return self.holds(decl.spec, key_id)
+
 
 def find(config: Config, key_id: str, store: Store, fields: Fields = Fields()) -> Holders:
     """``store`` is the configured workspace's; the others of the same store are opened read-only."""
-    files = tuple(
-        Holder(d.name, d.provider, _text(d.spec, fields.account), _text(d.spec, "default_region"),
-               file=d.file, declaration=d)
-        for d in rules.validate_files([], config.connections_dir).declarations
-        if fields.holds_file(d, key_id))
+    files, notes = _file_holders(config, key_id, fields)
     lister = getattr(store, "workspaces", None)
     workspaces: Sequence[str] = lister() if callable(lister) else []
-    note = None if callable(lister) else (f"{store.describe()} cannot list its workspaces: only "
-                                          f"workspace {config.workspace!r} was searched")
+    if not callable(lister):
+        notes.append(f"{store.describe()} cannot list its workspaces: only workspace {config.workspace!r} "
+                     "was searched")
+    note = "; ".join(notes) or None
     records = [_record_holders(store, config.workspace, key_id, fields)]
     for workspace in workspaces:
         if workspace != config.workspace:
@@ -98,6 +102,36 @@ def find(config: Config, key_id: str, store: Store, fields: Fields = Fields()) -
                 records.append(_record_holders(other, workspace, key_id, fields))
     searched = tuple(sorted({config.workspace, *workspaces}))
     return Holders(key_id, files, tuple(h for found in records for h in found), searched, note)
+
+
+def _file_holders(config: Config, key_id: str, fields: Fields) -> tuple[tuple[Holder, ...], list[str]]:
+    """The valid files that hold the key; an unrelated broken file is no reason to stop, but one that may
+    hold the key (or cannot be read) is named: it keeps the exposed key until someone fixes it."""
+    validation = rules.validate_files([], config.connections_dir)
+    errors: dict[str, str] = {}
+    for finding in validation.findings:
+        if finding.severity == "error":
+            errors.setdefault(finding.file, finding.message)
+    holders, notes = [], []
+    for decl in validation.declarations:
+        if decl.file in errors:
+            if fields.may_hold(decl, key_id):
+                notes.append(f"{decl.file} is not valid ({errors[decl.file]}) and may hold {key_id}: it was "
+                             "not changed; fix it ('connsync validate') and put the new key into it")
+            continue
+        try:
+            held = fields.holds_file(decl, key_id)
+        except ConnsyncError as exc:
+            notes.append(f"{decl.file} could not be read ({exc.message}) and may hold {key_id}: it was not "
+                         "changed")
+            continue
+        if held:
+            holders.append(Holder(decl.name, decl.provider, _text(decl.spec, fields.account),
+                                  _text(decl.spec, "default_region"), file=decl.file, declaration=decl))
+    parsed = {d.file for d in validation.declarations}
+    notes += [f"{file} does not parse ({message}): it may hold {key_id} and was not searched"
+              for file, message in sorted(errors.items()) if file not in parsed]
+    return tuple(holders), notes
 
 
 def _record_holders(store: Store, workspace: str, key_id: str, fields: Fields) -> list[Holder]:

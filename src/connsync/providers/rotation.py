@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connsync import sops
+from connsync import render, sops
 from connsync.config import Config
 from connsync.errors import ConnsyncError
 from connsync.identity import actor, git_revision
@@ -87,12 +87,12 @@ class Journal:
         if done:
             self._store.record_event(self.rotation.name, f"{action} {key_id}", actor=self._actor,
                                      git_revision=self._revision, source=self.rotation.file)
-        if self._echo:
-            self._echo(f"  {'✓' if done else '-'} {text}")
+        if self._echo:  # names, ids and dates from files and cloud APIs: data, never terminal control
+            self._echo(f"  {'✓' if done else '-'} {render.text(text, limit=600)}")
 
     def note(self, text: str) -> None:
         if self._echo:
-            self._echo(f"    {text}")
+            self._echo(f"    {render.text(text, limit=600)}")
 
 
 def find(config: Config, name: str) -> Declaration:
