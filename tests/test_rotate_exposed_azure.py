@@ -217,13 +217,14 @@ def test_every_workspace_s_records_are_searched_and_replaced(repo: Path, azure: 
 
 
 def unwritable(repo: Path, run: Run, monkeypatch: pytest.MonkeyPatch, name: str,
-               tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A file naming EXPOSED as its ``client_secret_id`` (found without decrypting it), re-encrypted by
-    sops for another age key only: sops cannot write into it here."""
+               tmp_path_factory: pytest.TempPathFactory, *, named: bool = True) -> Path:
+    """A file of the app (``named``: naming EXPOSED as its ``client_secret_id``, so found without
+    decrypting it), re-encrypted by sops for another age key only: sops cannot read or write it here."""
     monkeypatch.setenv("TEST_AZ_SECRET", CANARY)
     made = run("new", "azure", "--name", name, "--no-input", "--secret-env", "client_secret=TEST_AZ_SECRET",
                "--set", f"tenant_id={TENANT}", "--set", f"client_id={CLIENT}",
-               "--set", f"subscription_id={SUBSCRIPTION}", "--set", f"client_secret_id={EXPOSED}")
+               "--set", f"subscription_id={SUBSCRIPTION}",
+               *(["--set", f"client_secret_id={EXPOSED}"] if named else []))
     assert made.code == 0, made.err
     path = repo / "connections" / f"{name.lower().replace(' ', '-')}.yaml"
     mine = str(loader.load_file(path).data["sops"]["age"][0]["recipient"])  # type: ignore[union-attr]
@@ -316,6 +317,21 @@ def test_a_broken_file_beside_the_holders_is_named_not_fatal(repo: Path, azure: 
     [incident] = checked("rotate", result, ok=True)["exposed"]
     assert sorted(incident["written"]) == sorted(str(f) for f in FILES.values())
     assert any("connections/azure-broken.yaml" in note for note in incident["notes"])
+    clean([result], repo, secret_in(repo, FILES["Azure Prod"]))
+
+
+def test_a_file_that_cannot_be_decrypted_is_named_not_fatal(
+        repo: Path, azure: FakeAzure, run: Run, monkeypatch: pytest.MonkeyPatch,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    path = unwritable(repo, run, monkeypatch, "Azure Locked", tmp_path_factory, named=False)
+    before = path.read_bytes()
+    result = run("rotate", "--exposed", EXPOSED, "--auto-approve", "--format", "json")
+    assert result.code == 0, result.out + result.err
+    [incident] = checked("rotate", result, ok=True)["exposed"]
+    assert sorted(incident["written"]) == sorted(str(f) for f in FILES.values())
+    locked = "connections/azure-locked.yaml could not be read"
+    assert any(note.startswith(locked) for note in incident["notes"])
+    assert path.read_bytes() == before
     clean([result], repo, secret_in(repo, FILES["Azure Prod"]))
 
 
