@@ -82,9 +82,12 @@ class Program(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _together(sources: tuple[str, ...]) -> Any:
-    """One program giving the list of the expressions' values (each already compiled on its own)."""
-    return _engine().compile("[" + ", ".join(f"({s})" for s in sources) + "]")
+def _together(sources: tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
+    """One program giving the list of the expressions' values (each already compiled on its own),
+    and the variables it names: the engine converts each variable handed to it (~2 us a string),
+    and one that no expression names cannot change a value."""
+    compiled = _engine().compile("[" + ", ".join(f"({s})" for s in sources) + "]")
+    return compiled, tuple(compiled.variables())
 
 
 def all_true(programs: tuple[Program, ...], variables: Mapping[str, Any]) -> bool:
@@ -92,7 +95,8 @@ def all_true(programs: tuple[Program, ...], variables: Mapping[str, Any]) -> boo
     of one per expression. False means "look at each on its own" (one is false, or failed)."""
     started = time.perf_counter()
     try:
-        values = _together(tuple(p.source for p in programs)).execute(dict(variables))
+        together, names = _together(tuple(p.source for p in programs))
+        values = together.execute({name: variables[name] for name in names if name in variables})
     except Exception:  # one of them failed: each is evaluated on its own, to say which and why
         return False
     return time.perf_counter() - started <= MAX_SECONDS and all(v is True for v in values)

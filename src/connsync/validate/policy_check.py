@@ -52,7 +52,7 @@ def _text(value: Any) -> str | None:
 class _Connection:
     """What rules read of one declaration, tolerant of a file the schema has already refused."""
 
-    def __init__(self, decl: Declaration) -> None:
+    def __init__(self, decl: Declaration, patterns: _Patterns | None = None) -> None:
         self.decl = decl
         data = decl.data
         metadata = data.get("metadata")
@@ -63,7 +63,8 @@ class _Connection:
         self.labels: Mapping[str, Any] = labels if isinstance(labels, Mapping) else {}
         spec = data.get("spec")
         self.spec: Mapping[str, Any] = spec if isinstance(spec, Mapping) else {}
-        self._found: dict[str, bool] = {}  # pattern -> whether it is in the name (rules share them)
+        # pattern -> whether it is in the name (rules share them): all at once for a check
+        self._found: dict[str, bool] = patterns.found(self.name) if patterns is not None else {}
         self._activation: Any = None
         self._plain: dict[str, Any] | None = None
         self.expressions_hold = False  # every expression of the rules that match it is true
@@ -195,14 +196,77 @@ def check(declarations: Iterable[Declaration], policies: PolicySet, *, on: date 
         return _check(declarations, offline, policies, on or today())
 
 
+class _Patterns:
+    """Every distinct RE2 pattern of the rules (``match.names``, ``require.name``) in one RE2 set:
+    one scan of a name says which of them it contains (~1 us, where each search from Python costs
+    ~3.5 us). Still RE2, so a hostile pattern cannot backtrack."""
+
+    def __init__(self, patterns: Iterable[Any]) -> None:
+        compiled = {p.pattern: p for p in patterns}
+        self._compiled = compiled
+        self.patterns = list(compiled)
+        self._set: Any = None
+        if not compiled:
+            return
+        import re2
+
+        # Same options as the patterns (_regex: no logging). Index 0 is the empty pattern, in every
+        # name: a set whose automaton ran out of memory answers "none", which is then told apart
+        # from "none of the patterns" and each pattern is searched on its own, as without a set.
+        regex_set = re2.Set.SearchSet(next(iter(compiled.values())).options)
+        try:
+            regex_set.Add("")
+            for pattern in self.patterns:
+                regex_set.Add(pattern)
+            regex_set.Compile()
+        except re2.error:  # too big for one automaton: search each pattern on its own
+            return
+        self._set = regex_set
+
+    @property
+    def set_compiled(self) -> bool:
+        return self._set is not None
+
+    def found(self, name: str) -> dict[str, bool]:
+        """Whether each pattern is in ``name``."""
+        hits = self._set.Match(name) if self._set is not None else None
+        if not hits:  # not even the empty pattern: the set failed
+            return {pattern: compiled.search(name) is not None
+                    for pattern, compiled in self._compiled.items()}
+        hit = set(hits)
+        return {pattern: index in hit for index, pattern in enumerate(self.patterns, start=1)}
+
+
+# A rule's other match conditions, made once: (rule, match.labels items, match.names pattern).
+_Candidate = tuple[Rule, tuple[tuple[str, str], ...], str | None]
+
+
+def _by_provider(offline: list[Rule]) -> tuple[dict[str, list[_Candidate]], list[_Candidate]]:
+    """The rules that may match each provider's connections, in policy order (a rule with no
+    ``providers`` may match any), and those for a provider no rule names."""
+    def candidates(rules: Iterable[Rule]) -> list[_Candidate]:
+        return [(r, tuple(r.match_labels.items()), r.names.pattern if r.names is not None else None)
+                for r in rules]
+
+    named = {p for r in offline if r.providers is not None for p in r.providers}
+    return ({p: candidates(r for r in offline if r.providers is None or p in r.providers) for p in named},
+            candidates(r for r in offline if r.providers is None))
+
+
 def _check(declarations: Iterable[Declaration], offline: list[Rule], policies: PolicySet,
            when: date) -> Checked:
     waivers = {(w.rule, _key(w.connection)): w for w in policies.waivers if w.active(when)}
     findings: list[Finding] = []
     waived: list[Waived] = []
+    patterns = _Patterns(p for r in offline for p in (r.names, r.name) if p is not None)
+    by_provider, anywhere = _by_provider(offline)
     for decl in declarations:
-        conn = _Connection(decl)
-        matched = [rule for rule in offline if conn.matches(rule)]
+        conn = _Connection(decl, patterns)
+        labels, found = conn.labels, conn._found
+        # _Connection.matches, with the providers already sorted out and the names already searched
+        matched = [rule for rule, match_labels, names in by_provider.get(conn.provider, anywhere)
+                   if not (match_labels and any(labels.get(k) != v for k, v in match_labels))
+                   and (names is None or found[names])]
         programs = tuple(rule.expression for rule in matched if rule.expression is not None)
         conn.expressions_hold = bool(programs) and cel.all_true(programs, conn.plain_variables())
         for rule in matched:
