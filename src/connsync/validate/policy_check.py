@@ -253,6 +253,17 @@ def _by_provider(offline: list[Rule]) -> tuple[dict[str, list[_Candidate]], list
             candidates(r for r in offline if r.providers is None))
 
 
+class _Plan:
+    """The rules that match a kind of connection, their expressions, and those rules that require
+    more than an expression (all a connection whose expressions all hold may still break)."""
+
+    def __init__(self, matched: list[Rule]) -> None:
+        self.matched = matched
+        self.programs = tuple(rule.expression for rule in matched if rule.expression is not None)
+        self.unsettled = [rule for rule in matched if rule.expression is None or rule.accounts is not None
+                          or rule.regions is not None or rule.labels or rule.name is not None]
+
+
 def _check(declarations: Iterable[Declaration], offline: list[Rule], policies: PolicySet,
            when: date) -> Checked:
     waivers = {(w.rule, _key(w.connection)): w for w in policies.waivers if w.active(when)}
@@ -260,16 +271,25 @@ def _check(declarations: Iterable[Declaration], offline: list[Rule], policies: P
     waived: list[Waived] = []
     patterns = _Patterns(p for r in offline for p in (r.names, r.name) if p is not None)
     by_provider, anywhere = _by_provider(offline)
+    label_keys = tuple({k for r in offline for k in r.match_labels})
+    # Which rules match depends only on the provider, the patterns in the name and the values of
+    # the labels that rules match on: worked out once for each such combination.
+    plans: dict[tuple[Any, ...], _Plan] = {}
     for decl in declarations:
         conn = _Connection(decl, patterns)
         labels, found = conn.labels, conn._found
-        # _Connection.matches, with the providers already sorted out and the names already searched
-        matched = [rule for rule, match_labels, names in by_provider.get(conn.provider, anywhere)
-                   if not (match_labels and any(labels.get(k) != v for k, v in match_labels))
-                   and (names is None or found[names])]
-        programs = tuple(rule.expression for rule in matched if rule.expression is not None)
-        conn.expressions_hold = bool(programs) and cel.all_true(programs, conn.plain_variables())
-        for rule in matched:
+        # Any label value that is not a string matches no rule's (string) value, as a missing one.
+        key = (conn.provider, tuple(found.values()),
+               tuple(v if isinstance(v, str) else None for v in map(labels.get, label_keys)))
+        plan = plans.get(key)
+        if plan is None:
+            # _Connection.matches, with the providers already sorted out and the names searched
+            matched = [rule for rule, match_labels, names in by_provider.get(conn.provider, anywhere)
+                       if not (match_labels and any(labels.get(k) != v for k, v in match_labels))
+                       and (names is None or found[names])]
+            plan = plans[key] = _Plan(matched)
+        conn.expressions_hold = bool(plan.programs) and cel.all_true(plan.programs, conn.plain_variables())
+        for rule in plan.unsettled if conn.expressions_hold else plan.matched:
             if conn.passes(rule):
                 continue
             broken = violations(conn, rule)
