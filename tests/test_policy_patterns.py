@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import re2
+import yaml
 
+from connsync.model import Declaration
+from connsync.validate import loader, policy, policy_check
 from connsync.validate.policy import _regex
 from connsync.validate.policy_check import _Patterns
 
@@ -36,3 +40,58 @@ def test_a_set_too_big_for_its_memory_falls_back_to_each_search() -> None:
     for name in ["abcdefghijklmnopqrstuvwxyz" * 3 + "ahhhhhhhhhhhhhx", "AWS 1", "xxxy"]:
         assert patterns.found(name) == _searched(compiled, name), name
 
+
+
+MIXED_POLICY = """\
+apiVersion: connsync/v1
+kind: Policy
+metadata: {name: mixed}
+rules:
+  - id: prod-accounts
+    match: {providers: [aws], labels: {env: prod}, names: '^AWS'}
+    require: {accounts: ["111111111111"]}
+  - id: dev-regions
+    match: {labels: {env: dev, team: a}}
+    require: {regions: [eu-west-1]}
+  - id: cel-aws
+    match: {providers: [aws]}
+    require: {expression: 'spec.default_region.startsWith("eu-")'}
+  - id: cel-and-label
+    match: {names: 'Prod'}
+    require: {expression: 'size(name) < 12', labels: [owner]}
+  - id: name-style
+    match: {providers: [azure]}
+    require: {name: '^[a-z-]+$'}
+"""
+
+
+def test_matching_worked_out_once_per_kind_gives_what_each_rule_on_its_own_gives(tmp_path: Path) -> None:
+    """The check (one set scan, plans per kind of connection) against the rules applied one by one
+    to connections that share and do not share provider, patterns and label values."""
+    (tmp_path / "mixed.yaml").write_text(MIXED_POLICY)
+    policies = policy.load([tmp_path / "mixed.yaml"], tmp_path)
+    assert not policies.findings and len(policies.rules) == 5
+    labels: list[object] = [{"env": "prod"}, {"env": "dev", "team": "a"}, {"env": "dev", "team": 1},
+                            {"env": "prod", "owner": "x"}, {}, {"env": ["prod"]}, "not a mapping"]
+    declarations = []
+    for index in range(28):
+        provider = ("aws", "azure", "gcp", "aws")[index % 4]
+        name = ("AWS Prod", "AWS Prod account", "azure-dev", "Prod", "AWS")[index % 5]
+        data = {"apiVersion": "connsync/v1", "provider": provider,
+                "metadata": {"name": name, "labels": labels[index % len(labels)]},
+                "spec": {"account_id": "111111111111" if index % 3 else "222222222222",
+                         "default_region": ("eu-west-1", "us-east-1")[index % 2]}}
+        file = tmp_path / f"c{index:02d}.yaml"
+        file.write_text(yaml.safe_dump(data))
+        loaded = loader.load_file(file)
+        assert isinstance(loaded, Declaration)
+        declarations.append(loaded)
+    checked = policy_check.check(declarations, policies)
+    expected = []
+    for decl in declarations:
+        conn = policy_check._Connection(decl)
+        for rule in policies.rules:
+            if conn.matches(rule):
+                expected.extend(policy_check.violations(conn, rule))
+    assert checked.findings == expected
+    assert len({f.rule for f in expected}) == 5  # every rule is broken somewhere
