@@ -259,7 +259,8 @@ class _Plan:
 
     def __init__(self, matched: list[Rule]) -> None:
         self.matched = matched
-        self.programs = tuple(rule.expression for rule in matched if rule.expression is not None)
+        programs = tuple(rule.expression for rule in matched if rule.expression is not None)
+        self.expressions = cel.combine(programs) if programs else None
         self.unsettled = [rule for rule in matched if rule.expression is None or rule.accounts is not None
                           or rule.regions is not None or rule.labels or rule.name is not None]
 
@@ -288,7 +289,8 @@ def _check(declarations: Iterable[Declaration], offline: list[Rule], policies: P
                        if not (match_labels and any(labels.get(k) != v for k, v in match_labels))
                        and (names is None or found[names])]
             plan = plans[key] = _Plan(matched)
-        conn.expressions_hold = bool(plan.programs) and cel.all_true(plan.programs, conn.plain_variables())
+        conn.expressions_hold = (plan.expressions is not None
+                                 and plan.expressions.all_true(conn.plain_variables()))
         for rule in plan.unsettled if conn.expressions_hold else plan.matched:
             if conn.passes(rule):
                 continue
