@@ -233,7 +233,7 @@ def _contain_one(config: Config, holders: key_holders.Holders, lookup: incident.
                  style: render.Style, runbook: Any) -> incident.Incident:
     result = incident.Incident(holders.key_id, credential=runbook.CREDENTIAL)
     if echo:
-        echo(style(f"Containing the exposed {runbook.CREDENTIAL} {holders.key_id}"
+        echo(style(f"Containing the exposed {runbook.CREDENTIAL} {render.text(holders.key_id)}"
                    + (" — dry run, nothing changes" if options.dry_run else ""), bold=True))
         for holder in holders.all:
             echo(f"  held by {render.text(holder.describe())}")
@@ -263,7 +263,7 @@ def _contain_one(config: Config, holders: key_holders.Holders, lookup: incident.
 
 
 def _confirm_exposed(found: Sequence[key_holders.Holders], runbooks: dict[str, Any], apply: bool) -> None:
-    plans = "; ".join(f"{h.key_id}: {runbooks[h.key_id].PLAN}" for h in found)
+    plans = "; ".join(f"{render.text(h.key_id)}: {runbooks[h.key_id].PLAN}" for h in found)
     question = f"Contain now ({plans})" + (", storing the new one" if apply else "") + "?"
     if not click.confirm(question, default=False, err=True):
         raise ConnsyncError("cancelled; nothing was changed")
