@@ -50,3 +50,15 @@ def median_of(runs: int, argv: Sequence[str], **kwargs: object) -> float:
 
 def connsync_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "connsync", *args]
+
+
+def byte_compile() -> None:
+    """connsync's modules compiled ahead, as pip compiles an installed wheel's. The peers are
+    installed wheels; an editable checkout run with PYTHONDONTWRITEBYTECODE=1 (as some shells and
+    CI images set it) would otherwise compile every module again in every timed run (~50 ms), and
+    a module changed since its last compile in every run that imports it."""
+    import compileall
+
+    import connsync
+
+    compileall.compile_dir(Path(connsync.__file__).parent, quiet=1)

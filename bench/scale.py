@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, connsync_argv
+from common import REPO, byte_compile, connsync_argv
 
 SAMPLE = 300
 RATIOS = (("validate vs check-jsonschema", "check-jsonschema", "validate"),
@@ -88,17 +88,6 @@ def make_repo(root: Path, count: int) -> dict[str, str]:
             encrypted.replace("name: TEMPLATE", f"name: AWS Account {index:05d}"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNSYNC_", "AWS_"))}
     return {**env, "SOPS_AGE_KEY_FILE": str(key_file), "CONNSYNC_STORE": f"sqlite:{root / 'store.db'}"}
-
-
-def byte_compile() -> None:
-    """connsync's modules compiled ahead, as pip compiles an installed wheel's. The peers are
-    installed wheels; an editable checkout run with PYTHONDONTWRITEBYTECODE=1 (as some shells and
-    CI images set it) would otherwise compile every module again in every timed run (~50 ms)."""
-    import compileall
-
-    import connsync
-
-    compileall.compile_dir(Path(connsync.__file__).parent, quiet=1)
 
 
 def fresh_store(root: Path) -> None:

@@ -62,6 +62,12 @@ rules:
   - id: name-style
     match: {providers: [azure]}
     require: {name: '^[a-z-]+$'}
+  - id: other-accounts
+    match: {providers: [aws]}
+    require: {accounts: ["222222222222"], regions: [eu-west-1, us-east-1]}
+  - id: two-labels
+    match: {names: 'AWS'}
+    require: {labels: [owner, env], name: 'account$'}
 """
 
 
@@ -70,7 +76,7 @@ def test_matching_worked_out_once_per_kind_gives_what_each_rule_on_its_own_gives
     to connections that share and do not share provider, patterns and label values."""
     (tmp_path / "mixed.yaml").write_text(MIXED_POLICY)
     policies = policy.load([tmp_path / "mixed.yaml"], tmp_path)
-    assert not policies.findings and len(policies.rules) == 5
+    assert not policies.findings and len(policies.rules) == 7
     labels: list[object] = [{"env": "prod"}, {"env": "dev", "team": "a"}, {"env": "dev", "team": 1},
                             {"env": "prod", "owner": "x"}, {}, {"env": ["prod"]}, "not a mapping"]
     declarations = []
@@ -94,4 +100,11 @@ def test_matching_worked_out_once_per_kind_gives_what_each_rule_on_its_own_gives
             if conn.matches(rule):
                 expected.extend(policy_check.violations(conn, rule))
     assert checked.findings == expected
-    assert len({f.rule for f in expected}) == 5  # every rule is broken somewhere
+    assert len({f.rule for f in expected}) == 7  # every rule is broken somewhere
+    # two rules allow it different accounts (no account meets both): it breaks one, or the other
+    by_file: dict[str, set[str]] = {}
+    for finding in expected:
+        by_file.setdefault(finding.file, set()).add(finding.rule)
+    both = [rules for rules in by_file.values() if "policy/prod-accounts" in rules]
+    assert both and all("policy/other-accounts" not in rules for rules in both)
+    assert any("policy/other-accounts" in rules for rules in by_file.values())

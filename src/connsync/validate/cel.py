@@ -17,11 +17,15 @@ from __future__ import annotations
 import functools
 import importlib.machinery
 import importlib.util
+import operator
 import re
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from connsync.validate.cel_reads import MAPS, Read, flatten, reads
 
 MAX_EXPRESSION = 2000
 MAX_COMPREHENSIONS = 2
@@ -34,7 +38,13 @@ VARIABLES = ("provider", "name", "description", "labels", "spec")
 @functools.cache
 def _engine() -> Any:
     """The compiled extension, without the package's ``__init__``: that one imports the package's
-    command-line interface (typer, rich, prompt_toolkit), ~250 ms that validate does not need."""
+    command-line interface (typer, rich, prompt_toolkit), ~250 ms that validate does not need.
+
+    It is registered as ``cel.cel``, where the package's own import looks for it: the extension
+    can be initialised once per process (a second time it panics setting up its logging)."""
+    loaded = sys.modules.get("cel.cel")
+    if loaded is not None:
+        return loaded
     spec = importlib.util.find_spec("cel")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the common-expression-language package is not installed")
@@ -49,26 +59,29 @@ def _engine() -> Any:
     if module_spec is None:
         raise ImportError(f"cannot load {binary}")
     module = importlib.util.module_from_spec(module_spec)
-    loader.exec_module(module)
+    sys.modules["cel.cel"] = module
+    try:
+        loader.exec_module(module)
+    except BaseException:
+        del sys.modules["cel.cel"]
+        raise
     return module
 
 
-def context(variables: Mapping[str, Any]) -> Any:
-    """The variables in the engine's own form, converted once for every expression that reads the
-    same connection (half the cost of handing each evaluation a dict)."""
-    return _engine().Context(dict(variables))
+Outcome = bool | str  # true, false, or why the expression could not be evaluated
 
 
 class Program(NamedTuple):
     source: str
     compiled: Any
+    reads: tuple[Read, ...]  # what it reads of a connection (see cel_reads)
 
-    def evaluate(self, variables: Any) -> bool | str:
-        """True or False, or why the expression could not be evaluated (never a pass);
-        ``variables`` made by :func:`context`."""
+    def evaluate(self, connection: Mapping[str, Any]) -> Outcome:
+        """True or False, or why the expression could not be evaluated (never a pass), given only
+        what it reads of ``connection`` (a value it does not read cannot make it fail)."""
         started = time.perf_counter()
         try:
-            result = self.compiled.execute(variables)
+            result = self.compiled.execute(_given(self.reads, connection))
         except KeyError as exc:  # a field or label the connection does not have
             return f"no such key: {exc.args[0] if exc.args else '?'} (test it first with has(...))"
         except Exception as exc:  # the engine's errors: ValueError, RuntimeError, TypeError
@@ -81,40 +94,154 @@ class Program(NamedTuple):
         return result
 
 
-class Combined(NamedTuple):
-    """Several expressions as one program giving the list of their values (each already compiled on
-    its own), and the variables it names: the engine converts each variable handed to it (~3 us a
-    string), and one that no expression names cannot change a value."""
-
-    compiled: Any
-    names: tuple[str, ...]
-
-    def all_true(self, variables: Mapping[str, Any]) -> bool:
-        """Whether every expression is true, in one evaluation: one conversion of the variables
-        instead of one per expression. False means "look at each on its own" (one is false, or
-        failed)."""
-        started = time.perf_counter()
-        try:
-            values = self.compiled.execute({name: variables[name] for name in self.names
-                                            if name in variables})
-        except Exception:  # one of them failed: each is evaluated on its own, to say which and why
-            return False
-        return time.perf_counter() - started <= MAX_SECONDS and all(v is True for v in values)
+def _given(reads: tuple[Read, ...], connection: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``reads`` reads of ``connection``: a variable read whole as it is, a map read by
+    fields as a map of those of them it has (so that has() answers as on the whole map)."""
+    given: dict[str, Any] = {}
+    for name, field in reads:
+        value = connection.get(name, _ABSENT)
+        if field is None:
+            if value is not _ABSENT:
+                given[name] = value
+        elif isinstance(value, dict):
+            part = given.setdefault(name, {})
+            if field in value:
+                part[field] = value[field]
+    return given
 
 
-@functools.lru_cache(maxsize=64)
-def _together(sources: tuple[str, ...]) -> Combined:
-    compiled = _engine().compile("[" + ", ".join(f"({s})" for s in sources) + "]")
-    return Combined(compiled, tuple(compiled.variables()))
+class Evaluator:
+    """Expressions over many connections, each distinct input evaluated once.
+
+    Most of the engine's time goes into taking values in (it tries each string as a bool, an int,
+    a float and a date before it takes it as a string: ~2 us a value), and an outcome depends only
+    on what its expression reads (:attr:`Program.reads`): ``spec.default_region.startsWith("eu-")``
+    has a handful of inputs however many connections there are. So outcomes are remembered by the
+    values their expression reads, and what is still unknown for a connection is evaluated in one
+    program that is given only those values."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, dict[Any, Outcome]] = {}
+
+    def together(self, programs: tuple[Program, ...]) -> Expressions:
+        """``programs``, to be evaluated on many connections; outcomes are shared by all of this
+        evaluator's :class:`Expressions`."""
+        return Expressions(programs, [self._known.setdefault(p.source, {}) for p in programs])
 
 
-def combine(programs: tuple[Program, ...]) -> Combined:
-    return _together(tuple(p.source for p in programs))
+class Expressions:
+    """Some expressions (those of the rules that match a kind of connection), what they read
+    between them, and each one's part of that."""
+
+    def __init__(self, programs: tuple[Program, ...], known: list[dict[Any, Outcome]]) -> None:
+        self.programs = programs
+        self._reads = list(dict.fromkeys(read for p in programs for read in p.reads))
+        at = {read: index for index, read in enumerate(self._reads)}
+        self._lookups = [(_picker(tuple(at[read] for read in p.reads)), outcomes)
+                         for p, outcomes in zip(programs, known, strict=True)]
+        self._unknown: dict[tuple[int, ...], _Unknown] = {}
+
+    def outcomes(self, variables: Mapping[str, Any]) -> list[Outcome]:
+        """Each expression's outcome for one connection. ``variables`` are the connection as an
+        expression sees it (no secret field; ``labels`` and ``spec`` are dicts)."""
+        values = []
+        for name, field in self._reads:
+            value = variables[name] if field is None else variables[name].get(field, _ABSENT)
+            values.append(value if type(value) is str or value is _ABSENT else _frozen(value))
+        if _UNKEYED in values:  # a date, a set: nothing to remember it by (nor for the engine
+            return [program.evaluate(variables) for program in self.programs]  # to take in)
+        outcomes: list[Any] = [known.get(key(values)) for key, known in self._lookups]
+        if None not in outcomes:
+            return outcomes
+        missing = tuple(i for i, outcome in enumerate(outcomes) if outcome is None)
+        unknown = self._unknown.get(missing)
+        if unknown is None:
+            unknown = self._unknown[missing] = _Unknown(tuple(self.programs[i] for i in missing))
+        for i, outcome in zip(missing, unknown.evaluate(variables), strict=True):
+            key, known = self._lookups[i]
+            outcomes[i] = known[key(values)] = outcome
+        return outcomes
 
 
-def all_true(programs: tuple[Program, ...], variables: Mapping[str, Any]) -> bool:
-    """:meth:`Combined.all_true` of ``programs``."""
-    return combine(programs).all_true(variables)
+def _picker(indexes: tuple[int, ...]) -> Callable[[list[Any]], Any]:
+    """An expression's key among the values its plan's expressions read."""
+    if not indexes:
+        return lambda values: ()
+    return operator.itemgetter(*indexes)
+
+
+class _Unknown:
+    """Expressions evaluated together, given only what they read: the fields of a map each as a
+    variable of its own (:func:`cel_reads.flatten`) when they read it by fields alone."""
+
+    def __init__(self, programs: tuple[Program, ...]) -> None:
+        self.programs = programs
+        read = {name: field for p in programs for name, field in p.reads if field is None}
+        flat = flatten(tuple(p.source for p in programs), tuple(m for m in MAPS if m not in read))
+        if flat is None:  # given every variable they read, as it is
+            read = {name: None for p in programs for name, _ in p.reads}
+        self._whole = tuple(read)
+        self._inputs = flat.inputs if flat is not None else ()
+        self._together = _together(flat.source if flat is not None
+                                   else "[" + ", ".join(f"({p.source})" for p in programs) + "]")
+
+    def evaluate(self, variables: Mapping[str, Any]) -> list[Outcome]:
+        """Each program's outcome: in one evaluation when all are true in time (the values
+        converted once for all), else each on its own, which says which failed and why."""
+        given = {name: variables[name] for name in self._whole}
+        for name, variable, field, presence in self._inputs:
+            value = variables[variable]
+            if presence:
+                given[name] = field in value
+            elif field in value:  # else not given: reading it fails as reading the field would
+                given[name] = value[field]
+        if self._together is not None:
+            started = time.perf_counter()
+            try:
+                values = self._together.execute(given)
+            except Exception:  # one of them failed: evaluated on its own below, which says why
+                values = None
+            # (values.count(True) would count a 1 too)
+            if (values is not None and time.perf_counter() - started <= MAX_SECONDS
+                    and all(v is True for v in values)):
+                return [True] * len(self.programs)
+        return [program.evaluate(variables) for program in self.programs]
+
+
+class _Absent:
+    """A field the connection does not have (has() tells it apart from any value)."""
+
+
+_ABSENT = _Absent()
+_UNKEYED = ("unkeyed",)  # a value that cannot be part of a key
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` as part of a key: equal to another only when CEL cannot tell the two apart. A
+    string is itself (no other type equals one); ``1``, ``1.0`` and ``true`` are equal in Python,
+    not in CEL, so other values carry their type."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))  # -0.0 apart from 0.0
+    if kind is dict:  # in order: a map's order shows in a comprehension
+        items = tuple((_frozen(k), _frozen(v)) for k, v in value.items())
+        return _UNKEYED if any(_UNKEYED in item for item in items) else (kind, items)
+    if kind is list:
+        elements = tuple(_frozen(v) for v in value)
+        return _UNKEYED if _UNKEYED in elements else (kind, elements)
+    return _UNKEYED
+
+
+@functools.lru_cache(maxsize=256)
+def _together(source: str) -> Any:
+    """The program of expressions evaluated together, or None if it does not compile (each is
+    then evaluated on its own)."""
+    try:
+        return _engine().compile(source)
+    except Exception:  # the engine's ValueError; never expected of expressions that compiled
+        return None
 
 
 def compile_expression(source: str) -> Program | str:
@@ -133,7 +260,7 @@ def compile_expression(source: str) -> Program | str:
     unknown = sorted(set(_free_variables(compiled)) - set(VARIABLES))
     if unknown:
         return (f"unknown variable {unknown[0]!r}; an expression may use {', '.join(VARIABLES)}")
-    return Program(source, compiled)
+    return Program(source, compiled, reads(source, VARIABLES, compiled.variables()))
 
 
 def _free_variables(compiled: Any) -> list[str]:

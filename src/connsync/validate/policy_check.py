@@ -8,6 +8,7 @@ a waiver that names the rule and the connection, and has not expired, moves it t
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 import unicodedata
@@ -49,31 +50,43 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@functools.cache
+def _secret_fields(provider: str) -> frozenset[str]:
+    return frozenset(schema.secret_fields(provider) if provider in schema.provider_names() else ())
+
+
+def _one_of(value: Any, allowed: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in allowed
+
+
+def _filled(value: Any) -> bool:
+    """A required label's value: a string that is not blank."""
+    return isinstance(value, str) and bool(value.strip())
+
+
 class _Connection:
     """What rules read of one declaration, tolerant of a file the schema has already refused."""
 
     def __init__(self, decl: Declaration, patterns: _Patterns | None = None) -> None:
         self.decl = decl
-        data = decl.data
+        data = decl.data  # what the loader makes: dicts (a plain isinstance is 5x a Mapping one)
         metadata = data.get("metadata")
-        self.metadata: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
+        self.metadata: Mapping[str, Any] = metadata if isinstance(metadata, dict) else {}
         self.provider = _text(data.get("provider")) or ""
         self.name = _text(self.metadata.get("name")) or ""
         labels = self.metadata.get("labels")
-        self.labels: Mapping[str, Any] = labels if isinstance(labels, Mapping) else {}
+        self.labels: Mapping[str, Any] = labels if isinstance(labels, dict) else {}
         spec = data.get("spec")
-        self.spec: Mapping[str, Any] = spec if isinstance(spec, Mapping) else {}
-        # pattern -> whether it is in the name (rules share them): all at once for a check
-        self._found: dict[str, bool] = patterns.found(self.name) if patterns is not None else {}
-        self._activation: Any = None
+        self.spec: Mapping[str, Any] = spec if isinstance(spec, dict) else {}
+        # which of the rules' patterns are in the name (rules share them): all at once for a check
+        self._patterns = patterns
+        self.hits = patterns.hits(self.name) if patterns is not None else frozenset()
         self._plain: dict[str, Any] | None = None
-        self.expressions_hold = False  # every expression of the rules that match it is true
+        self.outcomes: dict[str, cel.Outcome] = {}  # by expression, when worked out for many at once
 
     def name_has(self, pattern: Any) -> bool:
-        known = self._found.get(pattern.pattern)
-        if known is None:
-            known = self._found[pattern.pattern] = pattern.search(self.name) is not None
-        return known
+        index = self._patterns.index.get(pattern.pattern) if self._patterns is not None else None
+        return pattern.search(self.name) is not None if index is None else index in self.hits
 
     def matches(self, rule: Rule) -> bool:
         if rule.providers is not None and self.provider not in rule.providers:
@@ -85,7 +98,7 @@ class _Connection:
     def plain_variables(self) -> dict[str, Any]:
         """The connection as a CEL expression sees it: no secret field, encrypted or not."""
         if self._plain is None:
-            secret = schema.secret_fields(self.provider) if self.provider in schema.provider_names() else ()
+            secret = _secret_fields(self.provider)
             self._plain = {
                 "provider": self.provider, "name": self.name,
                 "description": _text(self.metadata.get("description")),
@@ -93,28 +106,25 @@ class _Connection:
                 "spec": {str(k): v for k, v in self.spec.items() if k not in secret}}
         return self._plain
 
-    def variables(self) -> Any:
-        """The same, converted for the engine once, for the expressions evaluated one by one."""
-        if self._activation is None:
-            self._activation = cel.context(self.plain_variables())
-        return self._activation
+    def outcome(self, expression: cel.Program) -> cel.Outcome:
+        known = self.outcomes.get(expression.source)
+        if known is None:
+            known = self.outcomes[expression.source] = expression.evaluate(self.plain_variables())
+        return known
 
     def passes(self, rule: Rule) -> bool:
         """Whether the connection meets ``rule`` (which matches it): the quick answer, with no
         finding made; :func:`violations` says what is wrong, for the few that do not."""
         spec = self.spec
-        if rule.accounts is not None and spec.get("account_id") not in rule.accounts:
+        if rule.accounts is not None and not _one_of(spec.get("account_id"), rule.accounts):
             return False
-        if rule.regions is not None and spec.get("default_region") not in rule.regions:
+        if rule.regions is not None and not _one_of(spec.get("default_region"), rule.regions):
             return False
-        for key in rule.labels:
-            value = self.labels.get(key)
-            if not (isinstance(value, str) and value.strip()):
-                return False
+        if not all(_filled(self.labels.get(key)) for key in rule.labels):
+            return False
         if rule.name is not None and not self.name_has(rule.name):
             return False
-        return (rule.expression is None or self.expressions_hold
-                or rule.expression.evaluate(self.variables()) is True)
+        return rule.expression is None or self.outcome(rule.expression) is True
 
 
 def _policy_finding(conn: _Connection, rule: Rule, parts: list[str | int], default: str, *,
@@ -143,18 +153,18 @@ def violations(conn: _Connection, rule: Rule) -> list[Finding]:
     """What ``conn`` breaks of ``rule``'s offline requirements (it is known to match)."""
     found = []
     account = conn.spec.get("account_id")
-    if rule.accounts is not None and account not in rule.accounts:
+    if rule.accounts is not None and not _one_of(account, rule.accounts):
         where: list[str | int] = ["spec", "account_id"] if "account_id" in conn.spec else ["spec"]
         shown = repr(account) if isinstance(account, str) else "missing"
         found.append(_policy_finding(conn, rule, where, f"account_id {shown} is not one of the allowed "
                                      f"accounts ({', '.join(sorted(rule.accounts))})"))
     region = conn.spec.get("default_region")
-    if rule.regions is not None and region not in rule.regions:
+    if rule.regions is not None and not _one_of(region, rule.regions):
         where = ["spec", "default_region"] if "default_region" in conn.spec else ["spec"]
         shown = repr(region) if isinstance(region, str) else "missing"
         found.append(_policy_finding(conn, rule, where, f"default_region {shown} is not one of the "
                                      f"allowed regions ({', '.join(sorted(rule.regions))})"))
-    missing = [k for k in rule.labels if not (isinstance(conn.labels.get(k), str) and conn.labels[k].strip())]
+    missing = [k for k in rule.labels if not _filled(conn.labels.get(k))]
     if missing:
         where = ["metadata", "labels"] if "labels" in conn.metadata else ["metadata"]
         found.append(_policy_finding(conn, rule, where, f"missing required label(s): {', '.join(missing)} "
@@ -163,7 +173,7 @@ def violations(conn: _Connection, rule: Rule) -> list[Finding]:
         found.append(_policy_finding(conn, rule, ["metadata", "name"],
                                      f"name {conn.name!r} does not match {rule.name.pattern!r}"))
     if rule.expression is not None:
-        outcome = rule.expression.evaluate(conn.variables())
+        outcome = conn.outcome(rule.expression)
         if outcome is False:
             found.append(_policy_finding(conn, rule, _expression_target(conn, rule.expression.source),
                                          f"expression {rule.expression.source!r} is false"))
@@ -205,6 +215,7 @@ class _Patterns:
         compiled = {p.pattern: p for p in patterns}
         self._compiled = compiled
         self.patterns = list(compiled)
+        self.index = {pattern: index for index, pattern in enumerate(self.patterns, start=1)}
         self._set: Any = None
         if not compiled:
             return
@@ -227,26 +238,32 @@ class _Patterns:
     def set_compiled(self) -> bool:
         return self._set is not None
 
+    def hits(self, name: str) -> frozenset[int]:
+        """The :attr:`index` of each pattern that is in ``name`` (and 0, the empty pattern)."""
+        hits = self._set.Match(name.encode()) if self._set is not None else None
+        if not hits:  # not even the empty pattern: the set failed
+            return frozenset([0, *(self.index[pattern] for pattern, compiled in self._compiled.items()
+                                   if compiled.search(name) is not None)])
+        return frozenset(hits)
+
     def found(self, name: str) -> dict[str, bool]:
         """Whether each pattern is in ``name``."""
-        hits = self._set.Match(name) if self._set is not None else None
-        if not hits:  # not even the empty pattern: the set failed
-            return {pattern: compiled.search(name) is not None
-                    for pattern, compiled in self._compiled.items()}
-        hit = set(hits)
-        return {pattern: index in hit for index, pattern in enumerate(self.patterns, start=1)}
+        hits = self.hits(name)
+        return {pattern: index in hits for pattern, index in self.index.items()}
 
 
-# A rule's other match conditions, made once: (rule, match.labels items, match.names pattern).
-_Candidate = tuple[Rule, tuple[tuple[str, str], ...], str | None]
+# A rule's other match conditions, made once: (rule, match.labels items, match.names pattern's
+# index in _Patterns, 0 when it has none: the empty pattern, in every name).
+_Candidate = tuple[Rule, tuple[tuple[str, str], ...], int]
 
 
-def _by_provider(offline: list[Rule]) -> tuple[dict[str, list[_Candidate]], list[_Candidate]]:
+def _by_provider(offline: list[Rule], patterns: _Patterns) -> tuple[dict[str, list[_Candidate]],
+                                                                   list[_Candidate]]:
     """The rules that may match each provider's connections, in policy order (a rule with no
     ``providers`` may match any), and those for a provider no rule names."""
     def candidates(rules: Iterable[Rule]) -> list[_Candidate]:
-        return [(r, tuple(r.match_labels.items()), r.names.pattern if r.names is not None else None)
-                for r in rules]
+        return [(r, tuple(r.match_labels.items()),
+                 patterns.index[r.names.pattern] if r.names is not None else 0) for r in rules]
 
     named = {p for r in offline if r.providers is not None for p in r.providers}
     return ({p: candidates(r for r in offline if r.providers is None or p in r.providers) for p in named},
@@ -254,15 +271,37 @@ def _by_provider(offline: list[Rule]) -> tuple[dict[str, list[_Candidate]], list
 
 
 class _Plan:
-    """The rules that match a kind of connection, their expressions, and those rules that require
-    more than an expression (all a connection whose expressions all hold may still break)."""
+    """The rules that match a kind of connection, their expressions, and what all the rules
+    require besides, together: the accounts and regions every rule allows, the labels any rule
+    requires, the name patterns. A connection that meets those and whose expressions all hold
+    breaks no rule, which is checked in a few lookups instead of a pass over each rule."""
 
-    def __init__(self, matched: list[Rule]) -> None:
+    def __init__(self, matched: list[Rule], patterns: _Patterns, evaluator: cel.Evaluator) -> None:
         self.matched = matched
-        programs = tuple(rule.expression for rule in matched if rule.expression is not None)
-        self.expressions = cel.combine(programs) if programs else None
-        self.unsettled = [rule for rule in matched if rule.expression is None or rule.accounts is not None
-                          or rule.regions is not None or rule.labels or rule.name is not None]
+        self.expressions = evaluator.together(
+            tuple(rule.expression for rule in matched if rule.expression is not None))
+        self.accounts = _all_allow(rule.accounts for rule in matched)
+        self.regions = _all_allow(rule.regions for rule in matched)
+        self.labels = tuple({key: None for rule in matched for key in rule.labels})
+        self.names = frozenset(patterns.index[rule.name.pattern] for rule in matched if rule.name is not None)
+
+    def passed(self, conn: _Connection, outcomes: list[cel.Outcome]) -> bool:
+        """Whether ``conn`` meets every matched rule, ``outcomes`` those of its expressions."""
+        spec, labels = conn.spec, conn.labels
+        if self.accounts is not None and not _one_of(spec.get("account_id"), self.accounts):
+            return False
+        if self.regions is not None and not _one_of(spec.get("default_region"), self.regions):
+            return False
+        if not all(_filled(labels.get(key)) for key in self.labels):
+            return False
+        # an outcome is True, False or why it failed (a string, never equal to True)
+        return self.names <= conn.hits and outcomes.count(True) == len(outcomes)
+
+
+def _all_allow(allowed: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    """What every rule that limits a value allows, or None when none limits it."""
+    limits = [values for values in allowed if values is not None]
+    return frozenset.intersection(*limits) if limits else None
 
 
 def _check(declarations: Iterable[Declaration], offline: list[Rule], policies: PolicySet,
@@ -271,27 +310,31 @@ def _check(declarations: Iterable[Declaration], offline: list[Rule], policies: P
     findings: list[Finding] = []
     waived: list[Waived] = []
     patterns = _Patterns(p for r in offline for p in (r.names, r.name) if p is not None)
-    by_provider, anywhere = _by_provider(offline)
+    by_provider, anywhere = _by_provider(offline, patterns)
     label_keys = tuple({k for r in offline for k in r.match_labels})
     # Which rules match depends only on the provider, the patterns in the name and the values of
     # the labels that rules match on: worked out once for each such combination.
     plans: dict[tuple[Any, ...], _Plan] = {}
+    evaluator = cel.Evaluator()
     for decl in declarations:
         conn = _Connection(decl, patterns)
-        labels, found = conn.labels, conn._found
+        labels, hits = conn.labels, conn.hits
         # Any label value that is not a string matches no rule's (string) value, as a missing one.
-        key = (conn.provider, tuple(found.values()),
-               tuple(v if isinstance(v, str) else None for v in map(labels.get, label_keys)))
+        key = (conn.provider, hits,
+               tuple([v if isinstance(v, str) else None for v in map(labels.get, label_keys)]))
         plan = plans.get(key)
         if plan is None:
             # _Connection.matches, with the providers already sorted out and the names searched
             matched = [rule for rule, match_labels, names in by_provider.get(conn.provider, anywhere)
                        if not (match_labels and any(labels.get(k) != v for k, v in match_labels))
-                       and (names is None or found[names])]
-            plan = plans[key] = _Plan(matched)
-        conn.expressions_hold = (plan.expressions is not None
-                                 and plan.expressions.all_true(conn.plain_variables()))
-        for rule in plan.unsettled if conn.expressions_hold else plan.matched:
+                       and names in hits]
+            plan = plans[key] = _Plan(matched, patterns, evaluator)
+        expressions = plan.expressions
+        outcomes = expressions.outcomes(conn.plain_variables()) if expressions.programs else []
+        if plan.passed(conn, outcomes):
+            continue
+        conn.outcomes = dict(zip((e.source for e in expressions.programs), outcomes, strict=True))
+        for rule in plan.matched:
             if conn.passes(rule):
                 continue
             broken = violations(conn, rule)
