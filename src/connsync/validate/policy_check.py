@@ -67,13 +67,17 @@ def _filled(value: Any) -> bool:
 class _Connection:
     """What rules read of one declaration, tolerant of a file the schema has already refused."""
 
+    __slots__ = ("_patterns", "_plain", "decl", "hits", "labels", "metadata", "name", "outcomes",
+                 "provider", "spec")
+
     def __init__(self, decl: Declaration, patterns: _Patterns | None = None) -> None:
         self.decl = decl
         data = decl.data  # what the loader makes: dicts (a plain isinstance is 5x a Mapping one)
         metadata = data.get("metadata")
         self.metadata: Mapping[str, Any] = metadata if isinstance(metadata, dict) else {}
-        self.provider = _text(data.get("provider")) or ""
-        self.name = _text(self.metadata.get("name")) or ""
+        provider, name = data.get("provider"), self.metadata.get("name")
+        self.provider = provider if isinstance(provider, str) else ""
+        self.name = name if isinstance(name, str) else ""
         labels = self.metadata.get("labels")
         self.labels: Mapping[str, Any] = labels if isinstance(labels, dict) else {}
         spec = data.get("spec")
