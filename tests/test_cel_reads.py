@@ -62,12 +62,12 @@ def test_tokens_not_covered_read_everything_named_whole() -> None:
 def test_flatten_hands_fields_over_as_variables_of_their_own() -> None:
     flat = flatten(('has(spec.a) && spec.a == 1', 'labels.team == "x" || x.has(spec.b)'), ("labels", "spec"))
     assert flat is not None
-    assert flat.source == '[(_f0 && _f1 == 1), (_f2 == "x" || x.has(_f3))]'
+    assert flat.sources == ("_f0 && _f1 == 1", '_f2 == "x" || x.has(_f3)')
     assert flat.inputs == (("_f0", "spec", "a", True), ("_f1", "spec", "a", False),
                            ("_f2", "labels", "team", False), ("_f3", "spec", "b", False))
     # the names are ones no expression uses
     flat = flatten(('labels.all(_f0, _f0 != "") || spec.a == 1',), ("spec",))
-    assert flat is not None and flat.source == '[(labels.all(_f0, _f0 != "") || _f_0 == 1)]'
+    assert flat is not None and flat.sources == ('labels.all(_f0, _f0 != "") || _f_0 == 1',)
     # a map read whole is not flattened
     assert flatten(("size(spec) > 0 && spec.a == 1",), ("spec",)) is None
 
@@ -109,6 +109,7 @@ EXPRESSIONS = [
     "size(name)",
     'labels.all(spec, spec != "") && spec.n == 1',
     'r"spec.n" == "spec.n" && spec.n != 2',
+    "spec.n != 3 // a comment to the end of the line",
 ]
 PROGRAMS = [p for p in map(cel.compile_expression, EXPRESSIONS) if isinstance(p, cel.Program)]
 
@@ -194,3 +195,12 @@ def test_an_input_seen_before_is_not_evaluated_again(monkeypatch: pytest.MonkeyP
         assert plan.outcomes(conn) == [True, True]
     # the region once; each of the 20 names once
     assert evaluated == [(region.source, name.source)] + [(name.source,)] * 19
+
+
+def test_expressions_together_are_one_program_even_with_a_comment_to_the_end_of_a_line() -> None:
+    commented, other = (cel.compile_expression(s) for s in ("spec.n != 3 // the last line", "size(name) > 0"))
+    assert isinstance(commented, cel.Program) and isinstance(other, cel.Program)
+    together = cel._Unknown((commented, other))
+    assert together._together is not None  # the quick path, not each on its own
+    assert together.evaluate({"name": "x", "spec": {"n": 1}}) == [True, True]
+    assert together.evaluate({"name": "", "spec": {"n": 3}}) == [False, False]

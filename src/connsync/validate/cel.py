@@ -182,12 +182,15 @@ class _Unknown:
             read = {name: None for p in programs for name, _ in p.reads}
         self._whole = tuple(read)
         self._inputs = flat.inputs if flat is not None else ()
-        self._together = _together(flat.source if flat is not None
-                                   else "[" + ", ".join(f"({p.source})" for p in programs) + "]")
+        # each on a line of its own: a // comment in one ends with it
+        self._together = _together(" && ".join(
+            f"(({source}\n) == true)" for source in (flat.sources if flat is not None
+                                                    else [p.source for p in programs])))
 
     def evaluate(self, variables: Mapping[str, Any]) -> list[Outcome]:
         """Each program's outcome: in one evaluation when all are true in time (the values
-        converted once for all), else each on its own, which says which failed and why."""
+        converted once for all; ``== true`` as a 1 is not a pass), else each on its own, which
+        says which failed and why."""
         given = {name: variables[name] for name in self._whole}
         for name, variable, field, presence in self._inputs:
             value = variables[variable]
@@ -198,12 +201,10 @@ class _Unknown:
         if self._together is not None:
             started = time.perf_counter()
             try:
-                values = self._together.execute(given)
+                holds = self._together.execute(given)
             except Exception:  # one of them failed: evaluated on its own below, which says why
-                values = None
-            # (values.count(True) would count a 1 too)
-            if (values is not None and time.perf_counter() - started <= MAX_SECONDS
-                    and all(v is True for v in values)):
+                holds = False
+            if holds is True and time.perf_counter() - started <= MAX_SECONDS:
                 return [True] * len(self.programs)
         return [program.evaluate(variables) for program in self.programs]
 
@@ -236,8 +237,8 @@ def _frozen(value: Any) -> Any:
 
 @functools.lru_cache(maxsize=256)
 def _together(source: str) -> Any:
-    """The program of expressions evaluated together, or None if it does not compile (each is
-    then evaluated on its own)."""
+    """The program of expressions evaluated together (whether all are true), or None if it does
+    not compile (each is then evaluated on its own)."""
     try:
         return _engine().compile(source)
     except Exception:  # the engine's ValueError; never expected of expressions that compiled

@@ -111,17 +111,16 @@ def _selects(tokens: Sequence[Token], maps: Sequence[str]) -> dict[str, list[Sel
 
 
 class Flat(NamedTuple):
-    """Expressions as one program giving the list of their values, in which each field a map
-    variable is read by is a variable of its own, and what each of those variables holds:
-    (name, map variable, field, presence)."""
+    """Expressions in which each field a map variable is read by is a variable of its own, and
+    what each of those variables holds: (name, map variable, field, presence)."""
 
-    source: str
+    sources: tuple[str, ...]
     inputs: tuple[tuple[str, str, str, bool], ...]
 
 
 @functools.lru_cache(maxsize=256)
 def flatten(sources: tuple[str, ...], maps: tuple[str, ...]) -> Flat | None:
-    """``sources`` as one program with the fields of ``maps`` as variables (the engine takes a map
+    """``sources`` with the fields of ``maps`` as variables (the engine takes a map
     in at the cost of several strings); None when one of them reads such a map whole. The names
     are ones no expression uses, so no comprehension can hide them."""
     scanned = [(source, _tokens(source)) for source in sources]
@@ -144,8 +143,8 @@ def flatten(sources: tuple[str, ...], maps: tuple[str, ...]) -> Flat | None:
             name = inputs.setdefault(key, f"{prefix}{len(inputs)}")
             text += [source[position:select.start], name]
             position = select.end
-        parts.append("(" + "".join([*text, source[position:]]) + ")")
-    return Flat("[" + ", ".join(parts) + "]",
+        parts.append("".join([*text, source[position:]]))
+    return Flat(tuple(parts),
                 tuple((name, variable, field, presence)
                       for (variable, field, presence), name in inputs.items()))
 
