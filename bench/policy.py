@@ -1,14 +1,14 @@
 """validate with an organisation policy, next to the same run without one.
 
-    python bench/policy.py [-n 1000] [--runs 15]
+    python bench/policy.py [-n 1000] [--runs 21]
 
 The policy has 20 rules, 5 of them CEL expressions; most match every connection (so nearly
 every rule is evaluated on every file). The two setups run in pairs, fresh processes as a user
 runs them, the order swapped from one pair to the next; each run gives its wall and CPU time.
-Other work on a shared machine only ever adds time, so two figures are given: the fastest run of
-each setup (what the work itself costs) and the median of each pair's ratio (both runs of a pair
-see about the same machine). Target: the policy costs at most 10%. connsync is byte-compiled
-first, as an installed wheel is.
+Other work on a shared machine only ever adds time, in bursts, so two figures are given: the
+median of each pair's ratio (both runs of a pair see about the same machine) and the ratio of the
+two setups' 20th percentiles (runs that no burst hit). Target: the policy costs at most 10%.
+connsync is byte-compiled first, as an installed wheel is.
 
 Policy checks never decrypt: the files' secrets are not decryptable (no key exists anywhere), sops
 is pointed at a program that fails, and validate must still pass.
@@ -78,7 +78,7 @@ def policy_text() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="number of connection files")
-    parser.add_argument("--runs", type=int, default=15, help="pairs of runs")
+    parser.add_argument("--runs", type=int, default=21, help="pairs of runs")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="connsync-bench-") as temp:
@@ -103,24 +103,25 @@ def main() -> int:
 
     print(f"validate, {options.n} files, 20 rules (5 CEL), {options.runs} pairs of runs "
           "(fresh processes, order swapped each pair)")
-    print(f"{'setup':<18}{'wall s':>10}{'CPU s':>10}{'files/s':>10}{'min wall':>10}{'min CPU':>10}")
+    print(f"{'setup':<18}{'wall s':>10}{'CPU s':>10}{'files/s':>10}{'p20 wall':>10}{'p20 CPU':>10}")
     for name, pairs in times.items():
         wall, cpu = [w for w, _ in pairs], [c for _, c in pairs]
         print(f"{name:<18}{statistics.median(wall):>10.3f}{statistics.median(cpu):>10.3f}"
-              f"{options.n / statistics.median(wall):>10.0f}{min(wall):>10.3f}{min(cpu):>10.3f}")
+              f"{options.n / statistics.median(wall):>10.0f}{_p20(wall):>10.3f}{_p20(cpu):>10.3f}")
     for index, what in enumerate(("wall", "CPU")):
         with_, without_ = ([run[index] for run in times[name]] for name in ("with policy", "without policy"))
         ratios = [w / o for w, o in zip(with_, without_, strict=True)]
-        print(f"the policy costs {what}: {min(with_) / min(without_) - 1:+.1%} fastest runs, "
-              f"{statistics.median(ratios) - 1:+.1%} median of the pairs (quartiles {_quartiles(ratios)}); "
-              "target: at most +10%")
+        low, _, high = statistics.quantiles(ratios, n=4)
+        print(f"the policy costs {statistics.median(ratios) - 1:+.1%} {what} time: median of the pairs "
+              f"(quartiles {low - 1:+.1%} .. {high - 1:+.1%}); {_p20(with_) / _p20(without_) - 1:+.1%} "
+              "between the p20s; target: at most +10%")
     print("no file was decrypted (no key exists, and sops is /bin/false)")
     return 0
 
 
-def _quartiles(ratios: list[float]) -> str:
-    low, _, high = statistics.quantiles(ratios, n=4)
-    return f"{low - 1:+.1%} .. {high - 1:+.1%}"
+def _p20(values: list[float]) -> float:
+    """The 20th percentile: the work itself, less the bursts of other work on a shared machine."""
+    return statistics.quantiles(values, n=5)[0]
 
 
 if __name__ == "__main__":
