@@ -137,29 +137,30 @@ class Expressions:
         self.programs = programs
         self._reads = list(dict.fromkeys(read for p in programs for read in p.reads))
         at = {read: index for index, read in enumerate(self._reads)}
-        self._lookups = [(_picker(tuple(at[read] for read in p.reads)), outcomes)
-                         for p, outcomes in zip(programs, known, strict=True)]
+        self._keys = [_picker(tuple(at[read] for read in p.reads)) for p in programs]
+        self._known = known
         self._unknown: dict[tuple[int, ...], _Unknown] = {}
 
     def outcomes(self, variables: Mapping[str, Any]) -> list[Outcome]:
         """Each expression's outcome for one connection. ``variables`` are the connection as an
-        expression sees it (no secret field; ``labels`` and ``spec`` are dicts)."""
-        values = []
-        for name, field in self._reads:
-            value = variables[name] if field is None else variables[name].get(field, _ABSENT)
-            values.append(value if type(value) is str or value is _ABSENT else _frozen(value))
-        if _UNKEYED in values:  # a date, a set: nothing to remember it by (nor for the engine
-            return [program.evaluate(variables) for program in self.programs]  # to take in)
-        outcomes: list[Any] = [known.get(key(values)) for key, known in self._lookups]
+        expression sees it (every one of VARIABLES; no secret field; ``labels`` and ``spec`` are
+        dicts)."""
+        values = [variables[name] if field is None else variables[name].get(field, _ABSENT)
+                  for name, field in self._reads]
+        if not _PLAIN.issuperset(map(type, values)):  # not all strings: values with their type
+            values = [v if type(v) is str or v is _ABSENT else _frozen(v) for v in values]
+            if _UNKEYED in values:  # a date, a set: nothing to remember it by (nor for the
+                return [program.evaluate(variables) for program in self.programs]  # engine)
+        keys = [key(values) for key in self._keys]
+        outcomes: list[Any] = list(map(dict.get, self._known, keys))
         if None not in outcomes:
             return outcomes
-        missing = tuple(i for i, outcome in enumerate(outcomes) if outcome is None)
+        missing = tuple([i for i, outcome in enumerate(outcomes) if outcome is None])
         unknown = self._unknown.get(missing)
         if unknown is None:
             unknown = self._unknown[missing] = _Unknown(tuple(self.programs[i] for i in missing))
         for i, outcome in zip(missing, unknown.evaluate(variables), strict=True):
-            key, known = self._lookups[i]
-            outcomes[i] = known[key(values)] = outcome
+            outcomes[i] = self._known[i][keys[i]] = outcome
         return outcomes
 
 
@@ -214,6 +215,7 @@ class _Absent:
 
 
 _ABSENT = _Absent()
+_PLAIN = frozenset([str, _Absent])  # a key's values as they are (no other type equals a string)
 _UNKEYED = ("unkeyed",)  # a value that cannot be part of a key
 
 

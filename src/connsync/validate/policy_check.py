@@ -296,8 +296,9 @@ class _Plan:
             return False
         if self.regions is not None and not _one_of(spec.get("default_region"), self.regions):
             return False
-        if not all(_filled(labels.get(key)) for key in self.labels):
-            return False
+        for key in self.labels:
+            if not _filled(labels.get(key)):
+                return False
         # an outcome is True, False or why it failed (a string, never equal to True)
         return self.names <= conn.hits and outcomes.count(True) == len(outcomes)
 
