@@ -110,6 +110,21 @@ EXPRESSIONS = [
     'labels.all(spec, spec != "") && spec.n == 1',
     'r"spec.n" == "spec.n" && spec.n != 2',
     "spec.n != 3 // a comment to the end of the line",
+    # ways to read a map other than by its fields, each of which must read it whole
+    "!has(spec.n)",
+    '!("n" in spec) && !has(spec.a)',
+    'spec.exists(k, k == "n") || !has(spec.a)',
+    "size(spec) == 0",
+    "[spec][0].n == 1",
+    '{"k": spec}.k.n == 1',
+    'spec.n == spec["n"]',
+    '!has(labels.env) || labels.env != "prod"',
+    'labels.exists_one(k, k == "env")',
+    "spec.?n.orValue(0) == 1",
+    "has(spec.n) == false",
+    "type(spec) == map",
+    "spec\n  // a comment between\n  .n == 1",
+    "spec.filter(k, k != \"a\").size() == 1",
 ]
 PROGRAMS = [p for p in map(cel.compile_expression, EXPRESSIONS) if isinstance(p, cel.Program)]
 
