@@ -250,11 +250,6 @@ class _Patterns:
                                    if compiled.search(name) is not None)])
         return frozenset(hits)
 
-    def found(self, name: str) -> dict[str, bool]:
-        """Whether each pattern is in ``name``."""
-        hits = self.hits(name)
-        return {pattern: index in hits for pattern, index in self.index.items()}
-
 
 # A rule's other match conditions, made once: (rule, match.labels items, match.names pattern's
 # index in _Patterns, 0 when it has none: the empty pattern, in every name).
