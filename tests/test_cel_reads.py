@@ -62,12 +62,15 @@ def test_tokens_not_covered_read_everything_named_whole() -> None:
 def test_flatten_hands_fields_over_as_variables_of_their_own() -> None:
     flat = flatten(('has(spec.a) && spec.a == 1', 'labels.team == "x" || x.has(spec.b)'), ("labels", "spec"))
     assert flat is not None
-    assert flat.sources == ("_f0 && _f1 == 1", '_f2 == "x" || x.has(_f3)')
+    assert flat.sources == (" _f0  &&  _f1  == 1", ' _f2  == "x" || x.has( _f3 )')
     assert flat.inputs == (("_f0", "spec", "a", True), ("_f1", "spec", "a", False),
                            ("_f2", "labels", "team", False), ("_f3", "spec", "b", False))
     # the names are ones no expression uses
     flat = flatten(('labels.all(_f0, _f0 != "") || spec.a == 1',), ("spec",))
-    assert flat is not None and flat.sources == ('labels.all(_f0, _f0 != "") || _f_0 == 1',)
+    assert flat is not None and flat.sources == ('labels.all(_f0, _f0 != "") ||  _f_0  == 1',)
+    # never glued to the next token
+    flat = flatten(("has(spec.a)in [true]",), ("spec",))
+    assert flat is not None and flat.sources == (" _f0 in [true]",)
     # a map read whole is not flattened
     assert flatten(("size(spec) > 0 && spec.a == 1",), ("spec",)) is None
 
@@ -120,13 +123,20 @@ EXPRESSIONS = [
     'spec.n == spec["n"]',
     '!has(labels.env) || labels.env != "prod"',
     'labels.exists_one(k, k == "env")',
-    "spec.?n.orValue(0) == 1",
     "has(spec.n) == false",
     "type(spec) == map",
+    "has(spec.access_key_id)",
+    'string(spec.n) == "-0"',
+    "has(spec.a)in [true]",
     "spec\n  // a comment between\n  .n == 1",
     "spec.filter(k, k != \"a\").size() == 1",
 ]
 PROGRAMS = [p for p in map(cel.compile_expression, EXPRESSIONS) if isinstance(p, cel.Program)]
+
+
+def test_every_expression_of_the_corpus_compiles() -> None:
+    assert len(PROGRAMS) == len(EXPRESSIONS), [
+        (e, cel.compile_expression(e)) for e in EXPRESSIONS if not isinstance(cel.compile_expression(e), cel.Program)]
 
 scalars = st.one_of(st.sampled_from(["1", "a", "prod", "us-east-1", "eu-west-1", ""]), st.integers(-1, 2),
                     st.sampled_from([True, False, 1.0, -0.0, 0.0, None]))
@@ -219,3 +229,41 @@ def test_expressions_together_are_one_program_even_with_a_comment_to_the_end_of_
     assert together._together is not None  # the quick path, not each on its own
     assert together.evaluate({"name": "x", "spec": {"n": 1}}) == [True, True]
     assert together.evaluate({"name": "", "spec": {"n": 3}}) == [False, False]
+
+
+@pytest.mark.parametrize(("source", "values"), [
+    # equal in Python (so a careless key would share an outcome), told apart by CEL
+    ("spec.n == true", [True, 1, 1.0, False, 0]),
+    ('string(spec.n) == "-0"', [0.0, -0.0, 0]),
+    ("spec.n == 1", [1, True, 1.0]),
+    ('spec.n == ["a", 1]', [["a", 1], ["a", True], ["a", 1.0]]),
+    ('spec.n.exists(k, k == "a") && spec.n.a == 1', [{"a": 1}, {"a": True}, {"a": 1.0}]),
+])
+def test_values_python_holds_equal_are_remembered_apart(source: str, values: list[Any]) -> None:
+    program = cel.compile_expression(source)
+    assert isinstance(program, cel.Program)
+    plan = cel.Evaluator().together((program,))
+    for value in values:
+        conn = {"name": "x", "spec": {"n": value}, "labels": {}}
+        assert plan.outcomes(conn) == [whole(program).evaluate(conn)], value
+
+
+def test_presence_is_whether_the_field_is_there() -> None:
+    program = cel.compile_expression("has(spec.access_key_id)")
+    assert isinstance(program, cel.Program)
+    plan = cel.Evaluator().together((program,))
+    assert plan.outcomes({"spec": {"access_key_id": None}}) == [True]
+    assert plan.outcomes({"spec": {"other": "x"}}) == [False]
+    assert plan.outcomes({"spec": {}}) == [False]
+
+
+def test_an_evaluation_over_the_time_bound_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    program = cel.compile_expression('spec.default_region.startsWith("eu-")')
+    assert isinstance(program, cel.Program)
+    plan = cel.Evaluator().together((program,))
+    conn = {"spec": {"default_region": "eu-west-1"}}
+    monkeypatch.setattr(cel, "MAX_SECONDS", -1.0)  # every evaluation is over it
+    (slow,) = plan.outcomes(conn)
+    assert isinstance(slow, cel.Overtime) and "over the bound" in slow
+    monkeypatch.setattr(cel, "MAX_SECONDS", 0.25)
+    assert plan.outcomes(conn) == [True]  # evaluated again, not the remembered error

@@ -33,6 +33,9 @@ MAX_SECONDS = 0.25
 _MACROS = re.compile(r"\.\s*(all|exists|exists_one|map|filter)\s*\(")
 # What an expression may name: the connection, as the policy's documentation describes it.
 VARIABLES = ("provider", "name", "description", "labels", "spec")
+# and CEL's type names (type(spec.port) == int), which the engine lists among the variables
+_TYPES = frozenset({"bool", "bytes", "double", "int", "list", "map", "null_type", "string", "type",
+                    "uint"})
 
 
 @functools.cache
@@ -71,6 +74,11 @@ def _engine() -> Any:
 Outcome = bool | str  # true, false, or why the expression could not be evaluated
 
 
+class Overtime(str):
+    """An evaluation over :data:`MAX_SECONDS`: a finding for that connection, and not remembered
+    for others that read the same values (a busy machine, a collection, may have slowed it)."""
+
+
 class Program(NamedTuple):
     source: str
     compiled: Any
@@ -88,7 +96,7 @@ class Program(NamedTuple):
             return _first_line(str(exc)) or type(exc).__name__
         took = time.perf_counter() - started
         if took > MAX_SECONDS:
-            return f"evaluation took {took:.2f} s, over the bound of {MAX_SECONDS} s"
+            return Overtime(f"evaluation took {took:.2f} s, over the bound of {MAX_SECONDS} s")
         if not isinstance(result, bool):
             return f"the expression must give true or false, not a {type(result).__name__}"
         return result
@@ -160,7 +168,9 @@ class Expressions:
         if unknown is None:
             unknown = self._unknown[missing] = _Unknown(tuple(self.programs[i] for i in missing))
         for i, outcome in zip(missing, unknown.evaluate(variables), strict=True):
-            outcomes[i] = self._known[i][keys[i]] = outcome
+            outcomes[i] = outcome
+            if not isinstance(outcome, Overtime):
+                self._known[i][keys[i]] = outcome
         return outcomes
 
 
@@ -177,21 +187,21 @@ class _Unknown:
 
     def __init__(self, programs: tuple[Program, ...]) -> None:
         self.programs = programs
-        read = {name: field for p in programs for name, field in p.reads if field is None}
-        flat = flatten(tuple(p.source for p in programs), tuple(m for m in MAPS if m not in read))
+        whole = tuple(dict.fromkeys(name for p in programs for name, field in p.reads if field is None))
+        flat = flatten(tuple(p.source for p in programs), tuple(m for m in MAPS if m not in whole))
         if flat is None:  # given every variable they read, as it is
-            read = {name: None for p in programs for name, _ in p.reads}
-        self._whole = tuple(read)
+            whole = tuple(dict.fromkeys(name for p in programs for name, _ in p.reads))
+        self._whole = whole
         self._inputs = flat.inputs if flat is not None else ()
-        # each on a line of its own: a // comment in one ends with it
+        # Each on a line of its own: a // comment in one ends with it. A value that is not a
+        # boolean has no && (the engine's "no such overload"): each is then evaluated on its own.
         self._together = _together(" && ".join(
-            f"(({source}\n) == true)" for source in (flat.sources if flat is not None
-                                                    else [p.source for p in programs])))
+            f"({source}\n)" for source in (flat.sources if flat is not None
+                                            else [p.source for p in programs])))
 
     def evaluate(self, variables: Mapping[str, Any]) -> list[Outcome]:
         """Each program's outcome: in one evaluation when all are true in time (the values
-        converted once for all; ``== true`` as a 1 is not a pass), else each on its own, which
-        says which failed and why."""
+        converted once for all), else each on its own, which says which failed and why."""
         given = {name: variables[name] for name in self._whole}
         for name, variable, field, presence in self._inputs:
             value = variables[variable]
@@ -260,7 +270,7 @@ def compile_expression(source: str) -> Program | str:
     except Exception as exc:  # ValueError with the parser's message
         reason = str(exc).removeprefix(f"Failed to parse expression {source!r}: ")
         return _first_line(reason) or "syntax error"
-    unknown = sorted(set(_free_variables(compiled)) - set(VARIABLES))
+    unknown = sorted(set(_free_variables(compiled)) - set(VARIABLES) - _TYPES)
     if unknown:
         return (f"unknown variable {unknown[0]!r}; an expression may use {', '.join(VARIABLES)}")
     return Program(source, compiled, reads(source, VARIABLES, compiled.variables()))

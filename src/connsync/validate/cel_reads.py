@@ -6,9 +6,9 @@ depends only on what it reads, so it is evaluated once per distinct input; and t
 map in at the cost of several strings, so fields are handed to it one by one. Both are sound only
 if nothing read is missed, so this errs one way: a map variable (``labels``, ``spec``) used only
 as ``spec.field`` (also inside ``has(spec.field)``) reads those fields; used any other way
-(``size(spec)``, ``spec["x"]``, ``"x" in spec``, ``spec.exists(...)``, ``spec.?x``, ``.spec`` from
-the root, a comprehension's variable of that name), or in an expression whose tokens are not all
-covered here, it is read whole, and left as it is.
+(``size(spec)``, ``spec["x"]``, ``"x" in spec``, ``spec.exists(...)``, ``[spec][0]``, a
+comprehension's variable of that name), or in an expression whose tokens are not all covered
+here, it is read whole, and left as it is.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def flatten(sources: tuple[str, ...], maps: tuple[str, ...]) -> Flat | None:
                              key=lambda s: s.start):
             key = (select.variable, select.field, select.presence)
             name = inputs.setdefault(key, f"{prefix}{len(inputs)}")
-            text += [source[position:select.start], name]
+            text += [source[position:select.start], f" {name} "]  # never glued to a neighbour
             position = select.end
         parts.append("".join([*text, source[position:]]))
     return Flat(tuple(parts),

@@ -294,8 +294,7 @@ class _Plan:
         for key in self.labels:
             if not _filled(labels.get(key)):
                 return False
-        # an outcome is True, False or why it failed (a string, never equal to True)
-        return self.names <= conn.hits and outcomes.count(True) == len(outcomes)
+        return self.names <= conn.hits and all(outcome is True for outcome in outcomes)
 
 
 def _all_allow(allowed: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
