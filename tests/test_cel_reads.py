@@ -135,8 +135,8 @@ PROGRAMS = [p for p in map(cel.compile_expression, EXPRESSIONS) if isinstance(p,
 
 
 def test_every_expression_of_the_corpus_compiles() -> None:
-    assert len(PROGRAMS) == len(EXPRESSIONS), [
-        (e, cel.compile_expression(e)) for e in EXPRESSIONS if not isinstance(cel.compile_expression(e), cel.Program)]
+    refused = [(e, cel.compile_expression(e)) for e in EXPRESSIONS]
+    assert len(PROGRAMS) == len(EXPRESSIONS), [(e, r) for e, r in refused if isinstance(r, str)]
 
 scalars = st.one_of(st.sampled_from(["1", "a", "prod", "us-east-1", "eu-west-1", ""]), st.integers(-1, 2),
                     st.sampled_from([True, False, 1.0, -0.0, 0.0, None]))

@@ -9,7 +9,7 @@ import re2
 import yaml
 
 from connsync.model import Declaration
-from connsync.validate import loader, policy, policy_check
+from connsync.validate import cel, loader, policy, policy_check
 from connsync.validate.policy import _regex
 from connsync.validate.policy_check import _Patterns
 
@@ -77,6 +77,36 @@ rules:
 """
 
 
+def _declarations(tmp_path: Path,
+                  specs: list[tuple[str, str, object, dict[str, object]]]) -> list[Declaration]:
+    """Connections from (provider, name, labels, spec), loaded as validate loads them."""
+    declarations = []
+    for index, (provider, name, labels, spec) in enumerate(specs):
+        data = {"apiVersion": "connsync/v1", "provider": provider,
+                "metadata": {"name": name, "labels": labels}, "spec": spec}
+        file = tmp_path / f"c{index:02d}.yaml"
+        file.write_text(yaml.safe_dump(data))
+        loaded = loader.load_file(file)
+        assert isinstance(loaded, Declaration)
+        declarations.append(loaded)
+    return declarations
+
+
+def _rule_by_rule(declarations: list[Declaration], policies: policy.PolicySet) -> list[Any]:
+    """Each rule applied on its own, each expression evaluated by the engine on the whole
+    connection (as it sees it: no secret field)."""
+    expected = []
+    for decl in declarations:
+        conn = policy_check._Connection(decl)
+        whole = tuple((name, None) for name in cel.VARIABLES)
+        conn.outcomes = {r.expression.source: r.expression._replace(reads=whole).evaluate(
+            conn.plain_variables()) for r in policies.rules if r.expression is not None}
+        for rule in policies.rules:
+            if conn.matches(rule):
+                expected.extend(policy_check.violations(conn, rule))
+    return expected
+
+
 def test_matching_worked_out_once_per_kind_gives_what_each_rule_on_its_own_gives(tmp_path: Path) -> None:
     """The check (one set scan, plans per kind of connection) against the rules applied one by one
     to connections that share and do not share provider, patterns and label values."""
@@ -85,32 +115,61 @@ def test_matching_worked_out_once_per_kind_gives_what_each_rule_on_its_own_gives
     assert not policies.findings and len(policies.rules) == 7
     labels: list[object] = [{"env": "prod"}, {"env": "dev", "team": "a"}, {"env": "dev", "team": 1},
                             {"env": "prod", "owner": "x"}, {}, {"env": ["prod"]}, "not a mapping"]
-    declarations = []
-    for index in range(28):
-        provider = ("aws", "azure", "gcp", "aws")[index % 4]
-        name = ("AWS Prod", "AWS Prod account", "azure-dev", "Prod", "AWS")[index % 5]
-        data = {"apiVersion": "connsync/v1", "provider": provider,
-                "metadata": {"name": name, "labels": labels[index % len(labels)]},
-                "spec": {"account_id": "111111111111" if index % 3 else "222222222222",
-                         "default_region": ("eu-west-1", "us-east-1")[index % 2]}}
-        file = tmp_path / f"c{index:02d}.yaml"
-        file.write_text(yaml.safe_dump(data))
-        loaded = loader.load_file(file)
-        assert isinstance(loaded, Declaration)
-        declarations.append(loaded)
-    checked = policy_check.check(declarations, policies)
-    expected = []
-    for decl in declarations:
-        conn = policy_check._Connection(decl)
-        for rule in policies.rules:
-            if conn.matches(rule):
-                expected.extend(policy_check.violations(conn, rule))
-    assert checked.findings == expected
+    declarations = _declarations(tmp_path, [
+        (("aws", "azure", "gcp", "aws")[index % 4],
+         ("AWS Prod", "AWS Prod account", "azure-dev", "Prod", "AWS")[index % 5],
+         labels[index % len(labels)],
+         {"account_id": "111111111111" if index % 3 else "222222222222",
+          "default_region": ("eu-west-1", "us-east-1")[index % 2]})
+        for index in range(28)])
+    expected = _rule_by_rule(declarations, policies)
+    assert policy_check.check(declarations, policies).findings == expected
     assert len({f.rule for f in expected}) == 7  # every rule is broken somewhere
-    # two rules allow it different accounts (no account meets both): it breaks one, or the other
-    by_file: dict[str, set[str]] = {}
-    for finding in expected:
-        by_file.setdefault(finding.file, set()).add(finding.rule)
-    both = [rules for rules in by_file.values() if "policy/prod-accounts" in rules]
-    assert both and all("policy/other-accounts" not in rules for rules in both)
-    assert any("policy/other-accounts" in rules for rules in by_file.values())
+
+
+FOLDED_POLICY = """\
+apiVersion: connsync/v1
+kind: Policy
+metadata: {name: folded}
+rules:
+  - id: one-account
+    require: {accounts: ["111111111111"], regions: [eu-west-1]}
+  - id: two-accounts
+    require: {accounts: ["111111111111", "222222222222"], regions: [eu-west-1, us-east-1]}
+  - id: owner
+    require: {labels: [owner]}
+  - id: env
+    require: {labels: [env]}
+  - id: style
+    require: {name: '^c-'}
+  - id: short
+    require: {name: '^.{1,4}$', expression: 'has(spec.account_id)'}
+"""
+
+
+def test_the_requirements_of_rules_together_are_what_each_requires(tmp_path: Path) -> None:
+    """The accounts and regions every rule allows, the labels any rule requires, every name
+    pattern: a connection that meets one rule's and not another's is found by that other."""
+    (tmp_path / "folded.yaml").write_text(FOLDED_POLICY)
+    policies = policy.load([tmp_path / "folded.yaml"], tmp_path)
+    assert not policies.findings
+    full, A, B = {"owner": "o", "env": "e"}, "111111111111", "222222222222"
+    declarations = _declarations(tmp_path, [
+        ("aws", "c-1", full, {"account_id": A, "default_region": "eu-west-1"}),  # breaks nothing
+        ("aws", "c-2", full, {"account_id": B, "default_region": "eu-west-1"}),  # one-account
+        ("aws", "c-3", full, {"account_id": A, "default_region": "us-east-1"}),  # one-account
+        ("aws", "c-4", {"owner": "o"}, {"account_id": A, "default_region": "eu-west-1"}),  # env
+        ("aws", "c-5", {"env": "e", "owner": " "}, {"account_id": A, "default_region": "eu-west-1"}),
+        ("aws", "x-6", full, {"account_id": A, "default_region": "eu-west-1"}),  # style
+        ("aws", "c-long", full, {"account_id": A, "default_region": "eu-west-1"}),  # short
+        ("aws", "c-8", full, {"default_region": "eu-west-1"}),  # both accounts rules, short
+        ("aws", "c-9", full, {"account_id": int(A), "default_region": "eu-west-1"}),  # not a string
+    ])
+    expected = _rule_by_rule(declarations, policies)
+    assert policy_check.check(declarations, policies).findings == expected
+    broken = {(f.file.rsplit("/", 1)[-1], f.rule.removeprefix("policy/")) for f in expected}
+    assert broken == {
+        ("c01.yaml", "one-account"), ("c02.yaml", "one-account"), ("c03.yaml", "env"),
+        ("c04.yaml", "owner"), ("c05.yaml", "style"), ("c06.yaml", "short"),
+        ("c07.yaml", "one-account"), ("c07.yaml", "two-accounts"), ("c07.yaml", "short"),
+        ("c08.yaml", "one-account"), ("c08.yaml", "two-accounts")}
