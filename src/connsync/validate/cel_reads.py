@@ -93,7 +93,8 @@ def _selects(tokens: Sequence[Token], maps: Sequence[str]) -> dict[str, list[Sel
             if (owner.kind in ("literal", "number") or owner.text in (")", "]", "}")
                     or (owner.kind == "ident" and owner.text != "in")):
                 continue  # a field of that name, of something else
-            found[token.text] = None  # ".spec": the variable itself, named from the root
+            found[token.text] = None  # ".spec", the variable named from the root (compile_expression
+            # refuses it today; read whole, this function stays sound on its own)
             continue
         dot, field = [*tokens[i + 1:i + 3], _NOTHING, _NOTHING][:2]
         following = tokens[i + 3] if i + 3 < len(tokens) else _NOTHING
