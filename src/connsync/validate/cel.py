@@ -23,9 +23,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from connsync.validate.cel_reads import MAPS, Read, flatten, reads
+if TYPE_CHECKING:  # imported where used: validate without an expression does not need it
+    from connsync.validate.cel_reads import Read
 
 MAX_EXPRESSION = 2000
 MAX_COMPREHENSIONS = 2
@@ -186,6 +187,8 @@ class _Unknown:
     variable of its own (:func:`cel_reads.flatten`) when they read it by fields alone."""
 
     def __init__(self, programs: tuple[Program, ...]) -> None:
+        from connsync.validate.cel_reads import MAPS, flatten
+
         self.programs = programs
         whole = tuple(dict.fromkeys(name for p in programs for name, field in p.reads if field is None))
         flat = flatten(tuple(p.source for p in programs), tuple(m for m in MAPS if m not in whole))
@@ -273,6 +276,8 @@ def compile_expression(source: str) -> Program | str:
     unknown = sorted(set(_free_variables(compiled)) - set(VARIABLES) - _TYPES)
     if unknown:
         return (f"unknown variable {unknown[0]!r}; an expression may use {', '.join(VARIABLES)}")
+    from connsync.validate.cel_reads import reads
+
     return Program(source, compiled, reads(source, VARIABLES, compiled.variables()))
 
 
